@@ -1,0 +1,46 @@
+"""Session-wide fixtures. Tests that need ../shared skip loudly when it is absent (e.g. on a bare clone)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LS_SHARED_DIR", REPO.parent / "shared"))
+ICBHI_SAMPLE = SHARED / "data" / "icbhi-sample"
+ICBHI_META = SHARED / "data" / "icbhi-meta"
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"SKIPPED (needs shared data): {path} is absent; set LS_SHARED_DIR to run this test")
+    return path
+
+
+@pytest.fixture(scope="session")
+def icbhi_sample_dir() -> Path:
+    """The 10 real ICBHI recordings + official helper files (../shared/data/icbhi-sample)."""
+    return _require(ICBHI_SAMPLE)
+
+
+@pytest.fixture(scope="session")
+def icbhi_meta_dir() -> Path:
+    """Whole-database metadata files, incl. icbhi_metadata.csv (../shared/data/icbhi-meta)."""
+    return _require(ICBHI_META)
+
+
+@pytest.fixture(scope="session")
+def synthetic_icbhi_dir(tmp_path_factory) -> Path:
+    """A small synthetic folder in the official ICBHI layout, generated once per test session."""
+    from ls.data.synthetic import generate_icbhi
+
+    out = tmp_path_factory.mktemp("synthetic_icbhi")
+    generate_icbhi(out, recordings=24, seed=0)
+    return out
+
+
+def pytest_report_header(config):
+    state = "present" if SHARED.exists() else "ABSENT: tests that read it will be skipped"
+    return f"shared data: {SHARED} ({state})"
