@@ -1,0 +1,153 @@
+"""ls.engine.optim: AdamW parameter groups, LR scales, mask group and weight-decay exclusion."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from torch import nn
+
+from ls.engine.config import OptimizerConfig
+from ls.engine.optim import build_optimizer, group_lrs, parameter_groups
+
+
+class TinyConditioned(nn.Module):
+    """Stand-in for a conditioned AST with the model interface's param_groups / no_weight_decay."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Linear(4, 4)
+        self.norm = nn.LayerNorm(4)
+        self.device_emb = nn.Embedding(3, 2)
+        self.encoder = nn.Linear(2, 2)
+        self.film = nn.Linear(2, 8)
+        self.mask_logits = nn.Parameter(torch.full((3, 4), 0.5))
+        self.classifier = nn.Linear(4, 2)
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {
+            "backbone": [*self.backbone.parameters(), *self.norm.parameters()],
+            "embedding": [self.device_emb.weight],
+            "encoder": list(self.encoder.parameters()),
+            "film": list(self.film.parameters()),
+            "mask": [self.mask_logits],
+            "classifier": list(self.classifier.parameters()),
+        }
+
+    def no_weight_decay(self) -> set[str]:
+        biases = {n for n, _ in self.named_parameters() if n.endswith("bias")}
+        return biases | {"norm.weight", "device_emb.weight", "mask_logits"}
+
+
+def by_name(groups) -> dict[str, dict]:
+    return {g["name"]: g for g in groups}
+
+
+def test_paper_default_decays_everything_at_one_lr():
+    model = TinyConditioned()
+    groups = by_name(parameter_groups(model, OptimizerConfig()))
+    assert set(groups) == {"backbone", "embedding", "encoder", "film", "mask", "classifier"}
+    assert all(
+        g["lr"] == 3e-5 and g["weight_decay"] == 0.05 and g["scheduled_decay"] for g in groups.values()
+    )
+    ids = [id(p) for g in groups.values() for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters())  # every parameter exactly once
+
+
+def test_differential_lr_uses_the_spec_scales_and_masks_get_no_decay():
+    cfg = OptimizerConfig(lr=1e-4, use_differential_lr=True)
+    groups = by_name(parameter_groups(TinyConditioned(), cfg))
+    expected = {
+        "backbone": 0.01,
+        "embedding": 0.5,
+        "encoder": 1.0,
+        "film": 1.0,
+        "mask": 1.5,
+        "classifier": 2.0,
+    }
+    for name, scale in expected.items():
+        assert groups[name]["lr"] == pytest.approx(1e-4 * scale)
+        assert groups[name]["lr_scale"] == scale
+    assert groups["mask"]["weight_decay"] == 0.0 and not groups["mask"]["scheduled_decay"]
+    assert groups["film"]["weight_decay"] == 0.05
+
+
+def test_mask_lr_multiplier_groups_masks_without_differential_lr():
+    groups = by_name(parameter_groups(TinyConditioned(), OptimizerConfig(mask_lr_multiplier=10.0)))
+    assert groups["mask"]["lr"] == pytest.approx(3e-4) and groups["mask"]["weight_decay"] == 0.0
+    assert groups["backbone"]["lr"] == 3e-5 and groups["backbone"]["weight_decay"] == 0.05
+
+
+def test_decay_exclude_uses_no_weight_decay_names():
+    model = TinyConditioned()
+    groups = by_name(parameter_groups(model, OptimizerConfig(decay_exclude=True)))
+    no_decay = {id(p) for n, p in model.named_parameters() if n in model.no_weight_decay()}
+    for g in groups.values():
+        exempt = g["name"].endswith("_no_decay")
+        assert all((id(p) in no_decay) == exempt for p in g["params"])
+        assert (g["weight_decay"] == 0.0) == exempt
+    assert groups["backbone"]["params"] == [model.backbone.weight]
+    assert "embedding" not in groups and "embedding_no_decay" in groups
+
+
+def test_decay_exclude_falls_back_to_one_dimensional_parameters():
+    model = nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3))
+    groups = by_name(parameter_groups(model, OptimizerConfig(decay_exclude=True)))
+    assert groups["model"]["params"] == [model[0].weight]
+    assert len(groups["model_no_decay"]["params"]) == 3  # linear bias, norm weight and bias
+
+
+def test_frozen_parameters_are_left_out():
+    model = TinyConditioned()
+    for p in model.backbone.parameters():
+        p.requires_grad_(False)
+    groups = by_name(parameter_groups(model, OptimizerConfig()))
+    assert groups["backbone"]["params"] == list(model.norm.parameters())
+
+
+def test_bad_param_groups_are_reported():
+    model = TinyConditioned()
+    model.param_groups = lambda: {"backbone": list(model.backbone.parameters())}  # type: ignore[method-assign]
+    with pytest.raises(ValueError, match="leaves out trainable parameters: .*'norm.weight'"):
+        parameter_groups(model, OptimizerConfig())
+    model.param_groups = lambda: {"a": [model.mask_logits], "b": [model.mask_logits]}  # type: ignore[method-assign]
+    with pytest.raises(ValueError, match="'mask_logits' is in two param groups: 'a' and 'b'"):
+        parameter_groups(model, OptimizerConfig())
+    plain = nn.Linear(2, 2)
+    plain.param_groups = lambda: {"heads": list(plain.parameters())}  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="no scale for param groups \\['heads'\\]"):
+        parameter_groups(plain, OptimizerConfig(use_differential_lr=True))
+    frozen = nn.Linear(2, 2).requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        parameter_groups(frozen, OptimizerConfig())
+
+
+def test_adamw_applies_decoupled_decay_only_where_configured():
+    """With zero gradients AdamW's update is pure decay p <- p (1 - lr wd): masks decay in paper mode only."""
+    for cfg, mask_decays in (
+        (OptimizerConfig(lr=0.1), True),
+        (OptimizerConfig(lr=0.1, mask_lr_multiplier=2.0), False),
+    ):
+        model = TinyConditioned()
+        opt = build_optimizer(model, cfg)
+        before_mask, before_w = model.mask_logits.detach().clone(), model.film.weight.detach().clone()
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+        opt.step()
+        torch.testing.assert_close(model.film.weight.detach(), before_w * (1 - 0.1 * 0.05))
+        expected_mask = before_mask * (1 - 0.1 * 0.05) if mask_decays else before_mask
+        torch.testing.assert_close(model.mask_logits.detach(), expected_mask)
+
+
+def test_optimizer_state_is_weights_only_loadable_and_lrs_are_named():
+    model = TinyConditioned()
+    opt = build_optimizer(model, OptimizerConfig(use_differential_lr=True, betas=[0.8, 0.99]))
+    assert opt.param_groups[0]["betas"] == (0.8, 0.99)
+    buf = io.BytesIO()
+    torch.save(opt.state_dict(), buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    assert [g["name"] for g in state["param_groups"]] == [g["name"] for g in opt.param_groups]
+    lrs = group_lrs(opt)
+    assert lrs["lr_classifier"] == pytest.approx(6e-5) and lrs["lr_backbone"] == pytest.approx(3e-7)
