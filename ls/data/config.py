@@ -24,6 +24,9 @@ class AugmentConfig:
     fhi: Optional[float] = None
     policy: Optional[str] = None
     mask: Optional[str] = None
+    # SpecAugment time warp: None = as the policy's W says; False disables it. (The reference's warp never ran,
+    # defect 11.2-4; here it works, but the paper's policy icbhi_ast_sup has W = 0 anyway.)
+    time_warp: Optional[bool] = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.p <= 1.0:
@@ -47,9 +50,16 @@ class AudioConfig:
     window_type: str = "hanning"
     use_energy: bool = False
     dither: float = 0.0
-    mel_norm: Literal["mit", "hf", "custom", "none"] = "mit"
+    # mit/hf: (x - AudioSet mean) / (2 AudioSet std) (hf = Hugging Face ASTFeatureExtractor, same formula);
+    # custom: (x - custom_mean) / custom_std; "dataset": fix for defect 11.1-9, (x - mean) / (2 std) with the
+    # statistics measured on the training features (written into dataset_mean/dataset_std below).
+    mel_norm: Literal["mit", "hf", "custom", "dataset", "none"] = "mit"
     custom_mean: Optional[float] = None
     custom_std: Optional[float] = None
+    # Filled by build_datasets when mel_norm == "dataset" (training-feature mean/std of the raw log-mel), so the
+    # saved resolved config reproduces the normalisation at prediction time.
+    dataset_mean: Optional[float] = None
+    dataset_std: Optional[float] = None
     resz: float = 1.0
     # How the fbank reaches dataset.w frames: "stretch" = bilinear resize (paper), "pad" = cut/zero-pad.
     frame_fit: Literal["stretch", "pad"] = "stretch"
@@ -64,10 +74,17 @@ class DatasetConfig:
     name: Literal["icbhi"] = "icbhi"
     cycle_metadata_path: Optional[str] = None  # None: build the cycle table from data_folder
     class_split: Literal["lungsound"] = "lungsound"
+    # official: the challenge's 60/40 file; foldwise: patient fold == test_fold is test; random: patient-wise
+    # (the reference's random split was recording-level and leaked patients, defect 11.1-4).
     split_strategy: Literal["official", "foldwise", "random"] = "official"
     test_fold: int = 0
-    random_test_fraction: float = 0.4
+    random_test_fraction: float = 0.4  # fraction of patients (random strategy)
     split_seed: int = 1
+    # Patient -> fold list (not part of the official download); None: patient_list_foldwise.txt in data_folder.
+    fold_file: Optional[str] = None
+    # The official split puts patients 156 and 218 in both train and test (defect 11.1-4). False keeps the
+    # paper's split; true drops those patients' training recordings so test is untouched but patient-disjoint.
+    patient_disjoint_official: bool = False
     # Patient-disjoint validation carved from the training split (model selection never sees test).
     val_fraction: float = 0.2
     val_seed: int = 0
@@ -80,3 +97,9 @@ class DatasetConfig:
     h: int = 128  # mel bins (frequency), the model's input_fdim
     w: int = 1024  # frames (time), the model's input_tdim
     cache_dir: Optional[str] = None  # None: <data_folder>/.ls_cache
+    cache_workers: Optional[int] = None  # processes building the feature cache; None: all CPUs, 0: in-process
+    # Metadata encoder (fitted on the training split only).
+    cont_features: list[str] = field(default_factory=lambda: ["age", "bmi", "duration"])
+    # The reference computes age_missing/bmi_missing but never feeds them (defect 11.2-3); true appends them.
+    use_missing_flags: bool = False
+    child_bmi_range: list[float] = field(default_factory=lambda: [10.0, 60.0])  # plausible child BMI, kg/m^2

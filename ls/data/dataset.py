@@ -1,0 +1,471 @@
+"""Datasets and loaders: cycle table + split + feature cache + metadata encoder -> batches.
+
+``build_datasets(cfg)`` reads (or builds) the cycle table, assigns the split, makes sure the on-disk feature
+cache exists (one entry for all splits), fits the ``MetadataEncoder`` on the training rows and returns
+``Datasets(train, val, test, encoder, class_names, metadata_spec, normalizer)``. ``build_loaders`` wraps them
+in DataLoaders (seeded shuffling, optional class-weighted sampling, distributed samplers).
+
+A training item with ``audio.raw_augment`` on goes through: waveform augmentations (on the cached padded
+waveform) -> cut/pad -> fbank -> frame fit -> normalisation -> SpecAugment. Items whose waveform augmentations
+all stay off use the cached features directly (the same numbers as recomputing them, up to float16 storage).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, WeightedRandomSampler
+
+from ls.data import audio as audio_mod
+from ls.data import features as features_mod
+from ls.data.augment import Augmenter, item_generator
+from ls.data.cache import CachedArray, ensure_cached, feature_stats
+from ls.data.config import AudioConfig, DatasetConfig
+from ls.data.metadata import MetadataEncoder
+from ls.types import MetadataSpec
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+class CycleDataset(Dataset):
+    """Respiratory cycles of one split.
+
+    Items (``docs/interfaces.md``): ``spec`` float32 ``[w, n_mels]``, ``device``/``site`` int64 scalars,
+    ``cont`` float32 ``[C]``, ``label`` int64 scalar or float32 ``[2]``, ``filename`` str, ``cycle_index`` and
+    ``pid`` int64 scalars.
+
+    Args:
+        table: the split's rows of the cycle table (any index).
+        rows: position of each row in the feature cache, int64 ``[N]``.
+        features: cache entry of raw features ``[N_all, w, n_mels]``.
+        meta: ``MetadataEncoder.transform(table)``.
+        labels: int64 ``[N]`` or float32 ``[N, 2]``.
+        augmenter: training augmentations (None: no augmentation).
+        waves: cache entry of padded waveforms ``[N_all, samples]`` (needed by waveform augmentations).
+        seed: base of the per-item random generator ``(seed, epoch, index)``; see ``set_epoch``.
+    """
+
+    def __init__(
+        self,
+        table: pd.DataFrame,
+        rows: np.ndarray,
+        features: CachedArray,
+        normalizer: features_mod.FeatureNormalizer,
+        meta: dict[str, np.ndarray],
+        labels: np.ndarray,
+        audio_cfg: AudioConfig,
+        w: int,
+        split: str,
+        augmenter: Augmenter | None = None,
+        waves: CachedArray | None = None,
+        seed: int = 0,
+    ) -> None:
+        if augmenter is not None and augmenter.has_wave and waves is None:
+            raise ValueError("waveform augmentation needs the cached waveforms (waves=...)")
+        self.split = split
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.features_entry, self.waves_entry = features, waves
+        self.normalizer = normalizer
+        self.device = torch.from_numpy(meta["device"])
+        self.site = torch.from_numpy(meta["site"])
+        self.cont = torch.from_numpy(meta["cont"])
+        self.labels = torch.from_numpy(labels)
+        self.filenames = table["Filename"].astype(str).tolist()
+        self.cycle_index = torch.tensor(table["CycleIndex"].to_numpy(dtype=np.int64))
+        self.pid = torch.tensor(table["PID"].to_numpy(dtype=np.int64))
+        self.table = table
+        self.audio_cfg, self.w = audio_cfg, w
+        self.augmenter = augmenter if augmenter else None
+        self.seed, self.epoch = int(seed), 0
+        self._features: np.memmap | None = None
+        self._waves: np.memmap | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation stream of ``epoch`` (call before iterating; workers copy this value)."""
+        self.epoch = int(epoch)
+
+    def __getstate__(self) -> dict:  # memmaps are re-opened in each worker instead of being pickled
+        state = self.__dict__.copy()
+        state["_features"] = state["_waves"] = None
+        return state
+
+    def _feature(self, i: int) -> torch.Tensor:
+        if self._features is None:
+            self._features = self.features_entry.open()
+        return torch.from_numpy(np.asarray(self._features[self.rows[i]], dtype=np.float32))
+
+    def _augmented_feature(self, i: int, gen: torch.Generator) -> torch.Tensor | None:
+        if self._waves is None:
+            self._waves = self.waves_entry.open()
+        wave = torch.from_numpy(np.asarray(self._waves[self.rows[i]], dtype=np.float32))
+        wave = self.augmenter.wave(wave, gen)
+        if wave is None:
+            return None
+        wave = audio_mod.fit_length(wave, self.audio_cfg)
+        return features_mod.cycle_features(wave[None], self.audio_cfg, self.w)[0]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        spec = None
+        gen = item_generator(self.seed, self.epoch, i) if self.augmenter is not None else None
+        if gen is not None and self.augmenter.has_wave:
+            spec = self._augmented_feature(i, gen)
+        if spec is None:
+            spec = self._feature(i)
+        spec = self.normalizer(spec)
+        if gen is not None:
+            spec = self.augmenter.spec(spec, gen)
+        return {
+            "spec": spec,
+            "device": self.device[i],
+            "site": self.site[i],
+            "cont": self.cont[i],
+            "label": self.labels[i],
+            "filename": self.filenames[i],
+            "cycle_index": self.cycle_index[i],
+            "pid": self.pid[i],
+        }
+
+    def class_counts(self) -> np.ndarray:
+        """Cycles per class (single-label) or positives per label column (multi-label)."""
+        y = self.labels.numpy()
+        return y.sum(axis=0) if y.ndim == 2 else np.bincount(y, minlength=int(y.max(initial=0)) + 1)
+
+    def __repr__(self) -> str:
+        aug = "augmented" if self.augmenter is not None else "plain"
+        return f"CycleDataset({self.split}, {len(self)} cycles, {aug})"
+
+
+@dataclass
+class Datasets:
+    """What ``build_datasets`` returns; unpacks as ``train, val, test``."""
+
+    train: CycleDataset
+    val: CycleDataset | None
+    test: CycleDataset
+    encoder: MetadataEncoder
+    class_names: list[str]
+    metadata_spec: MetadataSpec
+    normalizer: features_mod.FeatureNormalizer
+    table: pd.DataFrame | None = None  # the full cycle table with its "Split" column
+
+    def __iter__(self) -> Iterator[CycleDataset | None]:
+        return iter((self.train, self.val, self.test))
+
+
+# --------------------------------------------------------------------------------------------- building
+
+
+def _cache_dir(ds_cfg: DatasetConfig) -> Path:
+    return Path(ds_cfg.cache_dir) if ds_cfg.cache_dir else Path(ds_cfg.data_folder) / ".ls_cache"
+
+
+def load_table(ds_cfg: DatasetConfig) -> pd.DataFrame:
+    """The cycle table (from ``dataset.cycle_metadata_path`` or built from the folder), restricted to the
+    recordings whose wav exists, sorted by (Filename, CycleIndex) with a fresh index."""
+    from ls.data.icbhi import build_cycle_table, load_cycle_table
+
+    folder = Path(ds_cfg.data_folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"dataset.data_folder = {str(folder)!r} is not a folder")
+    if ds_cfg.cycle_metadata_path:
+        table = load_cycle_table(ds_cfg.cycle_metadata_path)
+        present = {p.stem for p in folder.glob("*.wav")}
+        keep = table["Filename"].astype(str).isin(present)
+        if not keep.any():
+            raise FileNotFoundError(
+                f"none of the {table['Filename'].nunique()} recordings in {ds_cfg.cycle_metadata_path} "
+                f"has a wav in dataset.data_folder = {folder}"
+            )
+        if not keep.all():  # a partial download: keep what is there, like the reference
+            log.warning(
+                "%d of %d cycles (%d recordings) in %s have no wav in %s; they are skipped",
+                (~keep).sum(),
+                len(table),
+                table.loc[~keep, "Filename"].nunique(),
+                ds_cfg.cycle_metadata_path,
+                folder,
+            )
+            table = table[keep]
+    else:
+        table = build_cycle_table(folder)
+    return table.sort_values(["Filename", "CycleIndex"], kind="stable").reset_index(drop=True)
+
+
+def _needs_augment(audio_cfg: AudioConfig) -> bool:
+    return bool(audio_cfg.raw_augment) and bool(Augmenter.from_config(audio_cfg))
+
+
+def _prepare(cfg) -> tuple[pd.DataFrame, CachedArray, CachedArray | None]:
+    ds_cfg, audio_cfg = cfg.dataset, cfg.audio
+    features_mod.check_input_shape(audio_cfg, ds_cfg.h, ds_cfg.w)
+    table = load_table(ds_cfg)
+    cache_dir = _cache_dir(ds_cfg)
+    feats = ensure_cached(
+        "features", table, ds_cfg.data_folder, audio_cfg, cache_dir, w=ds_cfg.w, workers=ds_cfg.cache_workers
+    )
+    waves = None
+    if _needs_augment(audio_cfg) and Augmenter.from_config(audio_cfg).has_wave:
+        waves = ensure_cached(
+            "waves", table, ds_cfg.data_folder, audio_cfg, cache_dir, workers=ds_cfg.cache_workers
+        )
+    return table, feats, waves
+
+
+def _normalizer(cfg, feats: CachedArray, train_rows: np.ndarray) -> features_mod.FeatureNormalizer:
+    audio_cfg = cfg.audio
+    if audio_cfg.mel_norm == "dataset":
+        mean, std = feature_stats(feats, train_rows)
+        # written back so the resolved config saved with a checkpoint reproduces the normalisation
+        audio_cfg.dataset_mean, audio_cfg.dataset_std = mean, std
+        log.info("mel_norm=dataset: training log-mel mean %.4f, std %.4f", mean, std)
+    return features_mod.FeatureNormalizer.from_config(audio_cfg)
+
+
+def _make_datasets(
+    cfg, table: pd.DataFrame, split: pd.Series, feats: CachedArray, waves: CachedArray | None
+) -> Datasets:
+    from ls.data.labels import class_names, cycle_labels
+
+    ds_cfg = cfg.dataset
+    split = split.reindex(table.index)
+    other = ~split.isin(SPLITS)
+    if other.any():
+        log.warning(
+            "%d cycle(s) have no split (%s); they are left out",
+            other.sum(),
+            sorted(map(str, pd.unique(split[other])))[:5],
+        )
+    train_rows = np.flatnonzero((split == "train").to_numpy())
+    if train_rows.size == 0:
+        raise ValueError(
+            f"the training split of {ds_cfg.data_folder} is empty "
+            f"(split_strategy = {ds_cfg.split_strategy!r})"
+        )
+    encoder = MetadataEncoder.from_config(ds_cfg).fit(table.iloc[train_rows])
+    normalizer = _normalizer(cfg, feats, train_rows)
+    augmenter = Augmenter.from_config(cfg.audio) if cfg.audio.raw_augment else None
+    labels = cycle_labels(
+        table["Crackles"].to_numpy(), table["Wheezes"].to_numpy(), ds_cfg.n_cls, ds_cfg.multi_label
+    )
+
+    def subset(name: str) -> CycleDataset | None:
+        rows = np.flatnonzero((split == name).to_numpy())
+        if rows.size == 0:
+            return None
+        part = table.iloc[rows]
+        aug = augmenter if name == "train" else None  # validation/test are never augmented (defect 11.2-11)
+        return CycleDataset(
+            part,
+            rows,
+            feats,
+            normalizer,
+            encoder.transform(part),
+            labels[rows],
+            cfg.audio,
+            ds_cfg.w,
+            name,
+            aug,
+            waves if aug is not None else None,
+            seed=cfg.seed,
+        )
+
+    train, val, test = (subset(s) for s in SPLITS)
+    if test is None:
+        raise ValueError(
+            f"the test split of {ds_cfg.data_folder} is empty (split_strategy = {ds_cfg.split_strategy!r})"
+        )
+    full = table.assign(Split=split)
+    return Datasets(
+        train,
+        val,
+        test,
+        encoder,
+        class_names(ds_cfg.n_cls, ds_cfg.multi_label),
+        encoder.spec,
+        normalizer,
+        full,
+    )
+
+
+def build_datasets(cfg) -> Datasets:
+    """Train / validation / test datasets of ``cfg`` (a ``ls.config.Config``).
+
+    The validation split is ``None`` when ``dataset.val_fraction == 0``. With ``audio.mel_norm == "dataset"``
+    the measured statistics are written into ``cfg.audio.dataset_mean`` / ``dataset_std``.
+    """
+    from ls.data.splits import assign_splits
+
+    table, feats, waves = _prepare(cfg)
+    split = assign_splits(table, cfg.dataset, cfg.dataset.data_folder)
+    return _make_datasets(cfg, table, split, feats, waves)
+
+
+def build_fold_datasets(cfg, fold: int, k: int = 5) -> Datasets:
+    """Patient-grouped k-fold on the training data: fold ``fold`` of ``k`` is validation, the rest train;
+    the test split is the configured one. The encoder and (``mel_norm: dataset``) feature statistics are fitted
+    on the fold's training rows, and validation items are not augmented (defect 11.2-11)."""
+    from ls.data.splits import assign_splits, patient_kfold
+
+    if not 0 <= fold < k:
+        raise ValueError(f"fold must be in 0..{k - 1}, got {fold}")
+    table, feats, waves = _prepare(cfg)
+    split = assign_splits(table, cfg.dataset, cfg.dataset.data_folder)
+    dev = split.isin(("train", "val"))
+    folds = _fold_of_rows(patient_kfold(table[dev], k, cfg.seed), int(dev.sum()))
+    split = split.copy()
+    split[dev] = np.where(folds == fold, "val", "train")
+    return _make_datasets(cfg, table, split, feats, waves)
+
+
+def _fold_of_rows(folds: list[tuple[np.ndarray, np.ndarray]], n_rows: int) -> np.ndarray:
+    """Per-row fold number from ``patient_kfold``'s ``(train_positions, val_positions)`` pairs."""
+    fold_of = np.full(n_rows, -1)
+    for f, (_, val_pos) in enumerate(folds):
+        fold_of[np.asarray(val_pos)] = f
+    if (fold_of < 0).any():
+        raise ValueError("patient_kfold left some training rows out of every validation fold")
+    return fold_of
+
+
+# --------------------------------------------------------------------------------------------- loaders
+
+
+def sample_weights(labels: np.ndarray) -> np.ndarray:
+    """Per-cycle sampling weights (spec section 2.12), normalised to sum 1.
+
+    Single-label: ``1 / (count(class) + 1e-6)``. Multi-label ``[N, 2]``: with per-label inverse frequencies
+    ``inv_j = 1 / (f_j + 1e-6)`` normalised to sum 1, a cycle weighs the sum of its positive labels' ``inv_j``;
+    normal cycles weigh ``0.5 min_j inv_j``. Non-finite weights fall back to uniform.
+    """
+    y = np.asarray(labels)
+    if y.ndim == 1:
+        counts = np.bincount(y)
+        w = 1.0 / (counts[y] + 1e-6)
+    else:
+        inv = 1.0 / (y.sum(axis=0) + 1e-6)
+        inv = inv / inv.sum()
+        w = (y * inv).sum(axis=1)
+        w[y.sum(axis=1) == 0] = 0.5 * inv.min()
+    w = w / w.sum()
+    if not np.isfinite(w).all():
+        warnings.warn("class-weighted sampling produced non-finite weights; sampling uniformly instead")
+        w = np.full(len(y), 1.0 / len(y))
+    return w
+
+
+class DistributedWeightedSampler(Sampler[int]):
+    """Weighted sampling with replacement, sharded across ranks.
+
+    Every rank draws the same ``ceil(N / world) * world`` indices from a generator seeded with
+    ``seed + epoch`` and keeps every ``world``-th one from its rank, so ranks see disjoint shards of one
+    weighted draw. Call ``set_epoch`` each epoch.
+    """
+
+    def __init__(self, weights: np.ndarray, rank: int, world_size: int, seed: int = 0) -> None:
+        self.weights = torch.as_tensor(weights, dtype=torch.double)
+        self.rank, self.world, self.seed, self.epoch = rank, world_size, seed, 0
+        self.per_rank = math.ceil(len(self.weights) / world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        idx = torch.multinomial(self.weights, self.per_rank * self.world, replacement=True, generator=g)
+        return iter(idx[self.rank :: self.world].tolist())
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+
+@dataclass
+class Loaders:
+    """What ``build_loaders`` returns; ``set_epoch`` forwards to datasets and samplers."""
+
+    train: DataLoader
+    val: DataLoader | None
+    test: DataLoader
+    datasets: Datasets
+
+    def set_epoch(self, epoch: int) -> None:
+        for loader in (self.train, self.val, self.test):
+            if loader is None:
+                continue
+            if hasattr(loader.dataset, "set_epoch"):
+                loader.dataset.set_epoch(epoch)
+            if hasattr(loader.sampler, "set_epoch"):
+                loader.sampler.set_epoch(epoch)
+
+
+def build_loaders(cfg, datasets: Datasets | None = None, *, rank: int = 0, world_size: int = 1) -> Loaders:
+    """DataLoaders for the datasets of ``cfg`` (built when not given).
+
+    Train: shuffled with a generator seeded by ``cfg.seed`` (or class-weighted with ``dataset.weighted_sampler``),
+    ``drop_last``. Validation/test: in order, never dropping cycles. With ``world_size > 1`` every loader uses a
+    distributed sampler (weighted: ``DistributedWeightedSampler``); note that torch's ``DistributedSampler``
+    pads the eval splits with repeated cycles to equal shards, so gather per-rank predictions and drop
+    duplicates by (filename, cycle_index). Call ``loaders.set_epoch(e)`` each epoch.
+    Raises ValueError when the training batch is larger than a rank's share of the training split.
+    """
+    ds_cfg = cfg.dataset
+    datasets = build_datasets(cfg) if datasets is None else datasets
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"invalid distributed setup rank={rank}, world_size={world_size}")
+    train = datasets.train
+    per_rank = len(train) // world_size
+    if ds_cfg.batch_size > per_rank:
+        raise ValueError(
+            f"dataset.batch_size = {ds_cfg.batch_size} is larger than the training split "
+            f"({len(train)} cycles{f' / {world_size} ranks' if world_size > 1 else ''}); no full batch can be formed"
+        )
+    common = {
+        "num_workers": ds_cfg.num_workers,
+        "pin_memory": torch.cuda.is_available(),
+        "persistent_workers": False,
+    }  # fresh workers each epoch pick up set_epoch()
+    gen = torch.Generator().manual_seed(cfg.seed)
+    if ds_cfg.weighted_sampler:
+        weights = sample_weights(train.labels.numpy())
+        if world_size > 1:
+            sampler: Sampler | None = DistributedWeightedSampler(weights, rank, world_size, cfg.seed)
+        else:
+            sampler = WeightedRandomSampler(
+                torch.as_tensor(weights, dtype=torch.double), len(weights), replacement=True, generator=gen
+            )
+    elif world_size > 1:
+        sampler = DistributedSampler(train, world_size, rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    else:
+        sampler = None
+    train_loader = DataLoader(
+        train,
+        batch_size=ds_cfg.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        generator=gen if sampler is None else None,
+        drop_last=True,
+        **common,
+    )
+
+    eval_bs = ds_cfg.eval_batch_size or ds_cfg.batch_size
+
+    def eval_loader(ds: CycleDataset | None) -> DataLoader | None:
+        if ds is None:
+            return None
+        sampler = DistributedSampler(ds, world_size, rank, shuffle=False) if world_size > 1 else None
+        return DataLoader(ds, batch_size=eval_bs, shuffle=False, sampler=sampler, drop_last=False, **common)
+
+    return Loaders(train_loader, eval_loader(datasets.val), eval_loader(datasets.test), datasets)

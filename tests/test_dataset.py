@@ -1,0 +1,174 @@
+"""ls.data.dataset: datasets and loaders on the synthetic ICBHI folder (tiny features: 32 mel bins x 64 frames
+of 2 s cycles), reproducible augmentation, samplers, k-fold, prediction features and bad input."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from ls.config import config_from_dict
+from ls.data import (
+    DistributedWeightedSampler,
+    MetadataEncoder,
+    build_datasets,
+    build_fold_datasets,
+    build_loaders,
+    features_for_recording,
+    sample_weights,
+)
+from ls.types import META_KEYS
+
+H, W = 32, 64
+
+
+def _cfg(folder, cache_dir, **audio):
+    dataset = {"data_folder": str(folder), "h": H, "w": W, "batch_size": 4, "cache_workers": 0,
+               "cache_dir": str(cache_dir)}  # fmt: skip
+    return config_from_dict({"dataset": dataset, "audio": {"n_mels": H, "desired_length": 2.0, **audio}})
+
+
+AUG = {
+    "raw_augment": True,
+    "wave_aug": [{"type": "loudness", "p": 0.5}, {"type": "noise", "p": 0.5}],
+    "spec_aug": [{"type": "SpecAugment", "p": 1.0, "policy": "icbhi_sup"}],
+}
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("ls_cache")
+
+
+@pytest.fixture(scope="module")
+def datasets(synthetic_icbhi_dir, cache_dir):
+    return build_datasets(_cfg(synthetic_icbhi_dir, cache_dir))
+
+
+def test_items_and_batches_follow_the_interface(datasets):
+    train, val, test = datasets
+    assert val is not None and len(train) > len(val) > 0 and len(test) > 0
+    item = test[0]
+    assert item["spec"].shape == (W, H) and item["spec"].dtype == torch.float32
+    assert item["device"].dtype == torch.int64 and item["device"].ndim == 0
+    assert item["cont"].shape == (datasets.metadata_spec.cont_dim,)
+    assert item["label"].shape == (2,) and item["label"].dtype == torch.float32  # multi_label default
+    assert isinstance(item["filename"], str) and item["pid"].dtype == torch.int64
+    assert datasets.class_names == ["normal", "crackle", "wheeze", "both"]
+
+
+def test_loaders_batches_drop_last_and_errors(datasets, synthetic_icbhi_dir, cache_dir):
+    cfg = _cfg(synthetic_icbhi_dir, cache_dir)
+    loaders = build_loaders(cfg, datasets)
+    batch = next(iter(loaders.train))
+    assert (
+        batch["spec"].shape == (4, W, H) and batch["cont"].shape == (4, 3) and batch["label"].shape == (4, 2)
+    )
+    assert set(META_KEYS) <= set(batch)
+    assert len(loaders.train) == len(datasets.train) // 4  # drop_last
+    test_names = [n for b in loaders.test for n in b["filename"]]
+    assert test_names == datasets.test.filenames  # eval loaders keep order and every cycle
+    cfg.dataset.batch_size = len(datasets.train) + 1
+    with pytest.raises(ValueError, match="batch_size .* larger than the training split"):
+        build_loaders(cfg, datasets)
+
+
+def test_train_shuffle_is_seeded(datasets, synthetic_icbhi_dir, cache_dir):
+    cfg = _cfg(synthetic_icbhi_dir, cache_dir)
+    a = [n for b in build_loaders(cfg, datasets).train for n in b["cycle_index"].tolist()]
+    b = [n for b in build_loaders(cfg, datasets).train for n in b["cycle_index"].tolist()]
+    assert a == b
+
+
+def test_encoder_fitted_on_training_rows_only(datasets):
+    table = datasets.table
+    expected = MetadataEncoder().fit(table[table["Split"] == "train"]).state_dict()
+    assert datasets.encoder.state_dict() == expected
+
+
+def test_augmentation_reproducible_per_epoch_and_worker_independent(synthetic_icbhi_dir, cache_dir):
+    ds = build_datasets(_cfg(synthetic_icbhi_dir, cache_dir, **AUG))
+    train, test = ds.train, ds.test
+    first = train[0]["spec"]
+    assert torch.equal(first, train[0]["spec"])
+    train.set_epoch(1)
+    assert not torch.equal(first, train[0]["spec"])
+    train.set_epoch(0)
+    assert torch.equal(test[0]["spec"], test[0]["spec"])  # test is never augmented
+    assert test.augmenter is None and ds.val.augmenter is None
+    plain = build_datasets(_cfg(synthetic_icbhi_dir, cache_dir)).train
+    assert not torch.equal(first, plain[0]["spec"])  # SpecAugment p = 1 changed it
+    loader_kw = {"batch_size": 4, "shuffle": False}
+    serial = next(iter(torch.utils.data.DataLoader(train, num_workers=0, **loader_kw)))["spec"]
+    workers = next(iter(torch.utils.data.DataLoader(train, num_workers=2, **loader_kw)))["spec"]
+    assert torch.equal(serial, workers)
+
+
+def test_dataset_normalisation_fix(synthetic_icbhi_dir, cache_dir):
+    cfg = _cfg(synthetic_icbhi_dir, cache_dir, mel_norm="dataset")
+    ds = build_datasets(cfg)
+    assert cfg.audio.dataset_mean is not None and cfg.audio.dataset_std > 0
+    specs = torch.stack([ds.train[i]["spec"] for i in range(len(ds.train))])
+    assert specs.mean().item() == pytest.approx(0.0, abs=1e-3)
+    assert specs.std().item() == pytest.approx(0.5, abs=1e-3)
+
+
+def test_features_for_recording_matches_dataset_item(datasets, synthetic_icbhi_dir, cache_dir):
+    cfg = _cfg(synthetic_icbhi_dir, cache_dir)
+    row = datasets.test.table.iloc[0]
+    spec = features_for_recording(synthetic_icbhi_dir / f"{row.Filename}.wav",
+                                  [(row.CycleStart, row.CycleEnd)], cfg.audio, H, W)[0]  # fmt: skip
+    torch.testing.assert_close(spec, datasets.test[0]["spec"], atol=3e-3, rtol=1e-3)  # float16 cache
+
+
+def test_fold_datasets_are_patient_disjoint(synthetic_icbhi_dir, cache_dir):
+    cfg = _cfg(synthetic_icbhi_dir, cache_dir)
+    base = build_datasets(cfg)
+    folds = [build_fold_datasets(cfg, f, k=2) for f in range(2)]
+    dev = set(base.train.filenames) | set(base.val.filenames)
+    for fd in folds:
+        assert set(fd.train.pid.tolist()).isdisjoint(fd.val.pid.tolist())
+        assert set(fd.train.filenames) | set(fd.val.filenames) == dev
+        assert fd.test.filenames == base.test.filenames
+    assert set(folds[0].val.filenames).isdisjoint(folds[1].val.filenames)
+    with pytest.raises(ValueError, match="fold must be in 0..1"):
+        build_fold_datasets(cfg, 2, k=2)
+
+
+def test_sample_weights_by_hand():
+    w = sample_weights(np.array([0, 0, 0, 1]))
+    np.testing.assert_allclose(w, np.array([1 / 3, 1 / 3, 1 / 3, 1.0]) / 2, rtol=1e-5)
+    y = np.array([[0, 0], [1, 0], [1, 0], [0, 1], [1, 1]], dtype=np.float32)
+    inv = 1 / (np.array([3.0, 2.0]) + 1e-6)
+    inv /= inv.sum()
+    raw = np.array([0.5 * inv.min(), inv[0], inv[0], inv[1], inv.sum()])
+    np.testing.assert_allclose(sample_weights(y), raw / raw.sum(), rtol=1e-5)
+
+
+def test_weighted_and_distributed_samplers(datasets, synthetic_icbhi_dir, cache_dir):
+    shards = [list(DistributedWeightedSampler(np.ones(10) / 10, r, 2, seed=3)) for r in range(2)]
+    assert len(shards[0]) == len(shards[1]) == 5
+    cfg = _cfg(synthetic_icbhi_dir, cache_dir)
+    cfg.dataset.weighted_sampler = True
+    loaders = [build_loaders(cfg, datasets, rank=r, world_size=2) for r in range(2)]
+    assert all(isinstance(ld.train.sampler, DistributedWeightedSampler) for ld in loaders)
+    loaders[0].set_epoch(1)
+    assert loaders[0].train.sampler.epoch == 1 and datasets.train.epoch == 1
+    datasets.train.set_epoch(0)
+
+
+def test_bad_input_is_named(synthetic_icbhi_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="data_folder"):
+        build_datasets(_cfg(tmp_path / "nowhere", tmp_path / "c"))
+    broken = tmp_path / "broken"
+    shutil.copytree(synthetic_icbhi_dir, broken, ignore=shutil.ignore_patterns(".ls_cache"))
+    victim = min(broken.glob("*.wav"))
+    victim.write_bytes(b"RIFF" + b"\x00" * 64)
+    with pytest.raises(Exception, match=victim.name):
+        build_datasets(_cfg(broken, tmp_path / "c2"))
+    cfg = _cfg(synthetic_icbhi_dir, tmp_path / "c3")
+    cfg.dataset.h = 64
+    with pytest.raises(ValueError, match=r"dataset.h \(64\) must equal audio.n_mels"):
+        build_datasets(cfg)
