@@ -1,0 +1,62 @@
+"""Classifier heads: pooled embedding ``[B, D]`` -> logits ``[B, label_dim]``.
+
+Every variant of the paper ends in the same shape of head, LN -> Dropout -> Linear -> act -> Dropout ->
+Linear, but with a different activation and hidden width per variant (ReLU/64 for AST, FiLM and SoftFiLM,
+GELU/64 for TAFiLM, GELU/``hidden_dim`` (32) for GRF). The per-variant choice lives in the registry;
+``models.<variant>.head: common`` gives every variant the same head (defect 11.4-4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+#: Hidden width of the paper's heads for AST, FiLM, TAFiLM and SoftFiLM (hard-coded in the reference).
+PAPER_HEAD_HIDDEN_DIM = 64
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU}
+
+
+def make_activation(name: str) -> nn.Module:
+    """``"relu"`` or ``"gelu"`` (exact GELU) as a module."""
+    try:
+        return _ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; expected one of {', '.join(_ACTIVATIONS)}") from None
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """Shape of a classifier head: hidden width and activation between the two Linear layers."""
+
+    hidden_dim: int
+    activation: str = "relu"
+
+    def __post_init__(self) -> None:
+        if self.hidden_dim < 1:
+            raise ValueError(f"head hidden_dim must be >= 1, got {self.hidden_dim}")
+        make_activation(self.activation)  # validates the name
+
+
+class ClassifierHead(nn.Sequential):
+    """``LN(D) -> Dropout(p) -> Linear(D, H) -> act -> Dropout(p) -> Linear(H, label_dim)``.
+
+    Input ``[B, D]``, output logits ``[B, label_dim]`` (no final activation). Kept as a ``Sequential`` so the
+    parameter names (``0.*`` LN, ``2.*`` first Linear, ``5.*`` last Linear) match the reference's
+    ``mlp_head`` layout. LayerNorm eps is PyTorch's default (1e-5), as in the reference head.
+    """
+
+    def __init__(self, in_dim: int, label_dim: int, spec: HeadSpec, dropout: float) -> None:
+        if label_dim < 1:
+            raise ValueError(f"label_dim must be >= 1, got {label_dim}")
+        super().__init__(
+            nn.LayerNorm(in_dim),
+            nn.Dropout(dropout),
+            nn.Linear(in_dim, spec.hidden_dim),
+            make_activation(spec.activation),
+            nn.Dropout(dropout),
+            nn.Linear(spec.hidden_dim, label_dim),
+        )
+        self.spec = spec
+        self.label_dim = label_dim
