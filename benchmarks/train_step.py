@@ -1,0 +1,263 @@
+"""One training step (forward, backward, AdamW step) per model variant, side by side with Hugging Face AST.
+
+Measures, in one process and on the same input:
+
+- ls variants built by ``ls.models.build_model`` (baseline ``ast``; ``ast_film_soft`` with every layer
+  conditioned; optionally the others), fp32;
+- ``transformers.ASTForAudioClassification`` of the same width/depth/input, ``attn_implementation="sdpa"``;
+- an fp32 matmul peak (square ``torch.mm``) on the same device, as the roofline for the achieved GFLOP/s.
+
+Reported per model: median step time, samples/s, ratio of HF's step time to ours (> 1 = ls faster), FLOPs
+per step (counted by ``torch.utils.flop_counter.FlopCounterMode`` on one step) and the achieved fraction of
+the matmul peak. Usage::
+
+    python benchmarks/train_step.py                      # default configs on CPU
+    python benchmarks/train_step.py --configs tiny --steps 3 --variants ast ast_film_soft ast_tafilm
+    python benchmarks/train_step.py --device cuda --configs base
+
+Not a test: it takes minutes on a small CPU. Run it on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from ls.models import ModelConfig, build_model
+from ls.models.backbone import AST_SIZES, patch_grid
+from ls.types import UNKNOWN_TOKEN, MetadataSpec
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    name: str
+    model_size: str
+    frames: int  # T
+    mel: int  # F
+    batch: int
+
+
+CONFIGS = {
+    "tiny": BenchConfig("tiny224 1024x128 b4", "tiny224", frames=1024, mel=128, batch=4),
+    "base": BenchConfig("base384 256x128 b4", "base384", frames=256, mel=128, batch=4),
+    "base1024": BenchConfig("base384 1024x128 b2", "base384", frames=1024, mel=128, batch=2),
+}
+HF_LABEL = "hf ASTForAudioClassification"
+META_SPEC = MetadataSpec(
+    device_names=(UNKNOWN_TOKEN, "AKGC417L", "LittC2SE", "Litt3200", "Meditron"),
+    site_names=(UNKNOWN_TOKEN, "Tc", "Al", "Ar", "Pl", "Pr", "Ll", "Lr"),
+    cont_names=("age", "bmi", "duration"),
+)
+
+
+def matmul_peak_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
+    """Best fp32 ``torch.mm`` throughput of ``n x n`` matrices (GFLOP/s)."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_batch(cfg: BenchConfig, device: torch.device) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    b = cfg.batch
+    batch = {
+        "spec": torch.randn(b, cfg.frames, cfg.mel, generator=g),
+        "device": torch.randint(1, META_SPEC.num_devices, (b,), generator=g),
+        "site": torch.randint(1, META_SPEC.num_sites, (b,), generator=g),
+        "cont": torch.randn(b, META_SPEC.cont_dim, generator=g),
+        "label": torch.randint(0, 2, (b,), generator=g),
+    }
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def make_optimizer(model: nn.Module, fused: bool) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    # fused=True: one kernel for the whole update (CPU and CUDA) instead of torch's default foreach loop
+    return torch.optim.AdamW(params, lr=1e-5, fused=True) if fused else torch.optim.AdamW(params, lr=1e-5)
+
+
+def ls_step_fn(
+    variant: str, cfg: BenchConfig, device: torch.device, fused: bool = False
+) -> tuple[nn.Module, Callable[[dict], None]]:
+    depth = AST_SIZES[cfg.model_size].depth
+    mcfg = ModelConfig(
+        variant=variant,
+        label_dim=2,
+        model_size=cfg.model_size,
+        input_fdim=cfg.mel,
+        input_tdim=cfg.frames,
+        conditioned_layers=list(range(depth)),  # worst case: every block modulated
+    )
+    model = build_model(mcfg, META_SPEC).to(device).train()
+    opt = make_optimizer(model, fused)
+
+    def step(batch: dict) -> None:
+        meta = {k: batch[k] for k in ("device", "site", "cont")}
+        logits = model(batch["spec"], meta)
+        loss = F.cross_entropy(logits, batch["label"])
+        aux = model.auxiliary_losses()
+        if aux:
+            loss = loss + sum(aux.values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return model, step
+
+
+def hf_step_fn(
+    cfg: BenchConfig, device: torch.device, fused: bool = False
+) -> tuple[nn.Module, Callable[[dict], None]]:
+    from transformers import ASTConfig, ASTForAudioClassification
+
+    arch = AST_SIZES[cfg.model_size]
+    hf_cfg = ASTConfig(
+        hidden_size=arch.embed_dim,
+        num_attention_heads=arch.num_heads,
+        num_hidden_layers=arch.depth,
+        intermediate_size=int(arch.embed_dim * arch.mlp_ratio),
+        max_length=cfg.frames,
+        num_mel_bins=cfg.mel,
+        num_labels=2,
+        layer_norm_eps=1e-6,
+    )
+    model = ASTForAudioClassification._from_config(hf_cfg, attn_implementation="sdpa").to(device).train()
+    opt = make_optimizer(model, fused)
+
+    def step(batch: dict) -> None:
+        loss = F.cross_entropy(model(batch["spec"]).logits, batch["label"])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return model, step
+
+
+def time_interleaved(
+    steps: dict[str, Callable[[dict], None]], batch: dict, device: torch.device, warmup: int, rounds: int
+) -> dict[str, float]:
+    """Median seconds per step of each model; models take turns every round so drift hits all alike."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step(batch)
+    times: dict[str, list[float]] = {label: [] for label in steps}
+    for _ in range(rounds):
+        for label, step in steps.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            step(batch)
+            _sync(device)
+            times[label].append(time.perf_counter() - t0)
+    return {label: statistics.median(t) for label, t in times.items()}
+
+
+def count_flops(step: Callable[[dict], None], batch: dict, cfg: BenchConfig) -> int:
+    """FLOPs of one training step: FlopCounterMode, plus attention counted by hand where it cannot see it.
+
+    FlopCounterMode has no formula for the CPU flash-attention kernel behind SDPA, so on CPU the two
+    attention matmuls (Q K^T and P V: ``4 N^2 D`` per sample and layer forward, twice that backward) are
+    added analytically (model FLOPs: the backward's recomputation is not counted).
+    """
+    with FlopCounterMode(display=False) as counter:
+        step(batch)
+    total = counter.get_total_flops()
+    ops = counter.get_flop_counts().get("Global", {})
+    if not any("scaled_dot_product" in str(op) for op in ops):
+        arch = AST_SIZES[cfg.model_size]
+        tokens = 2 + patch_grid(cfg.mel, cfg.frames, 10, 10)[0] * patch_grid(cfg.mel, cfg.frames, 10, 10)[1]
+        total += 3 * 4 * cfg.batch * arch.depth * tokens**2 * arch.embed_dim
+    return total
+
+
+def print_profile(step: Callable[[dict], None], batch: dict, device: torch.device, label: str) -> None:
+    """Top operators of one step by self time (where a step spends what is not matmul)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        step(batch)
+        _sync(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(f"--- profile: {label}")
+    print(prof.key_averages().table(sort_by=key, row_limit=14, max_name_column_width=48))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", nargs="+", default=["tiny", "base"], choices=sorted(CONFIGS))
+    parser.add_argument("--variants", nargs="+", default=["ast", "ast_film_soft"])
+    parser.add_argument("--no-hf", action="store_true", help="skip the Hugging Face reference")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=7, help="timed rounds (median)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--fused-adamw", action="store_true", help="AdamW(fused=True) for every model")
+    parser.add_argument(
+        "--profile", action="store_true", help="print the top operators of one step per model"
+    )
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    peak = matmul_peak_gflops(device)
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads, fp32")
+    print(f"fp32 matmul peak (2048^3 torch.mm, best of 10): {peak:.1f} GFLOP/s\n")
+    header = (
+        f"{'config':22} {'model':24} {'step s':>8} {'samples/s':>10} {'HF/ls':>6} {'GFLOP/step':>11} "
+        f"{'GFLOP/s':>8} {'%peak':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+    for key in args.configs:
+        cfg = CONFIGS[key]
+        batch = make_batch(cfg, device)
+        labels = ([] if args.no_hf else [HF_LABEL]) + [f"ls {v}" for v in args.variants]
+        steps = {}
+        for label in labels:
+            if label == HF_LABEL:
+                steps[label] = hf_step_fn(cfg, device, args.fused_adamw)[1]
+            else:
+                steps[label] = ls_step_fn(label[3:], cfg, device, args.fused_adamw)[1]
+        seconds = time_interleaved(steps, batch, device, args.warmup, args.steps)
+        hf_time = seconds.get(HF_LABEL, float("nan"))
+        for label, step in steps.items():
+            flops = count_flops(step, batch, cfg)
+            sec = seconds[label]
+            gflops = flops / sec / 1e9
+            print(
+                f"{cfg.name:22} {label[:24]:24} {sec:8.3f} {cfg.batch / sec:10.2f} {hf_time / sec:6.2f} "
+                f"{flops / 1e9:11.1f} {gflops:8.1f} {100 * gflops / peak:5.1f}%",
+                flush=True,
+            )
+            if args.profile:
+                print_profile(step, batch, device, label)
+        for label in steps:
+            if "ls ast" in seconds and label.startswith("ls ") and label != "ls ast":
+                print(f"{'':22} {label} / ls ast step time: {seconds[label] / seconds['ls ast']:.3f}x")
+        del steps
+        print()
+
+
+if __name__ == "__main__":
+    main()
