@@ -172,3 +172,16 @@ def test_bad_input_is_named(synthetic_icbhi_dir, tmp_path):
     cfg.dataset.h = 64
     with pytest.raises(ValueError, match=r"dataset.h \(64\) must equal audio.n_mels"):
         build_datasets(cfg)
+
+
+def test_a_given_encoder_is_used_instead_of_refitting(synthetic_icbhi_dir, cache_dir, datasets):
+    """Evaluation with a checkpoint's encoder: ids and z-scores come from it, not from this data's train split."""
+    table = datasets.table
+    other = MetadataEncoder().fit(table[table["Split"] == "test"])  # deliberately different statistics
+    rebuilt = build_datasets(_cfg(synthetic_icbhi_dir, cache_dir), encoder=other)
+    assert rebuilt.encoder is other
+    expected = other.transform(rebuilt.test.table)
+    item = rebuilt.test[0]
+    np.testing.assert_allclose(item["cont"].numpy(), expected["cont"][0])
+    assert item["device"].item() == expected["device"][0]
+    assert not np.allclose(other.mean["age"], datasets.encoder.mean["age"])

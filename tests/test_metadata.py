@@ -94,6 +94,20 @@ def test_unknown_device_maps_to_zero_with_warning(train, caplog):
     assert one["cont"][0, 0].item() == pytest.approx(expected_age, rel=1e-5)
 
 
+def test_encode_one_takes_all_cycles_of_a_recording_with_one_warning(train, caplog):
+    enc = MetadataEncoder().fit(train)
+    with caplog.at_level(logging.WARNING, logger="ls.data.metadata"):
+        many = enc.encode_one(device="Stethoscope9000", site="Al", duration=[1.0, 2.0, 3.5], age=40.0)
+    assert caplog.text.count("Stethoscope9000") == 1
+    assert many["device"].tolist() == [UNKNOWN_ID] * 3 and many["cont"].shape == (3, 3)
+    expected_dur = (np.array([1.0, 2.0, 3.5]) - enc.mean["duration"]) / enc.std["duration"]
+    np.testing.assert_allclose(many["cont"][:, 2].numpy(), expected_dur, rtol=1e-5)
+    single = enc.encode_one(device="Stethoscope9000", site="Al", duration=2.0, age=40.0)
+    np.testing.assert_array_equal(single["cont"][0].numpy(), many["cont"][1].numpy())
+    with pytest.raises(ValueError, match="duration"):
+        enc.encode_one(device="x", site="Al", duration=[])
+
+
 def test_state_dict_round_trip_is_plain_json(train):
     enc = MetadataEncoder(cont_features=["duration", "age"], use_missing_flags=True).fit(train)
     state = json.loads(json.dumps(enc.state_dict()))

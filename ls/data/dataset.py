@@ -225,9 +225,9 @@ def _prepare(cfg) -> tuple[pd.DataFrame, CachedArray, CachedArray | None]:
     return table, feats, waves
 
 
-def _normalizer(cfg, feats: CachedArray, train_rows: np.ndarray) -> features_mod.FeatureNormalizer:
+def _normalizer(cfg, feats: CachedArray, train_rows: np.ndarray, refit: bool = True) -> features_mod.FeatureNormalizer:
     audio_cfg = cfg.audio
-    if audio_cfg.mel_norm == "dataset":
+    if audio_cfg.mel_norm == "dataset" and (refit or audio_cfg.dataset_mean is None):
         mean, std = feature_stats(feats, train_rows)
         # written back so the resolved config saved with a checkpoint reproduces the normalisation
         audio_cfg.dataset_mean, audio_cfg.dataset_std = mean, std
@@ -236,7 +236,12 @@ def _normalizer(cfg, feats: CachedArray, train_rows: np.ndarray) -> features_mod
 
 
 def _make_datasets(
-    cfg, table: pd.DataFrame, split: pd.Series, feats: CachedArray, waves: CachedArray | None
+    cfg,
+    table: pd.DataFrame,
+    split: pd.Series,
+    feats: CachedArray,
+    waves: CachedArray | None,
+    encoder: MetadataEncoder | None = None,
 ) -> Datasets:
     from ls.data.labels import class_names, cycle_labels
 
@@ -250,13 +255,15 @@ def _make_datasets(
             sorted(map(str, pd.unique(split[other])))[:5],
         )
     train_rows = np.flatnonzero((split == "train").to_numpy())
-    if train_rows.size == 0:
+    fitted = encoder is not None  # a checkpoint's encoder: evaluation never re-fits statistics
+    if train_rows.size == 0 and not fitted:
         raise ValueError(
             f"the training split of {ds_cfg.data_folder} is empty "
             f"(split_strategy = {ds_cfg.split_strategy!r})"
         )
-    encoder = MetadataEncoder.from_config(ds_cfg).fit(table.iloc[train_rows])
-    normalizer = _normalizer(cfg, feats, train_rows)
+    if encoder is None:
+        encoder = MetadataEncoder.from_config(ds_cfg).fit(table.iloc[train_rows])
+    normalizer = _normalizer(cfg, feats, train_rows, refit=not fitted)
     augmenter = Augmenter.from_config(cfg.audio) if cfg.audio.raw_augment else None
     labels = cycle_labels(
         table["Crackles"].to_numpy(), table["Wheezes"].to_numpy(), ds_cfg.n_cls, ds_cfg.multi_label
@@ -301,17 +308,19 @@ def _make_datasets(
     )
 
 
-def build_datasets(cfg) -> Datasets:
+def build_datasets(cfg, encoder: MetadataEncoder | None = None) -> Datasets:
     """Train / validation / test datasets of ``cfg`` (a ``ls.config.Config``).
 
     The validation split is ``None`` when ``dataset.val_fraction == 0``. With ``audio.mel_norm == "dataset"``
     the measured statistics are written into ``cfg.audio.dataset_mean`` / ``dataset_std``.
+    ``encoder``: an already fitted metadata encoder (e.g. a checkpoint's) used instead of fitting one on the
+    training split; ``mel_norm: dataset`` statistics already in ``cfg.audio`` are then kept as well.
     """
     from ls.data.splits import assign_splits
 
     table, feats, waves = _prepare(cfg)
     split = assign_splits(table, cfg.dataset, cfg.dataset.data_folder)
-    return _make_datasets(cfg, table, split, feats, waves)
+    return _make_datasets(cfg, table, split, feats, waves, encoder)
 
 
 def build_fold_datasets(cfg, fold: int, k: int = 5) -> Datasets:

@@ -185,29 +185,33 @@ class MetadataEncoder:
         *,
         device: str,
         site: str,
-        duration: float,
+        duration: float | Sequence[float],
         age: float | None = None,
         bmi: float | None = None,
         child_weight: float | None = None,
         child_height: float | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Encode one cycle of a new recording: ``device [1]``, ``site [1]`` int64 and ``cont [1, C]`` float32,
-        ready to pass as ``meta`` to a model. Unknown device/site -> id 0 with a warning; missing age/BMI are
-        imputed with the training medians."""
+        """Encode the cycles of one new recording: ``device [N]``, ``site [N]`` int64 and ``cont [N, C]``
+        float32 (N = number of durations given), ready to pass as ``meta`` to a model. Unknown device/site ->
+        id 0 with one warning per call; missing age/BMI are imputed with the training medians."""
+        durations = np.atleast_1d(np.asarray(duration, dtype=np.float64))
+        if durations.ndim != 1 or durations.size == 0:
+            raise ValueError(f"duration must be a number or a non-empty sequence of numbers, got {duration!r}")
+        n = durations.size
         nan = math.nan
-        row = pd.DataFrame(
+        rows = pd.DataFrame(
             {
-                "Device": [device],
-                "AuscLoc": [site],
-                "CycleStart": [0.0],
-                "CycleEnd": [float(duration)],
-                "Age": [nan if age is None else age],
-                "BMI": [nan if bmi is None else bmi],
-                "CW": [nan if child_weight is None else child_weight],
-                "CH": [nan if child_height is None else child_height],
+                "Device": [device] * n,
+                "AuscLoc": [site] * n,
+                "CycleStart": np.zeros(n),
+                "CycleEnd": durations,
+                "Age": [nan if age is None else age] * n,
+                "BMI": [nan if bmi is None else bmi] * n,
+                "CW": [nan if child_weight is None else child_weight] * n,
+                "CH": [nan if child_height is None else child_height] * n,
             }
         )
-        enc = self.transform(row)
+        enc = self.transform(rows)
         return {k: torch.from_numpy(v) for k, v in enc.items()}
 
     # ------------------------------------------------------------------ persistence
