@@ -1,0 +1,132 @@
+"""DistributedDataParallel plumbing, kept out of the Trainer's loop.
+
+``torchrun --nproc_per_node=N ast_film_soft.py --config ...`` sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``;
+:func:`init_distributed` turns them into a process group (gloo on CPU, nccl on CUDA). Outside torchrun
+everything here degrades to single-process no-ops, so the same code path trains on one CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process sits in the job: ``rank`` 0 alone logs and writes checkpoints."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_type: str = "cpu") -> DistContext:
+    """Join the torchrun process group if launched by torchrun; otherwise a single-process context."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistContext()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        if device_type == "cuda":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend=backend)
+    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank)
+
+
+def cleanup_distributed() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def current_context() -> DistContext:
+    if dist.is_available() and dist.is_initialized():
+        return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return DistContext()
+
+
+def wrap_model(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module:
+    """DDP-wrap on multi-process runs. Unused parameters are allowed: variants ablate metadata parts."""
+    if not ctx.enabled:
+        return model
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+
+
+def gather_arrays(arrays: dict[str, np.ndarray], ctx: DistContext) -> dict[str, np.ndarray]:
+    """Concatenate per-rank evaluation outputs along axis 0 on every rank (same order: rank 0, 1, ...).
+
+    A DistributedSampler pads the last ranks with repeated items so every rank has equal length; callers
+    drop the duplicates with :func:`dedupe_by_index` using the dataset indices they gathered.
+    """
+    if not ctx.enabled:
+        return arrays
+    parts: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(parts, arrays)
+    return {k: np.concatenate([p[k] for p in parts], axis=0) for k in arrays}
+
+
+def dedupe_by_index(arrays: dict[str, np.ndarray], key: str = "index") -> dict[str, np.ndarray]:
+    """Keep the first occurrence of each dataset index, sorted by index (restores dataset order)."""
+    _, first = np.unique(arrays[key], return_index=True)
+    return {k: v[first] for k, v in arrays.items()}
+
+
+def all_reduce_mean(value: float, ctx: DistContext) -> float:
+    if not ctx.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t.item()) / ctx.world_size
+
+
+def broadcast_flag(flag: bool, ctx: DistContext) -> bool:
+    """Rank 0's decision (e.g. early stopping, NaN loss), shared so every rank leaves the loop together."""
+    if not ctx.enabled:
+        return flag
+    t = torch.tensor([int(flag)])
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.enabled:
+        dist.barrier()
+
+
+__all__ = [
+    "DistContext",
+    "all_reduce_mean",
+    "any_rank",
+    "barrier",
+    "broadcast_flag",
+    "cleanup_distributed",
+    "current_context",
+    "dedupe_by_index",
+    "gather_arrays",
+    "init_distributed",
+    "wrap_model",
+]
+
+
+def any_rank(flag: bool, ctx: DistContext) -> bool:
+    """True on every rank if ``flag`` is true on any rank (a NaN loss on one rank stops them all)."""
+    if not ctx.enabled:
+        return flag
+    t = torch.tensor([int(flag)])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())

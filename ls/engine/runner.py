@@ -1,0 +1,447 @@
+"""Experiment runner: config -> data -> model -> trainer -> tracker, for one run, several seeds or k folds.
+
+Each root script (``ast_train.py``, ``ast_film_soft.py``, ...) is ``sys.exit(main("<variant>"))``:
+
+    python ast_film_soft.py --config configs/ast_film_soft_config.yaml --mlflow-config configs/mlflow.yaml \\
+        [--set training.epochs=5 ...] [--resume checkpoints/<run>/last.pt] [--seeds 42 43 44] [--kfold 5]
+
+- one run: an MLflow run with params (every resolved config value), tags, per-epoch metrics, the resolved
+  config, best checkpoint, confusion matrix and training curves, and a per-cycle test predictions CSV;
+- ``--seeds``: a parent run with one nested run per seed and the mean/std of every test metric;
+- ``--kfold K``: a parent run with one nested run per patient fold of the training split (that fold is the
+  validation split; the official test split stays fixed) and the mean/std over folds;
+- ``--resume``: continue an interrupted run from its ``last.pt`` in the same MLflow run;
+- under ``torchrun`` the same command trains with DistributedDataParallel (rank 0 logs and checkpoints).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ls.config import Config, dump_yaml, flatten, load_config
+from ls.engine.checkpoint import read_checkpoint
+from ls.engine.distributed import DistContext, barrier, cleanup_distributed, init_distributed
+from ls.engine.tracking import NullTracker, Tracker, build_tracker
+from ls.engine.trainer import FitResult, Trainer, resolve_device, seed_everything
+from ls.models.names import canonical_variant
+
+#: Which root script trains which variant (the paper's entry points).
+SCRIPTS = {
+    "ast": "ast_train.py",
+    "ast_fus": "ast_meta_fus_train.py",
+    "ast_film": "ast_film_train.py",
+    "ast_tafilm": "ast_tafilm_train.py",
+    "ast_film_soft": "ast_film_soft.py",
+}
+
+
+@dataclass
+class RunOutcome:
+    """What one training run produced (rank 0 has everything; other ranks get the metrics only)."""
+
+    variant: str
+    seed: int
+    test_metrics: dict[str, float]
+    best_epoch: int
+    run_dir: Path | None
+    run_id: str | None = None
+    fold: int | None = None
+    fit: FitResult | None = field(default=None, repr=False)
+
+
+# =================================================================================================
+# One run
+# =================================================================================================
+def train_run(
+    cfg: Config,
+    variant: str,
+    *,
+    tracker: Tracker | NullTracker | None = None,
+    resume: str | Path | None = None,
+    run_name: str | None = None,
+    ctx: DistContext | None = None,
+    fold: tuple[int, int] | None = None,
+    progress: bool | None = None,
+) -> RunOutcome:
+    """Train one model of ``variant`` on ``cfg``; ``tracker`` must not have a run open (it opens one).
+
+    ``fold=(i, k)``: validation is patient fold ``i`` of ``k`` on the training split (``build_fold_datasets``).
+    """
+    from ls.data import build_datasets, build_fold_datasets, build_loaders
+    from ls.models import build_model
+
+    variant = canonical_variant(variant)
+    ctx = ctx or DistContext()
+    tracker = tracker if (tracker is not None and ctx.is_main) else NullTracker()
+    run_name = run_name or default_run_name(cfg, variant, None if fold is None else fold[0])
+    resume_state = read_checkpoint(resume) if resume is not None else None
+    run_dir = Path(resume).parent if resume is not None else _new_run_dir(cfg, run_name)
+
+    seed_everything(cfg.seed)
+    datasets = build_datasets(cfg) if fold is None else build_fold_datasets(cfg, fold[0], fold[1])
+    loaders = build_loaders(cfg, datasets, rank=ctx.rank, world_size=ctx.world_size)
+    model = build_model(cfg.model(variant), datasets.metadata_spec)
+
+    if resume_state is not None and resume_state.get("mlflow_run_id"):
+        tracker.start_run(run_id=resume_state["mlflow_run_id"])
+    else:
+        tracker.start_run(run_name, tags=_tags(cfg, variant, None if fold is None else fold[0]))
+        tracker.log_params(flatten(cfg))
+    spec = datasets.metadata_spec
+    trainer = Trainer(
+        model,
+        loaders,
+        cfg,
+        tracker,
+        checkpoint_meta={
+            "variant": variant,
+            "metadata_encoder": datasets.encoder.state_dict() if datasets.encoder is not None else None,
+            "metadata_spec": spec.to_dict() if spec is not None else None,
+            "class_names": list(datasets.class_names),
+        },
+        run_dir=run_dir,
+        group_names={"device": list(spec.device_names), "site": list(spec.site_names)} if spec else None,
+        ctx=ctx,
+        progress=progress,
+    )
+    try:
+        result = trainer.fit(resume_from=resume)
+        if ctx.is_main:
+            log_run_artifacts(tracker, trainer, result, cfg)
+    except BaseException:
+        tracker.end_run("FAILED")
+        raise
+    tracker.end_run()
+    barrier(ctx)
+    test = dict(result.test.metrics) if result.test is not None else {}
+    test["loss"] = result.test.loss if result.test is not None else float("nan")
+    return RunOutcome(variant, cfg.seed, test, result.best_epoch, run_dir,
+                      getattr(tracker, "run_id", None), None if fold is None else fold[0], result)
+
+
+def default_run_name(cfg: Config, variant: str, fold: int | None = None) -> str:
+    name = f"{variant}_{cfg.training.epochs}ep_{cfg.training.selection}_seed{cfg.seed}"
+    return name + (f"_fold{fold}" if fold is not None else "")
+
+
+def _new_run_dir(cfg: Config, run_name: str) -> Path:
+    return Path(cfg.training.checkpoint_dir) / f"{run_name}_{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _tags(cfg: Config, variant: str, fold: int | None) -> dict[str, str]:
+    import ls
+
+    tags = {
+        "variant": variant,
+        "ls_version": ls.__version__,
+        "selection": cfg.training.selection,
+        "seed": str(cfg.seed),
+    }
+    commit = _git_commit()
+    if commit:
+        tags["git_commit"] = commit
+    if fold is not None:
+        tags["fold"] = str(fold)
+    return tags
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], check=False, capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+# =================================================================================================
+# Artifacts
+# =================================================================================================
+def log_run_artifacts(tracker: Any, trainer: Trainer, result: FitResult, cfg: Config) -> None:
+    """Resolved config, best checkpoint, confusion matrix, training curves and test predictions."""
+    run_dir = Path(result.run_dir or trainer.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path = run_dir / "config.yaml"
+    dump_yaml(cfg, config_path)
+    tracker.log_artifact(config_path)
+    if (run_dir / "best.pt").exists():
+        tracker.log_artifact(run_dir / "best.pt", "checkpoints")
+    if result.test is None:
+        return
+    out = result.test.outputs
+    names = list(trainer.output_mode.class_names)
+    preds_path = run_dir / "test_predictions.csv"
+    write_predictions_csv(preds_path, out, names, trainer.group_names)
+    tracker.log_artifact(preds_path)
+    try:
+        from ls.engine.metrics import confusion_matrix
+
+        cm = confusion_matrix(out["y_true"], out["pred"], len(names))
+        tracker.log_artifact(plot_confusion_matrix(cm, names, run_dir / "confusion_matrix.png"), "figures")
+        tracker.log_artifact(plot_training_curves(result.history, run_dir / "training_curves.png"), "figures")
+    except ImportError as exc:  # matplotlib is a dependency, but figures must never fail a finished run
+        trainer._say(f"figures skipped: {exc}")
+
+
+def write_predictions_csv(path: Path, out: dict[str, np.ndarray], class_names: Sequence[str],
+                          group_names: dict[str, list[str]] | None = None) -> Path:
+    """One row per test cycle: file, cycle, device, site, true and predicted class, probabilities."""
+    from ls.utils.io import atomic_open
+
+    group_names = group_names or {}
+    probs = np.asarray(out["probs"])
+    prob_cols = (
+        [f"p_{n}" for n in ("crackle", "wheeze")] if probs.ndim == 2 and probs.shape[1] == 2 and len(class_names) == 4
+        else [f"p_{n}" for n in class_names] if probs.ndim == 2 else ["p_abnormal"]
+    )
+    with atomic_open(path, "w") as fh:
+        w = csv.writer(fh)
+        w.writerow(["filename", "cycle_index", "device", "site", "true", "pred", *prob_cols])
+        for i in range(len(out["y_true"])):
+            dev, site = int(out["device"][i]), int(out["site"][i])
+            row_probs = probs[i].tolist() if probs.ndim == 2 else [float(probs[i])]
+            w.writerow([
+                out["filename"][i], int(out["cycle_index"][i]),
+                _name(group_names.get("device"), dev), _name(group_names.get("site"), site),
+                class_names[int(out["y_true"][i])], class_names[int(out["pred"][i])],
+                *[f"{p:.6f}" for p in row_probs],
+            ])
+    return path
+
+
+def _name(names: list[str] | None, i: int) -> str:
+    return names[i] if names is not None and 0 <= i < len(names) else str(i)
+
+
+def plot_confusion_matrix(cm: np.ndarray, names: Sequence[str], path: Path) -> Path:
+    """Counts ``[K, K]`` (rows true, columns predicted) as an annotated heat map PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 1.2 * len(names) + 1.5))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(names)), names, rotation=30)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, str(int(cm[i, j])), ha="center", va="center",
+                    color="white" if cm[i, j] > cm.max() / 2 else "black")
+    ax.set_title("test confusion matrix")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_training_curves(history: list[dict[str, float]], path: Path) -> Path:
+    """Loss and ICBHI score per epoch for train and the selection split."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = [h["epoch"] for h in history]
+    for split in ("train", "val", "test"):
+        if history and f"{split}/loss" in history[0]:
+            ax_loss.plot(epochs, [h[f"{split}/loss"] for h in history], marker="o", label=split)
+            ax_score.plot(epochs, [h.get(f"{split}/icbhi_score", np.nan) for h in history], marker="o", label=split)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_score.set(xlabel="epoch", ylabel="ICBHI score", title="ICBHI score")
+    for ax in (ax_loss, ax_score):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# =================================================================================================
+# Several runs
+# =================================================================================================
+def summarize(outcomes: Sequence[RunOutcome]) -> dict[str, float]:
+    """Mean and (sample, ddof=1) std of every test metric over runs: ``{"<k>_mean", "<k>_std"}``."""
+    keys = sorted(set.intersection(*(set(o.test_metrics) for o in outcomes))) if outcomes else []
+    out: dict[str, float] = {"n_runs": float(len(outcomes))}
+    for k in keys:
+        vals = np.array([o.test_metrics[k] for o in outcomes], dtype=np.float64)
+        out[f"{k}_mean"] = float(vals.mean())
+        out[f"{k}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+    return out
+
+
+def run_seeds(cfg: Config, variant: str, seeds: Sequence[int], parent: Tracker | NullTracker,
+              ctx: DistContext, progress: bool | None = None) -> dict[str, float]:
+    """One nested run per seed under an open parent run; logs and returns the summary."""
+    outcomes = []
+    for seed in seeds:
+        cfg_s = copy.deepcopy(cfg)
+        cfg_s.seed = int(seed)
+        child = parent.child(default_run_name(cfg_s, variant), tags=_tags(cfg_s, variant, None))
+        outcomes.append(_train_in_child(cfg_s, variant, child, ctx, None, progress))
+    return _finish_group(outcomes, parent, "seed")
+
+
+def run_kfold(cfg: Config, variant: str, k: int, parent: Tracker | NullTracker, ctx: DistContext,
+              progress: bool | None = None) -> dict[str, float]:
+    """Patient-grouped k-fold on the training split: fold i validates, the rest trains; test fixed."""
+    if k < 2:
+        raise ValueError(f"--kfold needs at least 2 folds, got {k}")
+    outcomes = []
+    for i in range(k):
+        child = parent.child(default_run_name(cfg, variant, i), tags=_tags(cfg, variant, i))
+        outcomes.append(_train_in_child(cfg, variant, child, ctx, (i, k), progress))
+    return _finish_group(outcomes, parent, "fold")
+
+
+def _train_in_child(cfg: Config, variant: str, child: Any, ctx: DistContext, fold: tuple[int, int] | None,
+                    progress: bool | None) -> RunOutcome:
+    # The child run is already open (created nested under the parent): train_run must reuse it.
+    return train_run(cfg, variant, tracker=_OpenRun(child), ctx=ctx, fold=fold, progress=progress)
+
+
+class _OpenRun:
+    """Adapter: a tracker whose run already exists, so ``start_run`` is a no-op (nested child runs)."""
+
+    def __init__(self, tracker: Any) -> None:
+        self._t = tracker
+
+    def start_run(self, *_: Any, **__: Any) -> str | None:
+        return self._t.run_id
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._t, name)
+
+
+def _finish_group(outcomes: list[RunOutcome], parent: Any, what: str) -> dict[str, float]:
+    summary = summarize(outcomes)
+    parent.log_metrics({f"test/{k}": v for k, v in summary.items()})
+    if getattr(parent, "run_id", None) and outcomes and outcomes[0].run_dir is not None:
+        path = outcomes[0].run_dir.parent / f"summary_{parent.run_id}.json"
+        path.write_text(json.dumps({"runs": [{what: getattr(o, what), "test": o.test_metrics} for o in outcomes],
+                                    "summary": summary}, indent=2))
+        parent.log_artifact(path)
+    print(format_summary(outcomes, summary, what))
+    return summary
+
+
+def format_summary(outcomes: Sequence[RunOutcome], summary: dict[str, float], what: str) -> str:
+    keys = ("specificity", "sensitivity", "icbhi_score")
+    lines = [f"{what:>6} | " + " | ".join(f"{k:>12}" for k in keys)]
+    for o in outcomes:
+        lines.append(f"{getattr(o, what)!s:>6} | " + " | ".join(f"{100 * o.test_metrics.get(k, np.nan):12.2f}"
+                                                               for k in keys))
+    lines.append(f"{'mean':>6} | " + " | ".join(
+        f"{100 * summary.get(f'{k}_mean', np.nan):6.2f} ±{100 * summary.get(f'{k}_std', np.nan):4.2f}" for k in keys))
+    return "\n".join(lines)
+
+
+# =================================================================================================
+# Command line
+# =================================================================================================
+def build_parser(variant: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=SCRIPTS.get(variant, variant),
+        description=f"Train the {variant} variant on ICBHI 2017 (ls library).",
+    )
+    p.add_argument("--config", required=True, help="YAML run config (e.g. configs/ast_film_soft_config.yaml)")
+    p.add_argument("--mlflow-config", default=None,
+                   help="flat YAML with tracking_uri, experiment_name, tracking_username, tracking_password "
+                        "(default: MLFLOW_* environment variables, else sqlite:///mlflow.db)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set training.epochs=5 (repeatable)")
+    p.add_argument("--resume", default=None, metavar="PATH", help="continue an interrupted run from its last.pt")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="one nested run per seed plus a mean/std summary, e.g. --seeds 42 43 44 45 46")
+    p.add_argument("--kfold", type=int, default=None, metavar="K",
+                   help="patient k-fold on the training split (official test fixed), one nested run per fold")
+    p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    return p
+
+
+def main(variant: str, argv: Sequence[str] | None = None) -> int:
+    """Entry point of the root scripts: parse arguments, train, return an exit code."""
+    variant = canonical_variant(variant)
+    args = build_parser(variant).parse_args(argv)
+    if args.resume and (args.seeds or args.kfold):
+        raise SystemExit("--resume continues one run; it cannot be combined with --seeds or --kfold")
+    if args.seeds and args.kfold:
+        raise SystemExit("choose one of --seeds and --kfold")
+    from ls.config import ConfigError
+    from ls.engine.checkpoint import CheckpointError
+    from ls.engine.tracking import TrackingError
+
+    try:
+        cfg = load_config(args.config, overrides=args.overrides)
+        try:
+            cfg.model(variant)  # a config without a block for this variant fails now, naming the file
+        except ConfigError as exc:
+            raise ConfigError(f"{args.config}: {exc}") from exc
+        return _run_cli(variant, args, cfg)
+    except (ConfigError, CheckpointError, TrackingError) as exc:
+        # Bad input: one clear line, no traceback.
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run_cli(variant: str, args: argparse.Namespace, cfg: Config) -> int:
+    ctx = init_distributed(resolve_device(cfg.training.device).type)
+    try:
+        # Rank 0 checks the tracking backend before any data is built: a bad URI/credentials fail fast.
+        tracker = build_tracker(cfg.mlflow, args.mlflow_config, enabled=ctx.is_main and not args.no_tracking)
+        if args.seeds or args.kfold:
+            what = f"seeds{len(args.seeds)}" if args.seeds else f"{args.kfold}fold"
+            tracker.start_run(f"{variant}_{cfg.training.epochs}ep_{cfg.training.selection}_{what}",
+                              tags={**_tags(cfg, variant, None), "group": what})
+            tracker.log_params(flatten(cfg))
+            try:
+                if args.seeds:
+                    run_seeds(cfg, variant, args.seeds, tracker, ctx)
+                else:
+                    run_kfold(cfg, variant, args.kfold, tracker, ctx)
+            except BaseException:
+                tracker.end_run("FAILED")
+                raise
+            tracker.end_run()
+        else:
+            outcome = train_run(cfg, variant, tracker=tracker, resume=args.resume, ctx=ctx)
+            if ctx.is_main and outcome.run_dir is not None:
+                print(f"checkpoints: {outcome.run_dir}")
+        if ctx.is_main and not args.no_tracking and isinstance(tracker, Tracker):
+            print(f"MLflow: {tracker.settings.tracking_uri} (experiment {tracker.settings.experiment_name!r}); "
+                  "open with `mlflow ui --backend-store-uri " + tracker.settings.tracking_uri + "`")
+    finally:
+        cleanup_distributed()
+    return 0
+
+
+__all__ = [
+    "SCRIPTS",
+    "RunOutcome",
+    "build_parser",
+    "default_run_name",
+    "log_run_artifacts",
+    "main",
+    "run_kfold",
+    "run_seeds",
+    "summarize",
+    "train_run",
+    "write_predictions_csv",
+]

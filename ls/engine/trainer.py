@@ -1,0 +1,545 @@
+"""The training loop: data -> forward -> loss -> backward -> step -> eval -> checkpoint.
+
+:class:`Trainer` takes a model (the ``ls.models`` interface: ``forward(spec, meta)``, ``auxiliary_losses()``,
+``param_groups()``, ``freeze(...)``), loaders with ``.train``/``.val``/``.test`` yielding the batch dicts of
+``ls.data``, the resolved config and a tracker. It knows nothing about ICBHI files: what the checkpoint must
+carry besides weights and training state (variant, metadata encoder, class names, ...) arrives as the plain
+dict ``checkpoint_meta``.
+
+Model selection (``training.selection``):
+
+- ``strict`` (default): thresholds are tuned and the best epoch is chosen on the patient-disjoint validation
+  split carved from the training split; the test split is evaluated once, at the end, with the best
+  epoch's weights and thresholds.
+- ``paper``: selection (and threshold tuning) on the test split, as the original and its peers do (defect
+  11.1-1), for comparable numbers. Test metrics are then logged every epoch.
+
+In both cases the best weights are really restored (a deep copy, fix of 11.1-2) before the final test.
+
+Reproducibility: at the start of epoch ``e`` every RNG (python, numpy, torch) is re-seeded from
+``(seed, e, rank)``, so data order, augmentation and dropout are functions of (seed, epoch); a run stopped
+after epoch k and resumed from ``last.pt`` ends with exactly the metrics of an uninterrupted run on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ls.engine import checkpoint as ckpt
+from ls.engine.distributed import (
+    DistContext,
+    all_reduce_mean,
+    any_rank,
+    current_context,
+    dedupe_by_index,
+    gather_arrays,
+    wrap_model,
+)
+from ls.engine.tracking import NullTracker
+from ls.types import META_KEYS
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/inf; the message names the epoch and batch and the last good checkpoint."""
+
+
+@dataclass
+class EvalResult:
+    """One pass over a split. ``outputs`` holds per-cycle arrays sorted by (filename, cycle index):
+    ``logits`` ``[N, label_dim]``, ``labels`` ``[N]`` or ``[N, 2]``, ``pred`` ``[N]`` (class index),
+    ``device``/``site`` ``[N]`` ids, ``filename`` and ``cycle_index`` ``[N]``."""
+
+    loss: float
+    metrics: dict[str, float]
+    thresholds: Any
+    outputs: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def score(self) -> float:
+        return float(self.metrics["icbhi_score"])
+
+
+@dataclass
+class FitResult:
+    best_epoch: int  # 1-based; 0 if no epoch ran
+    best_score: float
+    thresholds: Any
+    test: EvalResult | None
+    history: list[dict[str, float]]
+    run_dir: Path | None
+    stopped_early: bool = False
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The seed of epoch ``epoch`` (0-based) on ``rank``: resume re-creates exactly the same randomness."""
+    return (seed * 1_000_003 + epoch * 1_009 + rank) % 2**31
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda if available else cpu; ``cuda`` without a GPU is an error, not a silent fallback."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("training.device is 'cuda' but no CUDA device is available (use 'auto' or 'cpu')")
+    return torch.device(name)
+
+
+class Trainer:
+    """Fit a model with the configured loss, optimiser, schedules and selection protocol.
+
+    Args:
+        model: an ``ls.models`` model (unwrapped; the trainer moves it and wraps it for DDP).
+        loaders: object with ``.train``, ``.val`` (None allowed under ``paper`` selection) and ``.test``.
+        cfg: the resolved ``ls.config.Config``.
+        tracker: an ``ls.engine.tracking.Tracker`` (an open run) or None for no tracking.
+        checkpoint_meta: plain-typed entries stored in every checkpoint: ``variant``, ``metadata_encoder``,
+            ``metadata_spec``, ``class_names`` (and anything else the caller needs back).
+        run_dir: where ``last.pt``/``best.pt`` go (default ``training.checkpoint_dir``).
+        group_names: ``{"device": [...], "site": [...]}`` id -> name, for per-device/per-site test metrics.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loaders: Any,
+        cfg: Any,
+        tracker: Any = None,
+        *,
+        checkpoint_meta: Mapping[str, Any] | None = None,
+        run_dir: str | Path | None = None,
+        group_names: Mapping[str, list[str]] | None = None,
+        ctx: DistContext | None = None,
+        progress: bool | None = None,
+    ) -> None:
+        from ls.config import to_dict
+
+        self.cfg, self.tcfg = cfg, cfg.training
+        self.ctx = ctx or current_context()
+        self.tracker = tracker if (tracker is not None and self.ctx.is_main) else NullTracker()
+        self.loaders = loaders
+        self.meta = dict(checkpoint_meta or {})
+        self.meta.setdefault("class_names", [])
+        self.group_names = dict(group_names or {})
+        self.run_dir = Path(run_dir or self.tcfg.checkpoint_dir)
+        self.config_dict = to_dict(cfg)
+        self.progress = (sys.stderr.isatty() if progress is None else progress) and self.ctx.is_main
+
+        self.device = resolve_device(self.tcfg.device)
+        self.amp = bool(self.tcfg.amp) and self.device.type == "cuda"  # never autocast on CPU (no bf16 here)
+        if self.tcfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        self._check_loaders()
+
+        self.raw_model = model
+        _apply_freeze(model, self.tcfg.freeze)
+        model.to(self.device)
+        self.model = wrap_model(model, self.ctx, self.device)
+
+        model_cfg = cfg.model(self.meta["variant"])
+        self.output_mode = _rules().output_mode(cfg.dataset, model_cfg, self.tcfg.loss, self.tcfg.n_cls)
+        self.loss_fn = _losses().build_loss(self.tcfg, self.output_mode, _train_labels(loaders.train))
+        if isinstance(self.loss_fn, nn.Module):
+            self.loss_fn.to(self.device)
+        self.optimizer = _optim().build_optimizer(model, self.tcfg)
+        self.scheduler = _schedules().build_lr_scheduler(self.optimizer, self.tcfg)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+
+        self.selection_split = "val" if self.tcfg.selection == "strict" else "test"
+        self.start_epoch = 0
+        self.best_score = -math.inf
+        self.best_epoch = 0
+        self.best_thresholds: Any = _rules().fixed_thresholds(self.tcfg.thresholds, self.output_mode)
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.bad_epochs = 0
+        self.history: list[dict[str, float]] = []
+        self.mask_temperature: float | None = None
+        self.epoch_weight_decay = float("nan")
+        self.epoch_lrs: dict[str, float] = {}
+
+    # =============================================================================================
+    # The loop
+    # =============================================================================================
+    def fit(self, resume_from: str | Path | None = None) -> FitResult:
+        """Train ``training.epochs`` epochs (from a resumed state if given), then test the best weights."""
+        if resume_from is not None:
+            self.load_resume_state(resume_from)
+        epochs = self.tcfg.epochs
+        stopped_early = False
+        bar = tqdm(range(self.start_epoch, epochs), desc="epochs", initial=self.start_epoch, total=epochs,
+                   disable=not self.progress, leave=False)
+        for epoch in bar:
+            t0 = time.perf_counter()
+            self._begin_epoch(epoch)  # seeds, sampler epoch, mask temperature, weight decay
+            train = self.train_one_epoch(epoch)  # data -> forward -> loss -> backward -> step
+            selection = self.evaluate(self._selection_loader(), tune_thresholds=True)  # eval
+            improved = selection.score > self.best_score  # strict '>' as the paper
+            if improved:
+                self._remember_best(epoch, selection)
+            else:
+                self.bad_epochs += 1
+            self._step_lr_scheduler(selection)
+            record = self._epoch_record(epoch, train, selection, time.perf_counter() - t0)
+            self.history.append(record)
+            self.tracker.log_metrics(record, step=epoch + 1)
+            self._print_epoch(epoch, record, improved)
+            self._write_checkpoints(epoch, improved)  # checkpoint
+            if self.tcfg.early_stopping and self.bad_epochs >= self.tcfg.early_stopping:
+                stopped_early = True
+                self._say(f"early stopping: no improvement in {self.bad_epochs} epochs")
+                break
+        bar.close()
+        return self._final_test(stopped_early)
+
+    def train_one_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the training loader; returns mean losses and train metrics (thresholds 0.5)."""
+        self.model.train()
+        loader = self.loaders.train
+        sums = {"loss": 0.0, "task_loss": 0.0, "aux_loss": 0.0}
+        logits_all, labels_all = [], []
+        n_batches = 0
+        for b, batch in enumerate(tqdm(loader, desc=f"train {epoch + 1}", disable=not self.progress, leave=False)):
+            spec, meta, labels = self._to_device(batch)
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+                logits = self.model(spec, meta)
+                task_loss = self.loss_fn(logits, labels)
+                aux = ckpt.unwrap(self.model).auxiliary_losses()
+                aux_loss = sum(aux.values()) if aux else torch.zeros((), device=self.device)
+                loss = task_loss + aux_loss
+            self._check_finite(loss, epoch, b)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if self.tcfg.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            sums["loss"] += float(loss.detach())
+            sums["task_loss"] += float(task_loss.detach())
+            sums["aux_loss"] += float(aux_loss.detach()) if torch.is_tensor(aux_loss) else float(aux_loss)
+            logits_all.append(logits.detach().float().cpu().numpy())
+            labels_all.append(batch["label"].numpy())
+            n_batches += 1
+        out = {k: all_reduce_mean(v / max(n_batches, 1), self.ctx) for k, v in sums.items()}
+        train = gather_arrays({"logits": np.concatenate(logits_all), "labels": np.concatenate(labels_all)}, self.ctx)
+        # Training metrics always use thresholds 0.5, as the paper logs them.
+        ev = _rules().evaluate_outputs(train["logits"], train["labels"], self.output_mode)
+        out.update(ev.metrics)
+        return out
+
+    @torch.no_grad()
+    def evaluate(self, loader: Any, thresholds: Any = None, tune_thresholds: bool = False) -> EvalResult:
+        """Loss and metrics on ``loader``; thresholds tuned on it when ``tune_thresholds`` (selection split),
+        else ``thresholds`` (default: the best epoch's). Outputs are gathered across DDP ranks."""
+        self.model.eval()
+        parts: dict[str, list] = {k: [] for k in ("logits", "labels", "device", "site", "filename", "cycle_index")}
+        loss_sum, n = 0.0, 0
+        for batch in tqdm(loader, desc="eval", disable=not self.progress, leave=False):
+            spec, meta, labels = self._to_device(batch)
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+                logits = self.model(spec, meta)
+                loss = self.loss_fn(logits, labels)
+            loss_sum += float(loss) * len(spec)
+            n += len(spec)
+            parts["logits"].append(logits.float().cpu().numpy())
+            parts["labels"].append(batch["label"].numpy())
+            parts["device"].append(batch["device"].numpy())
+            parts["site"].append(batch["site"].numpy())
+            parts["filename"].append(np.asarray(batch["filename"], dtype=object))
+            parts["cycle_index"].append(np.asarray(batch["cycle_index"]))
+        arrays = {k: np.concatenate(v) for k, v in parts.items()}
+        arrays["_loss"] = np.array([loss_sum, n], dtype=np.float64)[None]
+        arrays = self._gather(arrays)
+        loss_tot = arrays.pop("_loss")
+        mean_loss = float(loss_tot[:, 0].sum() / max(loss_tot[:, 1].sum(), 1))
+
+        thr_cfg = self.tcfg.thresholds
+        if tune_thresholds and thr_cfg.mode == "tuned":
+            ev = _rules().evaluate_outputs(arrays["logits"], arrays["labels"], self.output_mode, threshold_cfg=thr_cfg)
+        else:
+            chosen = self.best_thresholds if thresholds is None else thresholds
+            ev = _rules().evaluate_outputs(arrays["logits"], arrays["labels"], self.output_mode,
+                                           thresholds=chosen if self.output_mode.uses_thresholds else None)
+        arrays.update(y_true=ev.y_true, pred=ev.y_pred, probs=ev.probs)
+        return EvalResult(loss=mean_loss, metrics=ev.metrics, thresholds=ev.thresholds, outputs=arrays)
+
+    # =============================================================================================
+    # Helpers (each a side concern of the loop)
+    # =============================================================================================
+    def _check_loaders(self) -> None:
+        if self.loaders.train is None or len(self.loaders.train) == 0:
+            n = len(getattr(self.loaders.train, "dataset", []) or [])
+            bs = getattr(self.loaders.train, "batch_size", "?")
+            raise ValueError(
+                f"the training loader yields no batch: dataset.batch_size={bs} is larger than the training "
+                f"split ({n} cycles per process) and the last incomplete batch is dropped; lower the batch size"
+            )
+        if self.tcfg.selection == "strict" and self.loaders.val is None:
+            raise ValueError(
+                "training.selection is 'strict' but there is no validation split (dataset.val_fraction is 0); "
+                "set dataset.val_fraction > 0, or training.selection=paper to select on the test split"
+            )
+
+    def _selection_loader(self) -> Any:
+        return self.loaders.val if self.selection_split == "val" else self.loaders.test
+
+    def _begin_epoch(self, epoch: int) -> None:
+        """Make everything random in this epoch a function of (seed, epoch, rank), then set the schedules."""
+        seed_everything(epoch_seed(self.cfg.seed, epoch, self.ctx.rank))
+        if hasattr(self.loaders, "set_epoch"):
+            self.loaders.set_epoch(epoch)  # augmentation streams and distributed samplers
+        train = self.loaders.train
+        for gen in (getattr(train, "generator", None), getattr(train.sampler, "generator", None)):
+            if isinstance(gen, torch.Generator):  # shuffling order: not carried over from earlier epochs
+                gen.manual_seed(epoch_seed(self.cfg.seed, epoch))
+        self.mask_temperature = _schedules().apply_mask_temperature(self.model, self.tcfg, epoch)
+        self.epoch_weight_decay = _optim().apply_weight_decay_schedule(self.optimizer, epoch, self.tcfg)
+        self.epoch_lrs = _optim().group_lrs(self.optimizer)
+
+    def _to_device(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        spec = batch["spec"].to(self.device, non_blocking=True)
+        meta = {k: batch[k].to(self.device, non_blocking=True) for k in META_KEYS if k in batch}
+        return spec, meta, batch["label"].to(self.device, non_blocking=True)
+
+    def _check_finite(self, loss: torch.Tensor, epoch: int, batch_idx: int) -> None:
+        if any_rank(not bool(torch.isfinite(loss.detach())), self.ctx):
+            last = self.run_dir / "last.pt"
+            where = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
+            self.tracker.end_run("FAILED")
+            raise NonFiniteLossError(
+                f"loss is {float(loss.detach()):.4g} at epoch {epoch + 1}, batch {batch_idx + 1}; training stopped "
+                f"and {where} (try a lower training.optimizer.lr or enable training.grad_clip)"
+            )
+
+    def _gather(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        loss = arrays.pop("_loss")
+        if self.ctx.enabled:
+            arrays = gather_arrays(arrays, self.ctx)
+            loss = gather_arrays({"_loss": loss}, self.ctx)["_loss"]
+        # Sorting by (file, cycle) makes outputs independent of the number of ranks and removes the items
+        # a DistributedSampler repeats to even out ranks.
+        key = np.array([f"{f}\x00{c:06d}" for f, c in zip(arrays["filename"], arrays["cycle_index"])])
+        arrays = dedupe_by_index({**arrays, "_key": key}, key="_key")
+        arrays.pop("_key")
+        arrays["_loss"] = loss
+        return arrays
+
+    def _remember_best(self, epoch: int, selection: EvalResult) -> None:
+        self.best_score, self.best_epoch = selection.score, epoch + 1
+        self.best_thresholds = selection.thresholds
+        self.best_state = ckpt.cpu_state_dict(self.model)  # a copy, not an alias of the live weights
+        self.bad_epochs = 0
+
+    def _step_lr_scheduler(self, selection: EvalResult) -> None:
+        # Once per epoch, after validation; reduce_on_plateau reads scheduler.reduce_metric from these metrics.
+        self.scheduler.step({**selection.metrics, "loss": selection.loss})
+
+    def _epoch_record(self, epoch: int, train: dict, sel: EvalResult, seconds: float) -> dict[str, float]:
+        rec: dict[str, float] = {"epoch": float(epoch + 1), "epoch_seconds": seconds}
+        rec.update({f"train/{k}": v for k, v in train.items()})
+        rec[f"{self.selection_split}/loss"] = sel.loss
+        rec.update({f"{self.selection_split}/{k}": v for k, v in sel.metrics.items()})
+        # LR and WD used in this epoch (the scheduler has already moved on to the next epoch's values).
+        rec.update({k.replace("lr_", "lr/", 1): v for k, v in self.epoch_lrs.items()})
+        rec["weight_decay"] = self.epoch_weight_decay
+        if self.mask_temperature is not None:
+            rec["mask_temperature"] = float(self.mask_temperature)
+        model = ckpt.unwrap(self.model)
+        if hasattr(model, "mask_stats"):
+            rec.update({f"mask/{k}": float(v) for k, v in model.mask_stats().items() if _is_number(v)})
+        if hasattr(model, "gate_value"):
+            rec["gate"] = float(model.gate_value())
+        return rec
+
+    def _print_epoch(self, epoch: int, rec: Mapping[str, float], improved: bool) -> None:
+        s = self.selection_split
+        lr = next((v for k, v in rec.items() if k.startswith("lr/")), float("nan"))
+        self._say(
+            f"epoch {epoch + 1:>3}/{self.tcfg.epochs} | train loss {rec['train/loss']:.4f} "
+            f"score {rec.get('train/icbhi_score', float('nan')):.4f} | {s} loss {rec[f'{s}/loss']:.4f} "
+            f"Sp {rec.get(f'{s}/specificity', float('nan')):.4f} Se {rec.get(f'{s}/sensitivity', float('nan')):.4f} "
+            f"score {rec[f'{s}/icbhi_score']:.4f} | lr {lr:.2e} | {rec['epoch_seconds']:.1f}s"
+            + (" *" if improved else "")
+        )
+
+    def _say(self, text: str) -> None:
+        if self.ctx.is_main:
+            tqdm.write(text)
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def _checkpoint_state(self, weights: Mapping[str, torch.Tensor], thresholds: Any, epoch: int) -> dict:
+        import ls
+
+        return {
+            "format": ckpt.CHECKPOINT_FORMAT,
+            "version": ls.__version__,
+            "variant": self.meta.get("variant", ""),
+            "config": self.config_dict,
+            "model": dict(weights),
+            "metadata_encoder": self.meta.get("metadata_encoder"),
+            "metadata_spec": self.meta.get("metadata_spec"),
+            "class_names": list(self.meta.get("class_names", [])),
+            "thresholds": _plain(thresholds),
+            "output_mode": self.output_mode.to_dict(),
+            "epoch": epoch + 1,
+            "best": self.best_score,
+            "best_epoch": self.best_epoch,
+            "selection": self.tcfg.selection,
+        }
+
+    def _write_checkpoints(self, epoch: int, improved: bool) -> None:
+        if not self.ctx.is_main:
+            return
+        if improved:
+            best = self._checkpoint_state(self.best_state, self.best_thresholds, epoch)
+            ckpt.save_checkpoint(best, self.run_dir / "best.pt")
+        last = self._checkpoint_state(ckpt.cpu_state_dict(self.model), self.best_thresholds, epoch)
+        last.update(
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict(),
+            rng=ckpt.capture_rng_state(),
+            trainer={"bad_epochs": self.bad_epochs, "history": self.history},
+            mlflow_run_id=getattr(self.tracker, "run_id", None),
+        )
+        ckpt.save_checkpoint(last, self.run_dir / "last.pt")
+
+    def load_resume_state(self, path: str | Path) -> None:
+        """Continue from ``last.pt``: weights, optimiser, scheduler, scaler, epoch, best, history, RNG."""
+        state = ckpt.read_checkpoint(path)
+        ckpt.check_resumable(state, self.meta.get("variant", ""), self.config_dict, path)
+        ckpt.unwrap(self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.start_epoch = int(state["epoch"])
+        self.best_score, self.best_epoch = float(state["best"]), int(state["best_epoch"])
+        self.best_thresholds = state["thresholds"]
+        self.bad_epochs = int(state["trainer"]["bad_epochs"])
+        self.history = list(state["trainer"]["history"])
+        best = ckpt.find_best_beside(path)
+        if best is not None:
+            self.best_state = ckpt.read_checkpoint(best)["model"]
+        ckpt.restore_rng_state(state["rng"])
+        self._say(f"resumed from {path} after epoch {self.start_epoch} (best epoch {self.best_epoch})")
+
+    # -- the end -----------------------------------------------------------------------------------
+    def _final_test(self, stopped_early: bool) -> FitResult:
+        if self.best_state is not None:
+            ckpt.unwrap(self.model).load_state_dict(self.best_state)  # the best weights, really (11.1-2)
+        test = self.evaluate(self.loaders.test, thresholds=self.best_thresholds)
+        test.metrics.update(self._group_metrics(test))
+        final = {f"test/{k}": v for k, v in test.metrics.items()}
+        final["test/loss"] = test.loss
+        final["best_epoch"] = float(self.best_epoch)
+        self.tracker.log_metrics(final, step=self.tcfg.epochs)
+        self._say(
+            f"test (best epoch {self.best_epoch}, selected on {self.selection_split}): "
+            f"Sp {test.metrics.get('specificity', float('nan')):.4f} "
+            f"Se {test.metrics.get('sensitivity', float('nan')):.4f} score {test.score:.4f}"
+        )
+        return FitResult(
+            best_epoch=self.best_epoch,
+            best_score=self.best_score,
+            thresholds=self.best_thresholds,
+            test=test,
+            history=self.history,
+            run_dir=self.run_dir,
+            stopped_early=stopped_early,
+        )
+
+    def _group_metrics(self, result: EvalResult) -> dict[str, float]:
+        """ICBHI Sp/Se/Score per recording device and per auscultation site (``device/<name>/icbhi_score``)."""
+        groups = {}
+        for group in ("device", "site"):
+            names = self.group_names.get(group)
+            ids = result.outputs[group]
+            groups[group] = [names[i] if names is not None and i < len(names) else str(i) for i in ids]
+        y = result.outputs
+        return _metrics().group_metrics(y["y_true"], y["pred"], groups, self.output_mode.n_classes)
+
+
+# -- small pure helpers ----------------------------------------------------------------------------
+def _apply_freeze(model: nn.Module, fcfg: Any) -> None:
+    if fcfg.strategy == "none" or not hasattr(model, "freeze"):
+        return
+    model.freeze(
+        fcfg.strategy,
+        until_block=fcfg.until_block,
+        trainable_blocks=fcfg.trainable_blocks,
+        freeze_conditioning=fcfg.freeze_film,
+    )
+
+
+def _train_labels(loader: Any) -> np.ndarray:
+    """Labels of the training split, read from the dataset (no pass over the augmenting loader: 11.6-3)."""
+    ds = loader.dataset
+    if hasattr(ds, "labels"):
+        return np.asarray(ds.labels)
+    return np.stack([np.asarray(ds[i]["label"]) for i in range(len(ds))])
+
+
+def _plain(v: Any) -> Any:
+    if v is None or isinstance(v, (int, float, str)):
+        return v
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+# Late imports of ls.engine's pure parts (kept in one place: the seams the loop depends on).
+def _rules():
+    from ls.engine import predict_rules
+
+    return predict_rules
+
+
+def _losses():
+    from ls.engine import losses
+
+    return losses
+
+
+def _optim():
+    from ls.engine import optim
+
+    return optim
+
+
+def _schedules():
+    from ls.engine import schedules
+
+    return schedules
+
+
+def _metrics():
+    from ls.engine import metrics
+
+    return metrics

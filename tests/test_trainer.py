@@ -1,0 +1,245 @@
+"""Trainer: selection protocols, best-weight restore, exact resume, NaN loss, early stopping, bad input.
+
+A tiny stand-in model (mean-pooled spectrogram -> MLP with dropout) and in-memory datasets keep these tests
+fast; the real data/model stack is exercised end to end in test_scripts.py.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ls.config import config_from_dict
+from ls.engine.checkpoint import CheckpointError, read_checkpoint
+from ls.engine.trainer import NonFiniteLossError, Trainer
+
+T, F = 16, 8  # frames x mel bins of the stand-in spectrograms
+
+
+class TinyModel(nn.Module):
+    """``forward(spec [B, T, F], meta) -> logits [B, 2]``; dropout makes the RNG matter for resume."""
+
+    def __init__(self, label_dim: int = 2, dropout: float = 0.3) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(F + 1, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, label_dim))
+        self.poison = False
+
+    def forward(self, spec, meta=None, return_info=False):
+        x = torch.cat([spec.mean(dim=1), meta["cont"][:, :1]], dim=1)
+        logits = self.net(x)
+        if self.poison:
+            logits = logits * float("nan")
+        return logits
+
+    def auxiliary_losses(self):
+        return {}
+
+    def param_groups(self):
+        return {"classifier": list(self.parameters())}
+
+
+class CycleSet(Dataset):
+    """Cycles whose crackle/wheeze bits are (noisily) visible in the spectrogram mean."""
+
+    def __init__(self, n: int, seed: int, prefix: str) -> None:
+        g = np.random.default_rng(seed)
+        self.labels = g.integers(0, 2, size=(n, 2)).astype(np.float32)
+        spec = g.normal(size=(n, T, F)).astype(np.float32)
+        spec[:, :, 0] += 1.5 * self.labels[:, 0:1]
+        spec[:, :, 1] += 1.5 * self.labels[:, 1:2]
+        self.spec, self.prefix = torch.from_numpy(spec), prefix
+        self.device = g.integers(1, 3, size=n)
+        self.site = g.integers(1, 4, size=n)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return {
+            # training 'augmentation' drawn from the global RNG (so resume must restore randomness exactly)
+            "spec": self.spec[i] + (0.1 * torch.randn(T, F) if self.prefix == "tr" else 0.0),  # not "tr_clean"
+            "device": torch.tensor(self.device[i]),
+            "site": torch.tensor(self.site[i]),
+            "cont": torch.tensor([float(self.labels[i, 0]) - 0.5, 0.0]),
+            "label": torch.from_numpy(self.labels[i]),
+            "filename": f"{self.prefix}_{i // 4:03d}",
+            "cycle_index": torch.tensor(i % 4),
+            "pid": torch.tensor(i // 8),
+        }
+
+
+def make_loaders(val: bool = True, batch_size: int = 8, n_train: int = 48):
+    train = CycleSet(n_train, 0, "tr")
+    loader = lambda ds, **kw: DataLoader(ds, batch_size=batch_size, **kw)
+    return SimpleNamespace(
+        train=loader(train, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(0)),
+        val=loader(CycleSet(24, 1, "va")) if val else None,
+        test=loader(CycleSet(24, 2, "te")),
+    )
+
+
+def make_cfg(tmp_path, **training):
+    training = {"epochs": 4, "device": "cpu", "optimizer": {"lr": 0.01},
+                "scheduler": {"type": "cosine_warmup", "warmup_epochs": 1},
+                "checkpoint_dir": str(tmp_path / "ck"), **training}  # fmt: skip
+    return config_from_dict({
+        "seed": 7,
+        "dataset": {"data_folder": "unused", "n_cls": 4, "multi_label": True},
+        "models": {"ast": {"label_dim": 2}},
+        "training": training,
+    })  # fmt: skip
+
+
+def make_trainer(tmp_path, loaders=None, model=None, run="run", **training) -> Trainer:
+    if model is None:
+        torch.manual_seed(0)  # the initial weights, as the runner seeds before build_model
+        model = TinyModel()
+    cfg = make_cfg(tmp_path, **training)
+    return Trainer(
+        model, loaders or make_loaders(), cfg, None,
+        checkpoint_meta={"variant": "ast", "class_names": ["normal", "crackle", "wheeze", "both"]},
+        run_dir=tmp_path / run, group_names={"device": ["?", "A", "B"], "site": ["?", "x", "y", "z"]},
+        progress=False,
+    )  # fmt: skip
+
+
+def _torch_threads():
+    torch.set_num_threads(1)  # identical reduction order across runs
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    _torch_threads()
+    tmp = tmp_path_factory.mktemp("full")
+    trainer = make_trainer(tmp)
+    return tmp, trainer, trainer.fit()
+
+
+def test_fit_writes_loadable_checkpoints_and_tests_the_best_epoch(full_run):
+    tmp, _, result = full_run
+    best = read_checkpoint(tmp / "run" / "best.pt")
+    last = read_checkpoint(tmp / "run" / "last.pt")
+    assert last["epoch"] == 4 and best["epoch"] == result.best_epoch
+    assert best["variant"] == "ast" and best["class_names"][3] == "both"
+    assert best["thresholds"] == list(result.thresholds)
+    assert "optimizer" not in best and "optimizer" in last and "rng" in last
+    assert isinstance(last["rng"]["numpy"][1], list)  # plain lists, weights_only-readable
+    # the per-epoch selection score of the best epoch is the maximum over the history
+    scores = [h["val/icbhi_score"] for h in result.history]
+    assert result.best_score == max(scores) and scores.index(max(scores)) + 1 == result.best_epoch
+    assert set(result.test.metrics) >= {"specificity", "sensitivity", "icbhi_score", "device/A/n_cycles"}
+
+
+def test_final_test_uses_the_best_weights_not_the_last(full_run):
+    """Fix 11.1-2: re-evaluating best.pt's weights with its thresholds reproduces the final test metrics."""
+    tmp, trainer, result = full_run
+    best = read_checkpoint(tmp / "run" / "best.pt")
+    model = TinyModel()
+    model.load_state_dict(best["model"])
+    trainer.model = model.eval()
+    again = trainer.evaluate(trainer.loaders.test, thresholds=best["thresholds"])
+    assert again.metrics["icbhi_score"] == result.test.metrics["icbhi_score"]
+    assert np.array_equal(again.outputs["logits"], result.test.outputs["logits"])
+    last = read_checkpoint(tmp / "run" / "last.pt")
+    if result.best_epoch != 4:  # then the weights really differ from the last epoch's
+        assert any(not torch.equal(best["model"][k], last["model"][k]) for k in best["model"])
+
+
+def test_resume_after_epoch_k_ends_with_the_same_metrics(full_run, tmp_path):
+    _torch_threads()
+    _, _, uninterrupted = full_run
+    first = make_trainer(tmp_path)
+    write = first._write_checkpoints
+
+    def write_then_crash(epoch, improved):  # the process dies right after epoch 2's checkpoint
+        write(epoch, improved)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    first._write_checkpoints = write_then_crash
+    with pytest.raises(KeyboardInterrupt):
+        first.fit()
+    last = tmp_path / "run" / "last.pt"
+    assert read_checkpoint(last)["epoch"] == 2
+    resumed = make_trainer(tmp_path).fit(resume_from=last)
+    assert resumed.best_epoch == uninterrupted.best_epoch
+    assert resumed.test.metrics == uninterrupted.test.metrics
+    assert [h["train/loss"] for h in resumed.history] == [h["train/loss"] for h in uninterrupted.history]
+
+
+def test_resume_from_another_variant_or_config_is_refused(full_run, tmp_path):
+    tmp, _, _ = full_run
+    last = tmp / "run" / "last.pt"
+    other = make_trainer(tmp_path, epochs=4, optimizer={"lr": 0.5})
+    with pytest.raises(CheckpointError, match="training.optimizer.lr"):
+        other.fit(resume_from=last)
+    other = make_trainer(tmp_path)
+    other.meta["variant"] = "ast_film"
+    with pytest.raises(CheckpointError, match="variant 'ast'"):
+        other.fit(resume_from=last)
+    with pytest.raises(CheckpointError, match="best.pt"):
+        make_trainer(tmp_path).fit(resume_from=tmp / "run" / "best.pt")
+
+
+def test_paper_selection_tunes_and_selects_on_test(tmp_path):
+    result = make_trainer(tmp_path, loaders=make_loaders(val=False), epochs=2, selection="paper").fit()
+    assert "test/icbhi_score" in result.history[0] and "val/icbhi_score" not in result.history[0]
+    assert result.best_score == max(h["test/icbhi_score"] for h in result.history)
+
+
+def test_strict_selection_without_validation_split_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="val_fraction"):
+        make_trainer(tmp_path, loaders=make_loaders(val=False))
+
+
+def test_fixed_thresholds_are_used_and_stored(tmp_path):
+    result = make_trainer(tmp_path, epochs=1, thresholds={"mode": "fixed", "value": [0.3, 0.7]}).fit()
+    assert tuple(result.thresholds) == (0.3, 0.7)
+    assert read_checkpoint(tmp_path / "run" / "best.pt")["thresholds"] == [0.3, 0.7]
+
+
+def test_nan_loss_stops_naming_epoch_and_batch_and_keeps_last_good_checkpoint(tmp_path):
+    model = TinyModel()
+    trainer = make_trainer(tmp_path, model=model, epochs=3)
+    trainer.tcfg.epochs = 1
+    trainer.fit()
+    good = read_checkpoint(tmp_path / "run" / "last.pt")
+    trainer.tcfg.epochs = 3
+    model.poison = True
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2, batch 1.*last good checkpoint is .*last\.pt"):
+        trainer.fit(resume_from=tmp_path / "run" / "last.pt")
+    kept = read_checkpoint(tmp_path / "run" / "last.pt")
+    assert kept["epoch"] == good["epoch"] == 1
+
+
+def test_early_stopping_stops_after_patience_epochs_without_improvement(tmp_path):
+    trainer = make_trainer(tmp_path, epochs=6, early_stopping=1, optimizer={"lr": 1e-9})
+    result = trainer.fit()
+    # with a (practically) zero LR the score cannot improve after epoch 1
+    assert result.stopped_early and len(result.history) == 2 and result.best_epoch == 1
+
+
+def test_batch_larger_than_the_training_split_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="batch_size=64 is larger than the training split"):
+        make_trainer(tmp_path, loaders=make_loaders(batch_size=64, n_train=40))
+
+
+def test_gradient_clipping_bounds_the_update(tmp_path):
+    """With clip c and SGD-like first AdamW step, clipping changes nothing about direction but must run:
+    the total gradient norm seen by the optimizer never exceeds c."""
+    trainer = make_trainer(tmp_path, epochs=1, grad_clip=1e-3)
+    norms = []
+    orig = trainer.optimizer.step
+
+    def step(*a, **k):
+        norms.append(torch.norm(torch.stack([p.grad.norm() for p in trainer.model.parameters()])).item())
+        return orig(*a, **k)
+
+    trainer.optimizer.step = step
+    trainer.fit()
+    assert norms and max(norms) <= 1e-3 * (1 + 1e-4)
