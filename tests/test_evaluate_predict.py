@@ -1,0 +1,207 @@
+"""ls.evaluate and ls.predict on tiny checkpoints (tiny224, input 128 x 64) trained a few steps on synthetic data."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+
+_CHECKPOINTS: dict[str, Path] = {}
+
+
+def make_tiny_checkpoint(data: Path, variant: str, out: Path, steps: int = 2, tau: float | None = None) -> Path:
+    """Build + train ``variant`` for ``steps`` batches, then write an ``ls`` checkpoint (with a history)
+    through ``ls.engine.checkpoint.save_checkpoint``. SoftFiLM masks are left at temperature ``tau``."""
+    import ls
+    from ls.config import config_from_dict, to_dict
+    from ls.data import build_datasets, build_loaders
+    from ls.engine.checkpoint import CHECKPOINT_FORMAT, cpu_state_dict, save_checkpoint
+    from ls.engine.predict_rules import output_mode
+    from ls.models import build_model
+    from ls.types import META_KEYS
+
+    cfg = config_from_dict({
+        "seed": 0,
+        "dataset": {"data_folder": str(data), "batch_size": 4, "w": 64, "val_fraction": 0.25},
+        "models": {variant: {"model_size": "tiny224", "input_fdim": 128, "input_tdim": 64}},
+        "training": {"epochs": steps, "device": "cpu"},
+    })
+    datasets = build_datasets(cfg)
+    batch = next(iter(build_loaders(cfg, datasets).train))
+    torch.manual_seed(0)
+    model = build_model(cfg.model(variant), datasets.metadata_spec)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    history = []
+    for step in range(steps):
+        logits = model(batch["spec"], {k: batch[k] for k in META_KEYS})
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch["label"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history.append({"epoch": step + 1, "train/loss": loss.item(), "val/loss": loss.item(),
+                        "val/icbhi_score": 0.5, "val/specificity": 0.6, "val/sensitivity": 0.4})
+    if tau is not None:
+        model.set_mask_temperature(tau)
+    state = {
+        "format": CHECKPOINT_FORMAT, "version": ls.__version__, "variant": variant, "config": to_dict(cfg),
+        "model": cpu_state_dict(model), "metadata_encoder": datasets.encoder.state_dict(),
+        "metadata_spec": datasets.metadata_spec.to_dict(), "class_names": list(datasets.class_names),
+        "thresholds": [0.4, 0.6], "output_mode": output_mode(cfg.dataset, cfg.model(variant)).to_dict(),
+        "epoch": steps, "trainer": {"history": history},
+    }
+    return save_checkpoint(state, out)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(synthetic_icbhi_dir, tmp_path_factory):
+    """``{"ast": path, "ast_film_soft": path}`` (SoftFiLM stored at mask temperature 0.5)."""
+    if not _CHECKPOINTS:
+        out = tmp_path_factory.mktemp("tiny_ckpt")
+        _CHECKPOINTS["ast"] = make_tiny_checkpoint(synthetic_icbhi_dir, "ast", out / "ast.pt")
+        _CHECKPOINTS["ast_film_soft"] = make_tiny_checkpoint(synthetic_icbhi_dir, "ast_film_soft",
+                                                             out / "softfilm.pt", tau=0.5)
+    return _CHECKPOINTS
+
+
+# -- evaluate -----------------------------------------------------------------------------------------------
+def test_evaluate_round_trip_uses_stored_thresholds(tiny_checkpoints, tmp_path):
+    from ls.engine.predict_rules import predict_classes
+    from ls.evaluate import main
+
+    assert main(["--checkpoint", str(tiny_checkpoints["ast_film_soft"]), "--out", str(tmp_path),
+                 "--device", "cpu"]) == 0
+    payload = json.loads((tmp_path / "metrics_test.json").read_text())
+    preds = pd.read_csv(tmp_path / "predictions_test.csv")
+    assert payload["thresholds"] == [0.4, 0.6] and payload["n_cycles"] == len(preds) > 0
+    # predictions follow the stored thresholds (0.4 crackle, 0.6 wheeze), recomputed here from the sigmoids
+    from ls.engine.predict_rules import OutputMode
+
+    ids = predict_classes(preds[["sigmoid_crackle", "sigmoid_wheeze"]].to_numpy(), OutputMode("multilabel", 4, 2),
+                          (0.4, 0.6))
+    assert preds["pred_class"].tolist() == [payload["class_names"][i] for i in ids]
+    # ICBHI metrics recomputed by hand from the CSV
+    normal = preds["true_class"] == "Normal"
+    sp = (preds.pred_class[normal] == "Normal").mean() if normal.any() else 0.0
+    se = (preds.pred_class[~normal] == preds.true_class[~normal]).mean() if (~normal).any() else 0.0
+    assert payload["metrics"]["specificity"] == pytest.approx(sp)
+    assert payload["metrics"]["sensitivity"] == pytest.approx(se)
+    composite = preds[["p_normal", "p_crackle", "p_wheeze", "p_both"]].sum(axis=1)
+    np.testing.assert_allclose(composite, 1.0, atol=1e-5)
+    assert np.asarray(payload["confusion_matrix"]).sum() == len(preds)
+    assert any(k.startswith("device/") for k in payload["group_metrics"])
+
+
+def test_evaluate_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
+    from ls.evaluate import main
+
+    assert main(["--checkpoint", str(tmp_path / "nope.pt")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_merge_data_config_keeps_model_bound_fields():
+    from ls.config import config_from_dict
+    from ls.evaluate import merge_data_config
+
+    ckpt = config_from_dict({"dataset": {"data_folder": "/a", "w": 64}})
+    data = config_from_dict({"dataset": {"data_folder": "/b", "w": 1024, "batch_size": 2}})
+    merged = merge_data_config(ckpt, data)
+    assert merged.dataset.data_folder == "/b" and merged.dataset.batch_size == 2
+    assert merged.dataset.w == 64 and ckpt.dataset.data_folder == "/a"
+
+
+def test_display_class_names_fix_11_2_6():
+    from ls.evaluate import display_class_names
+
+    assert display_class_names(4) == ["Normal", "Crackle", "Wheeze", "Both"]  # 2 -> Wheeze, 3 -> Both
+    assert display_class_names(2) == ["Normal", "Abnormal"]
+
+
+# -- predict ------------------------------------------------------------------------------------------------
+def test_sliding_windows_cover_the_recording():
+    from ls.predict import PredictionError, sliding_windows
+
+    assert sliding_windows(6.0, 2.0) == [(0.0, 2.0), (2.0, 4.0), (4.0, 6.0)]
+    assert sliding_windows(5.0, 2.0) == [(0.0, 2.0), (2.0, 4.0), (3.0, 5.0)]  # tail window ends at the end
+    assert sliding_windows(3.0, 2.0, hop=0.5) == [(0.0, 2.0), (0.5, 2.5), (1.0, 3.0)]
+    with pytest.raises(PredictionError, match="shorter than"):
+        sliding_windows(1.0, 2.0)
+
+
+def test_read_cycles_file(tmp_path):
+    from ls.predict import PredictionError, read_cycles_file
+
+    f = tmp_path / "a.txt"
+    f.write_text("0.1\t1.5\t0\t1\n\n1.5 2.0\n")
+    assert read_cycles_file(f) == [(0.1, 1.5), (1.5, 2.0)]
+    f.write_text("0.1 oops\n")
+    with pytest.raises(PredictionError, match=r"a.txt:1"):
+        read_cycles_file(f)
+
+
+def _one_recording(data: Path) -> tuple[Path, Path]:
+    wav = min(data.glob("*.wav"))
+    return wav, wav.with_suffix(".txt")
+
+
+def test_predict_json_for_annotated_cycles(tiny_checkpoints, synthetic_icbhi_dir, tmp_path):
+    """One row per annotated cycle, composite probabilities summing to one, a class name per cycle."""
+    from ls.predict import main
+
+    ckpt = tiny_checkpoints["ast_film_soft"]
+    wav, ann = _one_recording(synthetic_icbhi_dir)
+    device, site = wav.stem.split("_")[-1], wav.stem.split("_")[2]
+    out = tmp_path / "pred.json"
+    assert main(["--checkpoint", str(ckpt), "--wav", str(wav), "--device", device, "--site", site,
+                 "--cycles", str(ann), "--out", str(out), "--compute-device", "cpu"]) == 0
+    payload = json.loads(out.read_text())
+    n_cycles = sum(1 for line in ann.read_text().splitlines() if line.strip())
+    assert len(payload["cycles"]) == n_cycles and payload["device"] == device
+    row = payload["cycles"][0]
+    assert math.isclose(row["p_normal"] + row["p_crackle"] + row["p_wheeze"] + row["p_both"], 1.0, rel_tol=1e-6)
+    assert row["pred_class"] in ("Normal", "Crackle", "Wheeze", "Both")
+
+
+def test_predict_csv_window_and_unknown_device_warns(tiny_checkpoints, synthetic_icbhi_dir, tmp_path):
+    from ls.evaluate import load_for_inference
+    from ls.predict import predict_recording
+
+    ctx = load_for_inference(tiny_checkpoints["ast_film_soft"], device="cpu")
+    wav, _ = _one_recording(synthetic_icbhi_dir)
+    with pytest.warns(UserWarning, match="'Stethoscope9000' was never seen"):
+        table = predict_recording(ctx, wav, "Stethoscope9000", "Tc", age=50, bmi=24, window=2.0)
+    duration = sf.info(str(wav)).duration
+    assert table["end"].iloc[-1] == pytest.approx(duration, abs=1e-3)
+    assert (table["end"] - table["start"]).round(6).eq(2.0).all()
+    # the unknown device goes through the reserved 'unknown' id: same output as passing that token
+    from ls.types import UNKNOWN_TOKEN
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        same = predict_recording(ctx, wav, UNKNOWN_TOKEN, "Tc", age=50, bmi=24, window=2.0)
+    np.testing.assert_allclose(table["p_normal"], same["p_normal"], atol=1e-6)
+
+
+def test_predict_bad_audio_errors(tiny_checkpoints, tmp_path, capsys):
+    from ls.predict import main
+
+    ckpt = str(tiny_checkpoints["ast"])
+    short = tmp_path / "short.wav"
+    sf.write(short, np.zeros(100, dtype=np.float32), 16000)  # 6 ms: less than one 40 ms frame
+    assert main(["--checkpoint", ckpt, "--wav", str(short), "--device", "Meditron", "--site", "Tc"]) == 2
+    assert "short.wav" in capsys.readouterr().err
+    garbage = tmp_path / "garbage.wav"
+    garbage.write_bytes(b"not a wav at all")
+    assert main(["--checkpoint", ckpt, "--wav", str(garbage), "--device", "Meditron", "--site", "Tc"]) == 2
+    assert "garbage.wav" in capsys.readouterr().err
+    ok = tmp_path / "ok.wav"
+    sf.write(ok, np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32), 16000)
+    assert main(["--checkpoint", ckpt, "--wav", str(ok), "--device", "Meditron", "--site", "Tc", "--window",
+                 "2"]) == 2
+    assert "shorter than the 2.0 s window" in capsys.readouterr().err
