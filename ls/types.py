@@ -44,5 +44,5 @@ class MetadataSpec:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "MetadataSpec":
+    def from_dict(cls, d: dict) -> MetadataSpec:
         return cls(tuple(d["device_names"]), tuple(d["site_names"]), tuple(d["cont_names"]))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from ls.config.loader import (
     ConfigError,
@@ -34,7 +33,7 @@ class Config:
     audio: AudioConfig = field(default_factory=AudioConfig)
     models: dict[str, ModelConfig] = field(default_factory=dict)
     training: TrainingConfig = field(default_factory=TrainingConfig)
-    mlflow: Optional[MlflowConfig] = None
+    mlflow: MlflowConfig | None = None
 
     def model(self, variant: str) -> ModelConfig:
         """The ``models.<variant>`` block (aliases such as ``tafilm`` or ``ast_meta_proj`` accepted)."""

@@ -7,7 +7,7 @@ default is the field here, YAML files only override.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal
 
 
 @dataclass
@@ -16,17 +16,17 @@ class AugmentConfig:
 
     type: str
     p: float = 0.0
-    sampling_rate: Optional[int] = None
-    zone: Optional[list[float]] = None
-    coverage: Optional[float] = None
-    color: Optional[str] = None
-    factor: Optional[list[float]] = None
-    fhi: Optional[float] = None
-    policy: Optional[str] = None
-    mask: Optional[str] = None
+    sampling_rate: int | None = None
+    zone: list[float] | None = None
+    coverage: float | None = None
+    color: str | None = None
+    factor: list[float] | None = None
+    fhi: float | None = None
+    policy: str | None = None
+    mask: str | None = None
     # SpecAugment time warp: None = as the policy's W says; False disables it. (The reference's warp never ran,
     # defect 11.2-4; here it works, but the paper's policy icbhi_ast_sup has W = 0 anyway.)
-    time_warp: Optional[bool] = None
+    time_warp: bool | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.p <= 1.0:
@@ -54,12 +54,12 @@ class AudioConfig:
     # custom: (x - custom_mean) / custom_std; "dataset": fix for defect 11.1-9, (x - mean) / (2 std) with the
     # statistics measured on the training features (written into dataset_mean/dataset_std below).
     mel_norm: Literal["mit", "hf", "custom", "dataset", "none"] = "mit"
-    custom_mean: Optional[float] = None
-    custom_std: Optional[float] = None
+    custom_mean: float | None = None
+    custom_std: float | None = None
     # Filled by build_datasets when mel_norm == "dataset" (training-feature mean/std of the raw log-mel), so the
     # saved resolved config reproduces the normalisation at prediction time.
-    dataset_mean: Optional[float] = None
-    dataset_std: Optional[float] = None
+    dataset_mean: float | None = None
+    dataset_std: float | None = None
     resz: float = 1.0
     # How the fbank reaches dataset.w frames: "stretch" = bilinear resize (paper), "pad" = cut/zero-pad.
     frame_fit: Literal["stretch", "pad"] = "stretch"
@@ -72,7 +72,7 @@ class AudioConfig:
 class DatasetConfig:
     data_folder: str
     name: Literal["icbhi"] = "icbhi"
-    cycle_metadata_path: Optional[str] = None  # None: build the cycle table from data_folder
+    cycle_metadata_path: str | None = None  # None: build the cycle table from data_folder
     class_split: Literal["lungsound"] = "lungsound"
     # official: the challenge's 60/40 file; foldwise: patient fold == test_fold is test; random: patient-wise
     # (the reference's random split was recording-level and leaked patients, defect 11.1-4).
@@ -81,7 +81,7 @@ class DatasetConfig:
     random_test_fraction: float = 0.4  # fraction of patients (random strategy)
     split_seed: int = 1
     # Patient -> fold list (not part of the official download); None: patient_list_foldwise.txt in data_folder.
-    fold_file: Optional[str] = None
+    fold_file: str | None = None
     # The official split puts patients 156 and 218 in both train and test (defect 11.1-4). False keeps the
     # paper's split; true drops those patients' training recordings so test is untouched but patient-disjoint.
     patient_disjoint_official: bool = False
@@ -92,12 +92,12 @@ class DatasetConfig:
     multi_label: bool = True
     weighted_sampler: bool = False
     batch_size: int = 16
-    eval_batch_size: Optional[int] = None
+    eval_batch_size: int | None = None
     num_workers: int = 0
     h: int = 128  # mel bins (frequency), the model's input_fdim
     w: int = 1024  # frames (time), the model's input_tdim
-    cache_dir: Optional[str] = None  # None: <data_folder>/.ls_cache
-    cache_workers: Optional[int] = None  # processes building the feature cache; None: all CPUs, 0: in-process
+    cache_dir: str | None = None  # None: <data_folder>/.ls_cache
+    cache_workers: int | None = None  # processes building the feature cache; None: all CPUs, 0: in-process
     # Metadata encoder (fitted on the training split only).
     cont_features: list[str] = field(default_factory=lambda: ["age", "bmi", "duration"])
     # The reference computes age_missing/bmi_missing but never feeds them (defect 11.2-3); true appends them.

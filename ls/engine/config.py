@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal, Optional
+from typing import ClassVar, Literal
 
 
 @dataclass
@@ -27,7 +27,7 @@ class OptimizerConfig:
     classifier_lr_scale: float = 2.0
     # Fix 11.4-3 (mask LR multiplier configured but unused): when set, the mask group gets lr * this and
     # WD 0 even without differential LR. None = paper (masks trained like everything else).
-    mask_lr_multiplier: Optional[float] = None
+    mask_lr_multiplier: float | None = None
     # Fix 11.4-3: no weight decay on model.no_weight_decay() (norms, biases, tokens, pos-embed, embeddings,
     # mask logits). False = paper (decay on every parameter, masks excepted only when grouped).
     decay_exclude: bool = False
@@ -61,7 +61,7 @@ class SchedulerConfig:
     # reference watched the ICBHI score in mode "min"; here the mode follows the metric unless given
     # (loss -> min, anything else -> max) and a score watched in mode "min" is an error.
     reduce_metric: str = "icbhi_score"
-    reduce_mode: Optional[Literal["max", "min"]] = None
+    reduce_mode: Literal["max", "min"] | None = None
 
     def __post_init__(self) -> None:
         if self.warmup_epochs < 0 or self.T_0 < 1 or self.T_mult < 1:
@@ -95,9 +95,9 @@ class ThresholdConfig:
 
     mode: Literal["fixed", "tuned"] = "tuned"
     value: float | list[float] = 0.5  # one value for every output, or one per output
-    grid: Optional[list[float]] = None  # [start, stop, step], stop inclusive
-    min_sensitivity: Optional[float] = None
-    fallback: Optional[float] = None
+    grid: list[float] | None = None  # [start, stop, step], stop inclusive
+    min_sensitivity: float | None = None
+    fallback: float | None = None
 
     def __post_init__(self) -> None:
         values = self.value if isinstance(self.value, list) else [self.value]
@@ -116,8 +116,8 @@ class ThresholdConfig:
 @dataclass
 class FreezeConfig:
     strategy: Literal["none", "all", "until_block", "trainable_blocks"] = "none"
-    until_block: Optional[int] = None
-    trainable_blocks: Optional[int] = None
+    until_block: int | None = None
+    trainable_blocks: int | None = None
     freeze_film: bool = False
 
 
@@ -135,7 +135,7 @@ class TrainingConfig:
     # Task loss (ls.engine.losses.build_loss; the names valid per output mode are listed there).
     loss: str = "bce"
     sensitivity_bias: float = 1.0  # multiplies the BCE pos_weight (n_neg / n_pos) of every sigmoid output
-    n_cls: Optional[int] = None  # reference key duplicating dataset.n_cls; when given it must agree
+    n_cls: int | None = None  # reference key duplicating dataset.n_cls; when given it must agree
     focal_alpha: float = 0.25  # focal: weight of positives (sigmoid outputs; negatives get 1 - alpha)
     focal_gamma: float = 2.0
     use_class_weights: bool = False  # multiclass losses: weight class k by n / (K * n_k) from training labels
@@ -150,8 +150,8 @@ class TrainingConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
-    grad_clip: Optional[float] = 1.0
-    early_stopping: Optional[int] = None
+    grad_clip: float | None = 1.0
+    early_stopping: int | None = None
     selection: Literal["strict", "paper"] = "strict"
     # SoftFiLM mask temperature schedule (ls.engine.schedules.mask_temperature, spec 3.6)
     mask_temperature: float = 1.0
@@ -165,9 +165,9 @@ class TrainingConfig:
 
 @dataclass
 class MlflowConfig:
-    tracking_uri: Optional[str] = None
+    tracking_uri: str | None = None
     # None here means "not set": MLFLOW_* environment variables, then sqlite:///mlflow.db / "ls" apply.
-    experiment_name: Optional[str] = None
-    tracking_username: Optional[str] = None
-    tracking_password: Optional[str] = None
-    fallback_dir: Optional[str] = None  # where records go if the server is unreachable mid-run
+    experiment_name: str | None = None
+    tracking_username: str | None = None
+    tracking_password: str | None = None
+    fallback_dir: str | None = None  # where records go if the server is unreachable mid-run
