@@ -129,9 +129,44 @@ def test_flatten_gives_dotted_keys_for_tracking(tmp_path):
     assert flat["training.optimizer.lr"] == pytest.approx(3e-5)
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+RUN_CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml") if not p.name.startswith("mlflow"))
+
+
+@pytest.mark.parametrize("path", RUN_CONFIGS, ids=lambda p: p.name)
 def test_every_shipped_config_loads(path):
-    if path.name.startswith("mlflow"):
-        pytest.skip("tracking credentials file, not a run config")
     cfg = load_config(path)
     assert cfg.models, f"{path.name} defines no model block"
+
+
+@pytest.mark.parametrize(
+    "dataset, message",
+    [
+        ("val_fraction: 1.0", r"dataset in .*cfg.yaml: dataset.val_fraction must be in \[0, 1\), got 1.0"),
+        ("random_test_fraction: 0", r"dataset in .*cfg.yaml: dataset.random_test_fraction must be in \(0, 1\)"),
+        ("n_cls: 2\n  multi_label: true", r"dataset in .*cfg.yaml: dataset.multi_label=true needs dataset.n_cls=4"),
+    ],
+)
+def test_dataset_split_and_label_mode_are_checked_at_load_time(tmp_path, dataset, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, f"dataset:\n  data_folder: x\n  {dataset}\n"))
+    with pytest.raises(ConfigError, match=r"cfg.yaml \(with overrides dataset.val_fraction=-0.1\): dataset.val_fraction must"):
+        load_config(write(tmp_path, MINIMAL), ["dataset.val_fraction=-0.1"])
+
+
+def test_import_ls_config_stays_light():
+    """``import ls.config`` (and loading a config) must not pull in torch, torchaudio, soundfile or mlflow:
+    ls.data / ls.models export lazily."""
+    import subprocess
+    import sys
+
+    code = ("import sys, ls.config; heavy = ('torch', 'torchaudio', 'soundfile', 'mlflow', 'matplotlib', 'pandas'); "
+            "print(sorted(m for m in heavy if m in sys.modules)); "
+            f"ls.config.load_config({str(REPO / 'configs' / 'ast_film_soft_config.yaml')!r}); "
+            "print(sorted(m for m in heavy[:5] if m in sys.modules))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[:2] == ["[]", "[]"], out
+    # the lazy exports still resolve
+    from ls.data import build_datasets
+    from ls.models import build_model
+
+    assert callable(build_datasets) and callable(build_model)
