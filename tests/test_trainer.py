@@ -170,6 +170,8 @@ def test_resume_after_epoch_k_ends_with_the_same_metrics(full_run, tmp_path):
     assert resumed.best_epoch == uninterrupted.best_epoch
     assert resumed.test.metrics == uninterrupted.test.metrics
     assert [h["train/loss"] for h in resumed.history] == [h["train/loss"] for h in uninterrupted.history]
+    # best.pt (written at the best epoch, possibly before the crash) ends with the whole history
+    assert read_checkpoint(tmp_path / "run" / "best.pt")["trainer"]["history"] == resumed.history
 
 
 def test_resume_from_another_variant_or_config_is_refused(full_run, tmp_path):
@@ -184,6 +186,18 @@ def test_resume_from_another_variant_or_config_is_refused(full_run, tmp_path):
         other.fit(resume_from=last)
     with pytest.raises(CheckpointError, match="best.pt"):
         make_trainer(tmp_path).fit(resume_from=tmp / "run" / "best.pt")
+
+
+def test_resume_without_best_pt_beside_last_pt_is_refused(full_run, tmp_path):
+    """The best epoch's weights live only in best.pt; resuming without it would test the wrong weights."""
+    import shutil
+
+    tmp, _, _ = full_run
+    lonely = tmp_path / "elsewhere" / "last.pt"
+    lonely.parent.mkdir()
+    shutil.copy(tmp / "run" / "last.pt", lonely)
+    with pytest.raises(ValueError, match="best.pt, which holds"):
+        make_trainer(tmp_path).fit(resume_from=lonely)
 
 
 def test_paper_selection_tunes_and_selects_on_test(tmp_path):
@@ -243,3 +257,43 @@ def test_gradient_clipping_bounds_the_update(tmp_path):
     trainer.optimizer.step = step
     trainer.fit()
     assert norms and max(norms) <= 1e-3 * (1 + 1e-4)
+
+
+def test_best_checkpoint_alone_holds_the_history_and_the_tracking_run(full_run, tmp_path):
+    """best.pt carries every epoch's metrics (rewritten at the end) and the MLflow run id, so figures need
+    only that file (ls.viz.cli.training_history no longer looks for last.pt)."""
+    import shutil
+
+    from ls.engine.tracking import NullTracker
+    from ls.viz.cli import training_history
+
+    tmp, _, result = full_run
+    best = read_checkpoint(tmp / "run" / "best.pt")
+    assert best["trainer"]["history"] == result.history and len(result.history) == 4
+    assert best["epoch"] == best["best_epoch"] == result.best_epoch and "optimizer" not in best
+    alone = tmp_path / "alone" / "best.pt"
+    alone.parent.mkdir()
+    shutil.copy(tmp / "run" / "best.pt", alone)
+    assert training_history(SimpleNamespace(path=alone, cfg=None)) == result.history
+
+    class Run(NullTracker):
+        run_id = "run-123"
+
+    cfg = make_cfg(tmp_path, epochs=2)
+    trainer = Trainer(TinyModel(), make_loaders(), cfg, Run(), checkpoint_meta={"variant": "ast"},
+                      run_dir=tmp_path / "tracked", progress=False)
+    trainer.fit()
+    for name in ("best.pt", "last.pt"):
+        assert read_checkpoint(tmp_path / "tracked" / name)["mlflow_run_id"] == "run-123"
+
+
+def test_trainer_refuses_a_dataset_normalisation_without_measured_statistics(tmp_path):
+    """audio.mel_norm=dataset: the config saved in checkpoints must hold the statistics build_datasets
+    measures, so a Trainer created before build_datasets (config snapshot without them) is an error."""
+    cfg = make_cfg(tmp_path)
+    cfg.audio.mel_norm = "dataset"
+    with pytest.raises(ValueError, match="after ls.data.build_datasets"):
+        Trainer(TinyModel(), make_loaders(), cfg, None, checkpoint_meta={"variant": "ast"}, progress=False)
+    cfg.audio.dataset_mean, cfg.audio.dataset_std = -4.0, 4.0
+    trainer = Trainer(TinyModel(), make_loaders(), cfg, None, checkpoint_meta={"variant": "ast"}, progress=False)
+    assert trainer.config_dict["audio"]["dataset_mean"] == -4.0

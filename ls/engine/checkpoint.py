@@ -10,8 +10,12 @@ no pickled classes, so ``torch.load(path, weights_only=True)`` reads it.
 Layout (keys of the dict)::
 
     format, version, variant, config, model, metadata_encoder, metadata_spec, class_names,
-    thresholds, output_mode, epoch, best, best_epoch, -- and for resuming --
-    optimizer, scheduler, scaler, rng, trainer, mlflow_run_id
+    thresholds, output_mode, epoch, best, best_epoch, selection,
+    trainer ({"bad_epochs", "history": [per-epoch metric dicts]}), mlflow_run_id,
+    -- and in last.pt, for resuming -- optimizer, scheduler, scaler, rng
+
+``best.pt`` carries the history of every epoch run (rewritten once at the end of training), so figures such as
+training curves need only that file.
 """
 
 from __future__ import annotations

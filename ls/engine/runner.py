@@ -36,6 +36,7 @@ from ls.engine.distributed import DistContext, barrier, cleanup_distributed, ini
 from ls.engine.tracking import NullTracker, Tracker, build_tracker
 from ls.engine.trainer import FitResult, Trainer, resolve_device, seed_everything
 from ls.models.names import canonical_variant
+from ls.utils.io import atomic_write_text
 
 #: Which root script trains which variant (the paper's entry points).
 SCRIPTS = {
@@ -83,6 +84,7 @@ def train_run(
     from ls.models import build_model
 
     variant = canonical_variant(variant)
+    check_input_size(cfg, variant)  # before any data is built
     ctx = ctx or DistContext()
     tracker = tracker if (tracker is not None and ctx.is_main) else NullTracker()
     run_name = run_name or default_run_name(cfg, variant, None if fold is None else fold[0])
@@ -129,6 +131,21 @@ def train_run(
     test["loss"] = result.test.loss if result.test is not None else float("nan")
     return RunOutcome(variant, cfg.seed, test, result.best_epoch, run_dir,
                       getattr(tracker, "run_id", None), None if fold is None else fold[0], result)
+
+
+def check_input_size(cfg: Config, variant: str) -> None:
+    """The features (``dataset.h`` mel bins x ``dataset.w`` frames) must be the model's input
+    (``models.<variant>.input_fdim`` x ``input_tdim``); raise ``ConfigError`` naming both keys otherwise."""
+    from ls.config import ConfigError
+
+    model_cfg = cfg.model(variant)
+    key = next((k for k, m in cfg.models.items() if m is model_cfg), variant)
+    pairs = (("h", cfg.dataset.h, "input_fdim", model_cfg.input_fdim),
+             ("w", cfg.dataset.w, "input_tdim", model_cfg.input_tdim))  # fmt: skip
+    bad = [f"dataset.{d} = {dv} but models.{key}.{m} = {mv}" for d, dv, m, mv in pairs if dv != mv]
+    if bad:
+        raise ConfigError("the model input must match the features: " + "; ".join(bad)
+                          + " (dataset.h/w are the mel bins/frames fed to the model; set both keys alike)")
 
 
 def default_run_name(cfg: Config, variant: str, fold: int | None = None) -> str:
@@ -185,14 +202,38 @@ def log_run_artifacts(tracker: Any, trainer: Trainer, result: FitResult, cfg: Co
     preds_path = run_dir / "test_predictions.csv"
     write_predictions_csv(preds_path, out, names, trainer.group_names)
     tracker.log_artifact(preds_path)
+    for path in run_figures(result, names, run_dir, say=trainer._say):
+        tracker.log_artifact(path, "figures")
+
+
+def run_figures(result: FitResult, class_names: Sequence[str], run_dir: Path, say: Any = print) -> list[Path]:
+    """Test confusion matrix and training curves of a finished run (``ls.viz.performance``, PNG + PDF) in
+    ``run_dir``: ``confusion_matrix.*`` and, with at least two epochs, ``training_curves.*``.
+
+    Figures never fail a finished run: a problem drawing them is reported through ``say`` and skipped.
+    """
     try:
         from ls.engine.metrics import confusion_matrix
-
-        cm = confusion_matrix(out["y_true"], out["pred"], len(names))
-        tracker.log_artifact(plot_confusion_matrix(cm, names, run_dir / "confusion_matrix.png"), "figures")
-        tracker.log_artifact(plot_training_curves(result.history, run_dir / "training_curves.png"), "figures")
+        from ls.viz import performance
     except ImportError as exc:  # matplotlib is a dependency, but figures must never fail a finished run
-        trainer._say(f"figures skipped: {exc}")
+        say(f"figures skipped: {exc}")
+        return []
+    paths: list[Path] = []
+    test = result.test
+    if test is not None:
+        m = test.metrics
+        cm = confusion_matrix(test.outputs["y_true"], test.outputs["pred"], len(class_names))
+        title = (f"test (best epoch {result.best_epoch}): Sp {100 * m.get('specificity', np.nan):.1f}, "
+                 f"Se {100 * m.get('sensitivity', np.nan):.1f}, Score {100 * m.get('icbhi_score', np.nan):.1f}")
+        paths += performance.plot_confusion_matrix(cm, class_names, run_dir, "confusion_matrix", title)
+    if len(result.history) >= 2:
+        try:
+            paths += performance.plot_training_curves(result.history, run_dir, "training_curves")
+        except ValueError as exc:  # a history without loss/score series
+            say(f"training curves skipped: {exc}")
+    else:
+        say(f"training curves skipped: {len(result.history)} epoch(s), a curve needs at least 2")
+    return paths
 
 
 def write_predictions_csv(path: Path, out: dict[str, np.ndarray], class_names: Sequence[str],
@@ -223,54 +264,6 @@ def write_predictions_csv(path: Path, out: dict[str, np.ndarray], class_names: S
 
 def _name(names: list[str] | None, i: int) -> str:
     return names[i] if names is not None and 0 <= i < len(names) else str(i)
-
-
-def plot_confusion_matrix(cm: np.ndarray, names: Sequence[str], path: Path) -> Path:
-    """Counts ``[K, K]`` (rows true, columns predicted) as an annotated heat map PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 1.2 * len(names) + 1.5))
-    ax.imshow(cm, cmap="Blues")
-    ax.set_xticks(range(len(names)), names, rotation=30)
-    ax.set_yticks(range(len(names)), names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for i in range(cm.shape[0]):
-        for j in range(cm.shape[1]):
-            ax.text(j, i, str(int(cm[i, j])), ha="center", va="center",
-                    color="white" if cm[i, j] > cm.max() / 2 else "black")
-    ax.set_title("test confusion matrix")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def plot_training_curves(history: list[dict[str, float]], path: Path) -> Path:
-    """Loss and ICBHI score per epoch for train and the selection split."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(10, 4))
-    epochs = [h["epoch"] for h in history]
-    for split in ("train", "val", "test"):
-        if history and f"{split}/loss" in history[0]:
-            ax_loss.plot(epochs, [h[f"{split}/loss"] for h in history], marker="o", label=split)
-            ax_score.plot(epochs, [h.get(f"{split}/icbhi_score", np.nan) for h in history], marker="o", label=split)
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_score.set(xlabel="epoch", ylabel="ICBHI score", title="ICBHI score")
-    for ax in (ax_loss, ax_score):
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
 
 
 # =================================================================================================
@@ -335,8 +328,8 @@ def _finish_group(outcomes: list[RunOutcome], parent: Any, what: str) -> dict[st
     parent.log_metrics({f"test/{k}": v for k, v in summary.items()})
     if getattr(parent, "run_id", None) and outcomes and outcomes[0].run_dir is not None:
         path = outcomes[0].run_dir.parent / f"summary_{parent.run_id}.json"
-        path.write_text(json.dumps({"runs": [{what: getattr(o, what), "test": o.test_metrics} for o in outcomes],
-                                    "summary": summary}, indent=2))
+        atomic_write_text(path, json.dumps({"runs": [{what: getattr(o, what), "test": o.test_metrics}
+                                                     for o in outcomes], "summary": summary}, indent=2))
         parent.log_artifact(path)
     print(format_summary(outcomes, summary, what))
     return summary
@@ -391,7 +384,7 @@ def main(variant: str, argv: Sequence[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, overrides=args.overrides)
         try:
-            cfg.model(variant)  # a config without a block for this variant fails now, naming the file
+            check_input_size(cfg, variant)  # a missing block for this variant or a size mismatch fails now
         except ConfigError as exc:
             raise ConfigError(f"{args.config}: {exc}") from exc
         return _run_cli(variant, args, cfg)
@@ -436,9 +429,11 @@ __all__ = [
     "SCRIPTS",
     "RunOutcome",
     "build_parser",
+    "check_input_size",
     "default_run_name",
     "log_run_artifacts",
     "main",
+    "run_figures",
     "run_kfold",
     "run_seeds",
     "summarize",

@@ -140,6 +140,12 @@ class Trainer:
         self.meta.setdefault("class_names", [])
         self.group_names = dict(group_names or {})
         self.run_dir = Path(run_dir or self.tcfg.checkpoint_dir)
+        audio = getattr(cfg, "audio", None)
+        if audio is not None and audio.mel_norm == "dataset" and audio.dataset_mean is None:
+            # the checkpoints would not reproduce the normalisation: build the datasets before the Trainer
+            raise ValueError("audio.mel_norm is 'dataset' but audio.dataset_mean/dataset_std are unset: create the "
+                             "Trainer after ls.data.build_datasets(cfg), which measures and writes them into cfg")
+        # Snapshot of the resolved config for every checkpoint, taken after build_datasets (see above).
         self.config_dict = to_dict(cfg)
         self.progress = (sys.stderr.isatty() if progress is None else progress) and self.ctx.is_main
 
@@ -403,22 +409,27 @@ class Trainer:
             "best": self.best_score,
             "best_epoch": self.best_epoch,
             "selection": self.tcfg.selection,
+            # the metric history so far and the tracking run: figures (training curves) from any checkpoint
+            "trainer": {"bad_epochs": self.bad_epochs, "history": list(self.history)},
+            "mlflow_run_id": getattr(self.tracker, "run_id", None),
         }
+
+    def _write_best(self) -> None:
+        """``best.pt``: the best epoch's weights and thresholds, with the history of every epoch run so far."""
+        state = self._checkpoint_state(self.best_state, self.best_thresholds, self.best_epoch - 1)
+        ckpt.save_checkpoint(state, self.run_dir / "best.pt")
 
     def _write_checkpoints(self, epoch: int, improved: bool) -> None:
         if not self.ctx.is_main:
             return
         if improved:
-            best = self._checkpoint_state(self.best_state, self.best_thresholds, epoch)
-            ckpt.save_checkpoint(best, self.run_dir / "best.pt")
+            self._write_best()
         last = self._checkpoint_state(ckpt.cpu_state_dict(self.model), self.best_thresholds, epoch)
         last.update(
             optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(),
             scaler=self.scaler.state_dict(),
             rng=ckpt.capture_rng_state(),
-            trainer={"bad_epochs": self.bad_epochs, "history": self.history},
-            mlflow_run_id=getattr(self.tracker, "run_id", None),
         )
         ckpt.save_checkpoint(last, self.run_dir / "last.pt")
 
@@ -439,13 +450,24 @@ class Trainer:
         best = ckpt.find_best_beside(path)
         if best is not None:
             self.best_state = ckpt.read_checkpoint(best)["model"]
+        elif self.best_epoch:
+            # Without it the final test would silently use the last weights with the best epoch's thresholds.
+            raise ValueError(
+                f"cannot resume from {path}: it records a best epoch ({self.best_epoch}) but best.pt, which holds "
+                f"that epoch's weights, is not beside it; put best.pt back or start a new run"
+            )
         ckpt.restore_rng_state(state["rng"])
         self._say(f"resumed from {path} after epoch {self.start_epoch} (best epoch {self.best_epoch})")
 
     # -- the end -----------------------------------------------------------------------------------
     def _final_test(self, stopped_early: bool) -> FitResult:
-        if self.best_state is not None:
+        if self.best_state is None:  # no epoch ever improved on -inf (e.g. a NaN selection score every epoch)
+            self._say("warning: no epoch was selected (the selection score never improved); testing the last weights")
+        else:
             ckpt.unwrap(self.model).load_state_dict(self.best_state)  # the best weights, really (11.1-2)
+            last_written = (self.history[-1]["epoch"] if self.history else 0) == self.best_epoch
+            if self.ctx.is_main and self.best_epoch and not last_written:
+                self._write_best()  # best.pt was written at the best epoch: bring its history up to the end
         test = self.evaluate(self.loaders.test, thresholds=self.best_thresholds)
         test.metrics.update(self._group_metrics(test))
         final = {f"test/{k}": v for k, v in test.metrics.items()}

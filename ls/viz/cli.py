@@ -15,7 +15,7 @@ Figures (PNG + PDF, paper column width) go to ``--out`` (default ``figures``):
 - ``--tsne`` (baseline + conditioned model): ``tsne_comparison`` (+ JSON with silhouette scores).
 - ``--film-params`` (FiLM, TAFiLM, SoftFiLM): ``film_params_by_{layer,device,site,class}``.
 - ``--performance`` (every given checkpoint): ``<model>_confusion``, ``<model>_curves`` (history stored in
-  the checkpoint, in ``last.pt`` beside it, or in its MLflow run), ``<model>_score_by_{device,site}``.
+  the checkpoint, ``best.pt`` or ``last.pt``, else in its MLflow run), ``<model>_score_by_{device,site}``.
 - ``--all``: every figure the given checkpoints allow (the default when no figure flag is given).
 
 ``--run-id`` uploads everything written to that MLflow run under ``figures/``.
@@ -187,19 +187,14 @@ def film_figures(run: ModelRun, out_dir: Path) -> list[Path]:
 
 
 def training_history(ctx: Any) -> list[dict] | dict | None:
-    """Per-epoch history: stored in the checkpoint (``last.pt``), in ``last.pt`` beside a ``best.pt``, or in
-    the MLflow run the checkpoint names. None when none is available."""
+    """Per-epoch history stored in the checkpoint (``best.pt`` and ``last.pt`` both carry it), else the one in
+    the MLflow run the checkpoint names. None when neither is available."""
     from ls.engine.checkpoint import read_checkpoint
 
     state = read_checkpoint(ctx.path)
     history = (state.get("trainer") or {}).get("history")
     if history:
         return history
-    last = Path(ctx.path).with_name("last.pt")
-    if last.is_file() and last.resolve() != Path(ctx.path).resolve():
-        history = (read_checkpoint(last).get("trainer") or {}).get("history")
-        if history:
-            return history
     run_id = state.get("mlflow_run_id")
     if run_id:
         from ls.engine.tracking import resolve_settings
@@ -236,7 +231,7 @@ def performance_figures(run: ModelRun, out_dir: Path) -> list[Path]:
     if history:
         paths += plot_training_curves(history, out_dir, f"{stem}_curves", run.name)
     else:
-        print(f"note: no training history for {run.ctx.path} (no last.pt, no MLflow run): curves skipped",
+        print(f"note: no training history in {run.ctx.path} (nor an MLflow run): curves skipped",
               file=sys.stderr)
     print(f"{run.name}: {title.split(': ', 1)[1]} on {len(report.predictions)} cycles")
     return paths
