@@ -3,21 +3,33 @@ the dataset / loader API (see ``docs/interfaces.md``).
 
 >>> datasets = build_datasets(cfg)          # train, val, test = datasets
 >>> loaders = build_loaders(cfg, datasets)  # loaders.set_epoch(epoch) each epoch
+
+The names below are exported lazily (module ``__getattr__``): ``import ls.data.config`` (what ``ls.config``
+needs) does not import torch, torchaudio, soundfile or pandas; ``from ls.data import build_datasets`` does.
 """
 
-from ls.data.dataset import (
-    CycleDataset,
-    Datasets,
-    DistributedWeightedSampler,
-    Loaders,
-    build_datasets,
-    build_fold_datasets,
-    build_loaders,
-    load_table,
-    sample_weights,
-)
-from ls.data.features import AUDIOSET_MEAN, AUDIOSET_STD, FeatureNormalizer, features_for_recording
-from ls.data.metadata import MetadataEncoder
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+#: Exported name -> the submodule that defines it.
+_EXPORTS = {
+    "CycleDataset": "dataset",
+    "Datasets": "dataset",
+    "DistributedWeightedSampler": "dataset",
+    "Loaders": "dataset",
+    "build_datasets": "dataset",
+    "build_fold_datasets": "dataset",
+    "build_loaders": "dataset",
+    "load_table": "dataset",
+    "sample_weights": "dataset",
+    "AUDIOSET_MEAN": "features",
+    "AUDIOSET_STD": "features",
+    "FeatureNormalizer": "features",
+    "features_for_recording": "features",
+    "MetadataEncoder": "metadata",
+}
 
 __all__ = [
     "AUDIOSET_MEAN",
@@ -35,3 +47,31 @@ __all__ = [
     "load_table",
     "sample_weights",
 ]
+
+if TYPE_CHECKING:
+    from ls.data.dataset import (
+        CycleDataset,
+        Datasets,
+        DistributedWeightedSampler,
+        Loaders,
+        build_datasets,
+        build_fold_datasets,
+        build_loaders,
+        load_table,
+        sample_weights,
+    )
+    from ls.data.features import AUDIOSET_MEAN, AUDIOSET_STD, FeatureNormalizer, features_for_recording
+    from ls.data.metadata import MetadataEncoder
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

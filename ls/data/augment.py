@@ -221,7 +221,8 @@ SPEC_POLICIES = {
 
 
 def time_warp(spec: Tensor, max_shift: int, gen: torch.Generator) -> Tensor:
-    """Move a random anchor frame ``c`` in ``[W, T - W)`` by ``d ~ U{-W..W}`` with piecewise-linear resampling
+    """Move a random anchor frame ``c`` in ``[W, T - W)`` by ``d ~ U{-(W-1)..W-1}`` (so both sides keep at
+    least one frame) with piecewise-linear resampling
     of the two sides (the SpecAugment warp, 1-D along time). ``spec`` is ``[T, F]``."""
     t = spec.shape[0]
     if max_shift <= 0 or t <= 2 * max_shift + 1:

@@ -103,3 +103,12 @@ class DatasetConfig:
     # The reference computes age_missing/bmi_missing but never feeds them (defect 11.2-3); true appends them.
     use_missing_flags: bool = False
     child_bmi_range: list[float] = field(default_factory=lambda: [10.0, 60.0])  # plausible child BMI, kg/m^2
+
+    def __post_init__(self) -> None:
+        # Split and label-mode checks at load time (the loader names the section and file); imported here so
+        # that ls.config stays light (these modules are only needed once a DatasetConfig is built).
+        from ls.data.labels import check_label_mode
+        from ls.data.splits import check_split_config
+
+        check_split_config(self)
+        check_label_mode(self.n_cls, self.multi_label)

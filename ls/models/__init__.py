@@ -3,22 +3,42 @@
 >>> from ls.models import build_model
 >>> model = build_model(cfg.model("ast_film_soft"), datasets.metadata_spec)
 >>> logits, info = model(batch["spec"], {k: batch[k] for k in ls.types.META_KEYS}, return_info=True)
+
+The names below are exported lazily (module ``__getattr__``): ``ls.config`` imports ``ls.models.config`` and
+``ls.models.names`` without torch; ``from ls.models import build_model`` imports the model stack.
 """
 
-from ls.models.conditioning import (
-    Conditioning,
-    FiLM,
-    GatedResidualFusion,
-    NoConditioning,
-    SoftFactorizedFiLM,
-    TokenAwareFiLM,
-)
-from ls.models.config import ModelConfig, WeightsConfig
-from ls.models.heads import ClassifierHead, HeadSpec
-from ls.models.meta import MetadataError, MetadataFeatures, MetadataMLP, PerFeatureContinuousEncoder
-from ls.models.model import ConditionedAST, build_model
-from ls.models.names import VARIANT_ALIASES, VARIANTS, canonical_variant
-from ls.models.registry import VARIANT_REGISTRY, Variant, get_variant, register_variant
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+#: Exported name -> the submodule that defines it.
+_EXPORTS = {
+    "Conditioning": "conditioning",
+    "FiLM": "conditioning",
+    "GatedResidualFusion": "conditioning",
+    "NoConditioning": "conditioning",
+    "SoftFactorizedFiLM": "conditioning",
+    "TokenAwareFiLM": "conditioning",
+    "ModelConfig": "config",
+    "WeightsConfig": "config",
+    "ClassifierHead": "heads",
+    "HeadSpec": "heads",
+    "MetadataError": "meta",
+    "MetadataFeatures": "meta",
+    "MetadataMLP": "meta",
+    "PerFeatureContinuousEncoder": "meta",
+    "ConditionedAST": "model",
+    "build_model": "model",
+    "VARIANT_ALIASES": "names",
+    "VARIANTS": "names",
+    "canonical_variant": "names",
+    "VARIANT_REGISTRY": "registry",
+    "Variant": "registry",
+    "get_variant": "registry",
+    "register_variant": "registry",
+}
 
 __all__ = [
     "VARIANTS",
@@ -45,3 +65,32 @@ __all__ = [
     "get_variant",
     "register_variant",
 ]
+
+if TYPE_CHECKING:
+    from ls.models.conditioning import (
+        Conditioning,
+        FiLM,
+        GatedResidualFusion,
+        NoConditioning,
+        SoftFactorizedFiLM,
+        TokenAwareFiLM,
+    )
+    from ls.models.config import ModelConfig, WeightsConfig
+    from ls.models.heads import ClassifierHead, HeadSpec
+    from ls.models.meta import MetadataError, MetadataFeatures, MetadataMLP, PerFeatureContinuousEncoder
+    from ls.models.model import ConditionedAST, build_model
+    from ls.models.names import VARIANT_ALIASES, VARIANTS, canonical_variant
+    from ls.models.registry import VARIANT_REGISTRY, Variant, get_variant, register_variant
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -46,7 +46,6 @@ class ModelConfig:
     use_device: bool = True  # ablations (GRF, FiLM, TAFiLM; SoftFiLM needs all three)
     use_site: bool = True
     use_continuous: bool = True
-    use_missing_flags: bool = False  # flags travel as extra `cont` columns; the model follows spec.cont_dim
     use_improved_continuous_encoder: bool = True  # FiLM/TAFiLM: per-feature encoder (spec 3.2), else raw
     # Fix option (11.4-1): LayerNorm over the 3 z-scored features (GRF rest_norm, SoftFiLM rest encoder)
     # leaves ~1 degree of freedom; "none" feeds them as they are. Paper: layernorm.
