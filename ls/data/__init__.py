@@ -10,8 +10,9 @@ needs) does not import torch, torchaudio, soundfile or pandas; ``from ls.data im
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ls.utils.lazy import lazy_exports
 
 #: Exported name -> the submodule that defines it.
 _EXPORTS = {
@@ -64,14 +65,4 @@ if TYPE_CHECKING:
     from ls.data.metadata import MetadataEncoder
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value  # later look-ups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
