@@ -124,7 +124,9 @@ def build_split_loader(ctx: InferenceContext, split: str) -> Any:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     # The model must see exactly the encoding it was trained with: the checkpoint's metadata encoder and
     # feature statistics, never ones re-fitted on the data at hand (which may be other data or another split).
-    datasets = build_datasets(copy.deepcopy(ctx.cfg), encoder=ctx.loaded.encoder)
+    cfg = copy.deepcopy(ctx.cfg)
+    cfg.audio.raw_augment = False  # the training split is evaluated as it is, never augmented
+    datasets = build_datasets(cfg, encoder=ctx.loaded.encoder)
     dataset = getattr(datasets, split)
     if dataset is None or len(dataset) == 0:
         raise ValueError(f"split {split!r} is empty for the data in {ctx.cfg.dataset.data_folder}")

@@ -137,6 +137,24 @@ def test_fold_datasets_are_patient_disjoint(synthetic_icbhi_dir, cache_dir):
         build_fold_datasets(cfg, 2, k=2)
 
 
+def test_fold_validation_never_holds_a_patient_with_test_recordings(synthetic_icbhi_dir, cache_dir, tmp_path):
+    """Like ICBHI's patients 156/218: a training patient with one recording in test trains in every fold."""
+    from ls.data.icbhi import build_cycle_table
+
+    table = build_cycle_table(synthetic_icbhi_dir)
+    train_pids = table.loc[table["Split"] == "train", "PID"].unique()
+    files = {pid: table.loc[table["PID"] == pid, "Filename"].unique() for pid in train_pids}
+    shared = next(pid for pid, f in files.items() if len(f) >= 2)
+    table.loc[table["Filename"] == files[shared][0], "Split"] = "test"
+    csv = tmp_path / "cycles.csv"
+    table.to_csv(csv, index=False)
+    cfg = _cfg(synthetic_icbhi_dir, cache_dir)
+    cfg.dataset.cycle_metadata_path = str(csv)
+    vals = [build_fold_datasets(cfg, f, k=2).val for f in range(2)]
+    assert all(shared not in v.pid.tolist() for v in vals)
+    assert sum(len(v) for v in vals) > 0
+
+
 def test_sample_weights_by_hand():
     w = sample_weights(np.array([0, 0, 0, 1]))
     np.testing.assert_allclose(w, np.array([1 / 3, 1 / 3, 1 / 3, 1.0]) / 2, rtol=1e-5)

@@ -98,6 +98,20 @@ def test_evaluate_round_trip_uses_stored_thresholds(tiny_checkpoints, tmp_path):
     assert any(k.startswith("device/") for k in payload["group_metrics"])
 
 
+def test_evaluating_the_train_split_never_augments(tiny_checkpoints):
+    """A checkpoint trained with augmentation still evaluates its training split on clean inputs."""
+    from ls.config import AugmentConfig
+    from ls.evaluate import build_split_loader, load_for_inference
+
+    ctx = load_for_inference(tiny_checkpoints["ast"], device="cpu")
+    ctx.cfg.audio.raw_augment = True
+    ctx.cfg.audio.spec_aug = [AugmentConfig(type="SpecAugment", p=1.0, policy="icbhi_sup")]
+    loader = build_split_loader(ctx, "train")
+    assert loader.dataset.augmenter is None
+    first, again = loader.dataset[0]["spec"], loader.dataset[0]["spec"]
+    assert torch.equal(first, again)
+
+
 def test_evaluate_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
     from ls.evaluate import main
 

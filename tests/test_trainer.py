@@ -188,6 +188,35 @@ def test_resume_from_another_variant_or_config_is_refused(full_run, tmp_path):
         make_trainer(tmp_path).fit(resume_from=tmp / "run" / "best.pt")
 
 
+def test_crash_between_best_and_last_checkpoint_resumes_consistently(full_run, tmp_path):
+    """best.pt is written just before last.pt; a crash between them leaves best.pt one improvement ahead."""
+    _torch_threads()
+    _, _, uninterrupted = full_run
+    crash_epoch = uninterrupted.best_epoch - 1  # 0-based index of the last improving epoch
+    assert crash_epoch >= 1, "the stand-in run must improve after its first epoch for this scenario"
+    first = make_trainer(tmp_path)
+    write_best = first._write_best
+
+    def write_best_then_crash():
+        write_best()
+        if first.best_epoch == crash_epoch + 1:
+            raise KeyboardInterrupt
+
+    first._write_best = write_best_then_crash
+    with pytest.raises(KeyboardInterrupt):
+        first.fit()
+    last = tmp_path / "run" / "last.pt"
+    assert read_checkpoint(last)["best_epoch"] < read_checkpoint(tmp_path / "run" / "best.pt")["best_epoch"]
+    probe = make_trainer(tmp_path)
+    probe.load_resume_state(last)  # adopts best.pt's epoch, score and thresholds with its weights
+    best = read_checkpoint(tmp_path / "run" / "best.pt")
+    assert (probe.best_epoch, probe.best_score) == (best["best_epoch"], best["best"])
+    assert list(probe.best_thresholds) == list(best["thresholds"])
+    resumed = make_trainer(tmp_path).fit(resume_from=last)
+    assert resumed.best_epoch == uninterrupted.best_epoch
+    assert resumed.test.metrics == uninterrupted.test.metrics
+
+
 def test_resume_without_best_pt_beside_last_pt_is_refused(full_run, tmp_path):
     """The best epoch's weights live only in best.pt; resuming without it would test the wrong weights."""
     import shutil

@@ -335,8 +335,12 @@ def build_fold_datasets(cfg, fold: int, k: int = 5) -> Datasets:
     split = assign_splits(table, cfg.dataset, cfg.dataset.data_folder)
     dev = split.isin(("train", "val"))
     folds = _fold_of_rows(patient_kfold(table[dev], k, cfg.seed), int(dev.sum()))
+    # Patients who also have test recordings (ICBHI's official split: 156 and 218) always train, never
+    # validate, so selection never sees a test patient (as in the validation carve of ls.data.splits).
+    tested = table.loc[(split == "test").to_numpy(), "PID"].unique()
+    also_tested = table.loc[dev, "PID"].isin(tested).to_numpy()
     split = split.copy()
-    split[dev] = np.where(folds == fold, "val", "train")
+    split[dev] = np.where((folds == fold) & ~also_tested, "val", "train")
     return _make_datasets(cfg, table, split, feats, waves)
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ls.engine.distributed import unwrap
 from ls.utils.io import atomic_torch_save
 
 #: Bumped when the checkpoint layout changes incompatibly.
@@ -79,11 +80,6 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 
 # -- weights ----------------------------------------------------------------------------------------
-def unwrap(model: nn.Module) -> nn.Module:
-    """The bare model inside DistributedDataParallel / DataParallel wrappers."""
-    return model.module if hasattr(model, "module") and isinstance(model, nn.Module) else model
-
-
 def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """A *copy* of the weights on CPU: later optimiser steps cannot alias it (fix of 11.1-2)."""
     return {k: v.detach().to("cpu", copy=True) for k, v in unwrap(model).state_dict().items()}

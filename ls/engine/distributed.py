@@ -34,6 +34,13 @@ class DistContext:
         return self.rank == 0
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel / DataParallel wrapper (the model itself otherwise)."""
+    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        return model.module
+    return model
+
+
 def init_distributed(device_type: str = "cpu") -> DistContext:
     """Join the torchrun process group if launched by torchrun; otherwise a single-process context."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -41,7 +48,9 @@ def init_distributed(device_type: str = "cpu") -> DistContext:
         return DistContext()
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
-        backend = "nccl" if device_type == "cuda" else "gloo"
+        # On CUDA, tensors of the small CPU collectives (loss means, NaN flags, gathered outputs) go through gloo
+        # and model gradients through nccl; plain "nccl" would reject the CPU tensors.
+        backend = "cpu:gloo,cuda:nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend)
@@ -94,15 +103,6 @@ def all_reduce_mean(value: float, ctx: DistContext) -> float:
     return float(t.item()) / ctx.world_size
 
 
-def broadcast_flag(flag: bool, ctx: DistContext) -> bool:
-    """Rank 0's decision (e.g. early stopping, NaN loss), shared so every rank leaves the loop together."""
-    if not ctx.enabled:
-        return flag
-    t = torch.tensor([int(flag)])
-    dist.broadcast(t, src=0)
-    return bool(t.item())
-
-
 def barrier(ctx: DistContext) -> None:
     if ctx.enabled:
         dist.barrier()
@@ -113,12 +113,12 @@ __all__ = [
     "all_reduce_mean",
     "any_rank",
     "barrier",
-    "broadcast_flag",
     "cleanup_distributed",
     "current_context",
     "dedupe_by_index",
     "gather_arrays",
     "init_distributed",
+    "unwrap",
     "wrap_model",
 ]
 

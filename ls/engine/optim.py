@@ -26,16 +26,10 @@ import torch
 from torch import nn
 
 from ls.engine.config import OptimizerConfig, TrainingConfig
+from ls.engine.distributed import unwrap
 
 #: Parameter-group names of the model interface, each with its ``<name>_lr_scale`` config key.
 GROUP_NAMES: tuple[str, ...] = ("backbone", "embedding", "encoder", "film", "mask", "classifier")
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a DistributedDataParallel / DataParallel wrapper (the model itself otherwise)."""
-    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        return model.module
-    return model
 
 
 def _model_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:

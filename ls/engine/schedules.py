@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ls.engine.config import OptimizerConfig, SchedulerConfig, TrainingConfig
+from ls.engine.distributed import unwrap
 
 SCHEDULER_TYPES: tuple[str, ...] = (
     "none",
@@ -216,9 +217,7 @@ def mask_temperature(epoch: int, epochs: int, start: float = 1.0, end: float = 0
 def apply_mask_temperature(model: nn.Module, training_cfg: TrainingConfig, epoch: int) -> float | None:
     """Set the temperature of 0-based ``epoch`` on a model with ``set_mask_temperature`` (SoftFiLM); returns
     it, or None for models without masks. Call before each training epoch."""
-    inner = (
-        model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
-    )
+    inner = unwrap(model)
     if not hasattr(inner, "set_mask_temperature"):
         return None
     t = training_cfg

@@ -45,6 +45,7 @@ from ls.engine.distributed import (
     current_context,
     dedupe_by_index,
     gather_arrays,
+    unwrap,
     wrap_model,
 )
 from ls.engine.tracking import NullTracker
@@ -227,7 +228,7 @@ class Trainer:
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
                 logits = self.model(spec, meta)
                 task_loss = self.loss_fn(logits, labels)
-                aux = ckpt.unwrap(self.model).auxiliary_losses()
+                aux = unwrap(self.model).auxiliary_losses()
                 aux_loss = sum(aux.values()) if aux else torch.zeros((), device=self.device)
                 loss = task_loss + aux_loss
             self._check_finite(loss, epoch, b)
@@ -368,7 +369,7 @@ class Trainer:
         rec["weight_decay"] = self.epoch_weight_decay
         if self.mask_temperature is not None:
             rec["mask_temperature"] = float(self.mask_temperature)
-        model = ckpt.unwrap(self.model)
+        model = unwrap(self.model)
         if hasattr(model, "mask_stats"):
             rec.update({f"mask/{k}": float(v) for k, v in model.mask_stats().items() if _is_number(v)})
         if hasattr(model, "gate_value"):
@@ -424,7 +425,8 @@ class Trainer:
             return
         if improved:
             self._write_best()
-        last = self._checkpoint_state(ckpt.cpu_state_dict(self.model), self.best_thresholds, epoch)
+        weights = self.best_state if improved else ckpt.cpu_state_dict(self.model)  # no second copy
+        last = self._checkpoint_state(weights, self.best_thresholds, epoch)
         last.update(
             optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(),
@@ -437,7 +439,7 @@ class Trainer:
         """Continue from ``last.pt``: weights, optimiser, scheduler, scaler, epoch, best, history, RNG."""
         state = ckpt.read_checkpoint(path)
         ckpt.check_resumable(state, self.meta.get("variant", ""), self.config_dict, path)
-        ckpt.unwrap(self.model).load_state_dict(state["model"])
+        unwrap(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
@@ -449,7 +451,13 @@ class Trainer:
         self.history = list(state["trainer"]["history"])
         best = ckpt.find_best_beside(path)
         if best is not None:
-            self.best_state = ckpt.read_checkpoint(best)["model"]
+            best_state = ckpt.read_checkpoint(best)
+            self.best_state = best_state["model"]
+            if int(best_state["best_epoch"]) != self.best_epoch:
+                # best.pt is written just before last.pt: a crash between the two leaves best.pt one
+                # improvement ahead. Its weights, score and thresholds belong together: adopt them.
+                self.best_score, self.best_epoch = float(best_state["best"]), int(best_state["best_epoch"])
+                self.best_thresholds, self.bad_epochs = best_state["thresholds"], 0
         elif self.best_epoch:
             # Without it the final test would silently use the last weights with the best epoch's thresholds.
             raise ValueError(
@@ -464,7 +472,7 @@ class Trainer:
         if self.best_state is None:  # no epoch ever improved on -inf (e.g. a NaN selection score every epoch)
             self._say("warning: no epoch was selected (the selection score never improved); testing the last weights")
         else:
-            ckpt.unwrap(self.model).load_state_dict(self.best_state)  # the best weights, really (11.1-2)
+            unwrap(self.model).load_state_dict(self.best_state)  # the best weights, really (11.1-2)
             last_written = (self.history[-1]["epoch"] if self.history else 0) == self.best_epoch
             if self.ctx.is_main and self.best_epoch and not last_written:
                 self._write_best()  # best.pt was written at the best epoch: bring its history up to the end
