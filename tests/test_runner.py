@@ -78,6 +78,13 @@ def test_run_logs_figures_and_the_config_resolved_after_build_datasets(synthetic
     assert figures == {f"{n}.{ext}" for n in ("confusion_matrix", "training_curves") for ext in ("png", "pdf")}
     assert {("config.yaml", None), ("best.pt", "checkpoints"), ("test_predictions.csv", None)} <= set(
         tracker.artifacts)
+    # the run's predictions CSV has the columns of ls.evaluate's: class probabilities that sum to 1, raw sigmoids
+    import pandas as pd
+
+    preds = pd.read_csv(outcome.run_dir / "test_predictions.csv")
+    classes = ["p_normal", "p_crackle", "p_wheeze", "p_both"]
+    assert set(classes + ["sigmoid_crackle", "sigmoid_wheeze"]) <= set(preds.columns)
+    assert (preds[classes].sum(axis=1) - 1).abs().max() < 1e-4
 
 
 def test_run_figures_skip_curves_of_a_single_epoch(tmp_path):

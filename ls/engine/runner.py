@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import json
 import subprocess
 import sys
@@ -200,7 +199,7 @@ def log_run_artifacts(tracker: Any, trainer: Trainer, result: FitResult, cfg: Co
     out = result.test.outputs
     names = list(trainer.output_mode.class_names)
     preds_path = run_dir / "test_predictions.csv"
-    write_predictions_csv(preds_path, out, names, trainer.group_names)
+    write_predictions_csv(preds_path, out, trainer.output_mode, names, trainer.group_names)
     tracker.log_artifact(preds_path)
     for path in run_figures(result, names, run_dir, say=trainer._say):
         tracker.log_artifact(path, "figures")
@@ -236,34 +235,27 @@ def run_figures(result: FitResult, class_names: Sequence[str], run_dir: Path, sa
     return paths
 
 
-def write_predictions_csv(path: Path, out: dict[str, np.ndarray], class_names: Sequence[str],
+def write_predictions_csv(path: Path, out: dict[str, np.ndarray], mode: Any, class_names: Sequence[str],
                           group_names: dict[str, list[str]] | None = None) -> Path:
-    """One row per test cycle: file, cycle, device, site, true and predicted class, probabilities."""
-    from ls.utils.io import atomic_open
+    """One row per test cycle: file, cycle, device, site, true and predicted class, and the probability
+    columns of ``ls.evaluate`` (``p_<class>``, plus the raw sigmoids), so both CSVs mean the same thing."""
+    import pandas as pd
+
+    from ls.evaluate import names_of, probability_columns
+    from ls.utils.io import atomic_write_text
 
     group_names = group_names or {}
-    probs = np.asarray(out["probs"])
-    prob_cols = (
-        [f"p_{n}" for n in ("crackle", "wheeze")] if probs.ndim == 2 and probs.shape[1] == 2 and len(class_names) == 4
-        else [f"p_{n}" for n in class_names] if probs.ndim == 2 else ["p_abnormal"]
-    )
-    with atomic_open(path, "w") as fh:
-        w = csv.writer(fh)
-        w.writerow(["filename", "cycle_index", "device", "site", "true", "pred", *prob_cols])
-        for i in range(len(out["y_true"])):
-            dev, site = int(out["device"][i]), int(out["site"][i])
-            row_probs = probs[i].tolist() if probs.ndim == 2 else [float(probs[i])]
-            w.writerow([
-                out["filename"][i], int(out["cycle_index"][i]),
-                _name(group_names.get("device"), dev), _name(group_names.get("site"), site),
-                class_names[int(out["y_true"][i])], class_names[int(out["pred"][i])],
-                *[f"{p:.6f}" for p in row_probs],
-            ])
+    table = pd.DataFrame({
+        "filename": out["filename"],
+        "cycle_index": np.asarray(out["cycle_index"], dtype=int),
+        "device": names_of(out["device"], group_names.get("device")),
+        "site": names_of(out["site"], group_names.get("site")),
+        "true": [class_names[int(i)] for i in out["y_true"]],
+        "pred": [class_names[int(i)] for i in out["pred"]],
+        **probability_columns(np.asarray(out["probs"]), mode, class_names),
+    })  # fmt: skip
+    atomic_write_text(path, table.to_csv(index=False, float_format="%.6f"))
     return path
-
-
-def _name(names: list[str] | None, i: int) -> str:
-    return names[i] if names is not None and 0 <= i < len(names) else str(i)
 
 
 # =================================================================================================
