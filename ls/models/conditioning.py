@@ -223,6 +223,17 @@ class GatedResidualFusion(Conditioning):
         return 0.0 if self.gate is None else float(self.gate.detach())
 
 
+def _film_metadata_path(
+    cfg: ModelConfig, spec: MetadataSpec | None, variant: str, activation: str
+) -> tuple[MetadataFeatures, MetadataMLP]:
+    """FiLM/TAFiLM metadata path: embeddings + continuous encoder, then the shared MLP (spec 3.4, 3.5)."""
+    kind = "per_feature" if cfg.use_improved_continuous_encoder else "raw"
+    features = _features(cfg, _require_spec(spec, variant), kind)
+    encoder = MetadataMLP(features.out_dim, cfg.metadata_hidden_dim, cfg.film_hidden_dim, activation,
+                          _encoder_dropout(cfg))
+    return features, encoder
+
+
 class FiLM(Conditioning):
     """FiLM (spec 3.4): per conditioned block ``l``, ``u <- (1 + dgamma_l) * u + dbeta_l`` on all tokens.
 
@@ -257,10 +268,7 @@ class FiLM(Conditioning):
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, spec: MetadataSpec | None, embed_dim: int, depth: int) -> Conditioning:
-        kind = "per_feature" if cfg.use_improved_continuous_encoder else "raw"
-        features = _features(cfg, _require_spec(spec, "ast_film"), kind)
-        encoder = MetadataMLP(features.out_dim, cfg.metadata_hidden_dim, cfg.film_hidden_dim, "relu",
-                              _encoder_dropout(cfg))
+        features, encoder = _film_metadata_path(cfg, spec, "ast_film", "relu")
         return cls(features, encoder, embed_dim, _check_layers(cfg.conditioned_layers, depth),
                    cfg.layer_specific_encoding, cfg.film_init)
 
@@ -309,10 +317,7 @@ class TokenAwareFiLM(Conditioning):
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, spec: MetadataSpec | None, embed_dim: int, depth: int) -> Conditioning:
-        kind = "per_feature" if cfg.use_improved_continuous_encoder else "raw"
-        features = _features(cfg, _require_spec(spec, "ast_tafilm"), kind)
-        encoder = MetadataMLP(features.out_dim, cfg.metadata_hidden_dim, cfg.film_hidden_dim, "gelu",
-                              _encoder_dropout(cfg))
+        features, encoder = _film_metadata_path(cfg, spec, "ast_tafilm", "gelu")  # TAFiLM's encoder uses GELU
         return cls(features, encoder, embed_dim, _check_layers(cfg.conditioned_layers, depth))
 
     def prepare(self, meta: Meta | None) -> State:
