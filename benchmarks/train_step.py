@@ -155,13 +155,16 @@ def hf_step_fn(
 def time_interleaved(
     steps: dict[str, Callable[[dict], None]], batch: dict, device: torch.device, warmup: int, rounds: int
 ) -> dict[str, float]:
-    """Median seconds per step of each model; models take turns every round so drift hits all alike."""
+    """Median seconds per step of each model; models take turns every round so drift hits all alike, and the
+    order rotates every round: on CPU the model that runs right after another one was measured 7-13 % slower
+    (caches and allocator state), which a fixed order would charge to the same model every time."""
     for step in steps.values():
         for _ in range(warmup):
             step(batch)
     times: dict[str, list[float]] = {label: [] for label in steps}
-    for _ in range(rounds):
-        for label, step in steps.items():
+    order = list(steps.items())
+    for r in range(rounds):
+        for label, step in order[r % len(order):] + order[: r % len(order)]:
             _sync(device)
             t0 = time.perf_counter()
             step(batch)
