@@ -29,11 +29,10 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from ls.data.labels import FOUR_CLASS_NAMES, TWO_CLASS_NAMES
+
 #: Class names by number of classes (index = class id), used for per-class keys.
-CLASS_NAMES: dict[int, tuple[str, ...]] = {
-    2: ("normal", "abnormal"),
-    4: ("normal", "crackle", "wheeze", "both"),
-}
+CLASS_NAMES: dict[int, tuple[str, ...]] = {2: TWO_CLASS_NAMES, 4: FOUR_CLASS_NAMES}
 
 #: The keys ``format_metrics`` shows by default, in order, with their short labels.
 SUMMARY_KEYS: tuple[tuple[str, str], ...] = (

@@ -168,11 +168,12 @@ def probabilities(logits: Any, mode: OutputMode) -> np.ndarray:
 
 def bits_to_classes(bits: np.ndarray) -> np.ndarray:
     """(crackle, wheeze) bits ``[N, 2]`` -> composite class ``[N]``: 0 normal, 1 crackle, 2 wheeze, 3 both."""
+    from ls.data.labels import four_class_from_bits
+
     b = _numpy(bits)
     if b.ndim != 2 or b.shape[1] != 2:
         raise ValueError(f"expected (crackle, wheeze) bits [N, 2], got {b.shape}")
-    b = b > 0.5
-    return (b[:, 0].astype(np.int64) + 2 * b[:, 1].astype(np.int64)).astype(np.int64)
+    return four_class_from_bits((b > 0.5).astype(np.int64))
 
 
 def target_classes(labels: Any, mode: OutputMode) -> np.ndarray:
