@@ -42,7 +42,8 @@ trainer = Trainer(TinyModel(dropout=0.0), loaders, make_cfg(out, epochs=3), None
 res = trainer.fit()
 if ctx.is_main:
     (out / "ddp.json").write_text(json.dumps({"test": res.test.metrics, "best_epoch": res.best_epoch,
-        "logits": res.test.outputs["logits"].tolist(), "n": len(res.test.outputs["logits"])}))
+        "logits": res.test.outputs["logits"].tolist(), "n": len(res.test.outputs["logits"]),
+        "loss": res.test.loss}))
 cleanup_distributed()
 '''
 
@@ -81,3 +82,4 @@ def test_two_cpu_processes_match_one_process(tmp_path):
                                rtol=1e-4, atol=1e-5)  # fmt: skip
     for key in ("specificity", "sensitivity", "icbhi_score"):
         assert ddp["test"][key] == pytest.approx(single.test.metrics[key], abs=1e-6)
+    assert ddp["loss"] == pytest.approx(single.test.loss, abs=1e-5)  # the padded duplicate is not counted

@@ -258,25 +258,20 @@ class Trainer:
         else ``thresholds`` (default: the best epoch's). Outputs are gathered across DDP ranks."""
         self.model.eval()
         parts: dict[str, list] = {k: [] for k in ("logits", "labels", "device", "site", "filename", "cycle_index")}
-        loss_sum, n = 0.0, 0
         for batch in tqdm(loader, desc="eval", disable=not self.progress, leave=False):
-            spec, meta, labels = self._to_device(batch)
+            spec, meta, _ = self._to_device(batch)
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
                 logits = self.model(spec, meta)
-                loss = self.loss_fn(logits, labels)
-            loss_sum += float(loss) * len(spec)
-            n += len(spec)
             parts["logits"].append(logits.float().cpu().numpy())
             parts["labels"].append(batch["label"].numpy())
             parts["device"].append(batch["device"].numpy())
             parts["site"].append(batch["site"].numpy())
             parts["filename"].append(np.asarray(batch["filename"], dtype=object))
             parts["cycle_index"].append(np.asarray(batch["cycle_index"]))
-        arrays = {k: np.concatenate(v) for k, v in parts.items()}
-        arrays["_loss"] = np.array([loss_sum, n], dtype=np.float64)[None]
-        arrays = self._gather(arrays)
-        loss_tot = arrays.pop("_loss")
-        mean_loss = float(loss_tot[:, 0].sum() / max(loss_tot[:, 1].sum(), 1))
+        arrays = self._gather({k: np.concatenate(v) for k, v in parts.items()})
+        # The mean loss over the unique cycles (after DDP's padding duplicates are dropped), in one call.
+        mean_loss = float(self.loss_fn(torch.from_numpy(arrays["logits"]).to(self.device),
+                                       torch.from_numpy(arrays["labels"]).to(self.device)))
 
         thr_cfg = self.tcfg.thresholds
         if tune_thresholds and thr_cfg.mode == "tuned":
@@ -337,16 +332,13 @@ class Trainer:
             )
 
     def _gather(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        loss = arrays.pop("_loss")
         if self.ctx.enabled:
             arrays = gather_arrays(arrays, self.ctx)
-            loss = gather_arrays({"_loss": loss}, self.ctx)["_loss"]
         # Sorting by (file, cycle) makes outputs independent of the number of ranks and removes the items
         # a DistributedSampler repeats to even out ranks.
         key = np.array([f"{f}\x00{c:06d}" for f, c in zip(arrays["filename"], arrays["cycle_index"])])
         arrays = dedupe_by_index({**arrays, "_key": key}, key="_key")
         arrays.pop("_key")
-        arrays["_loss"] = loss
         return arrays
 
     def _remember_best(self, epoch: int, selection: EvalResult) -> None:
