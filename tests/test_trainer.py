@@ -235,6 +235,20 @@ def test_paper_selection_tunes_and_selects_on_test(tmp_path):
     assert result.best_score == max(h["test/icbhi_score"] for h in result.history)
 
 
+def test_strict_selection_monitors_test_every_epoch_without_using_it(tmp_path):
+    """test_epoch/* curves are logged under strict; turning them off changes neither selection nor the result."""
+    _torch_threads()
+    watched = make_trainer(tmp_path / "a", epochs=3).fit()
+    assert all("test_epoch/icbhi_score" in h and "val/icbhi_score" in h for h in watched.history)
+    _torch_threads()
+    blind = make_trainer(tmp_path / "b", epochs=3, monitor_test=False).fit()
+    assert not any(k.startswith("test_epoch/") for h in blind.history for k in h)
+    assert blind.best_epoch == watched.best_epoch and blind.test.metrics == watched.test.metrics
+    # the monitor at the best epoch is the final test (same weights, same thresholds)
+    best = watched.history[watched.best_epoch - 1]
+    assert best["test_epoch/icbhi_score"] == watched.test.metrics["icbhi_score"]
+
+
 def test_strict_selection_without_validation_split_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="val_fraction"):
         make_trainer(tmp_path, loaders=make_loaders(val=False))

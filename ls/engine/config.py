@@ -161,6 +161,9 @@ class TrainingConfig:
     amp: bool = False  # mixed precision (fp16 autocast + GradScaler); honoured on CUDA only, never on CPU
     checkpoint_dir: str = "checkpoints"  # last.pt every epoch, best.pt at each improvement (per run subfolder)
     deterministic: bool = True  # seeded, deterministic kernels; data order/augmentation = f(seed, epoch)
+    # strict selection: also evaluate the test split every epoch (with that epoch's validation thresholds) and
+    # log it as test_epoch/* curves, for monitoring only: it never influences selection, thresholds or stopping.
+    monitor_test: bool = True
 
 
 @dataclass

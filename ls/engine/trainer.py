@@ -204,7 +204,8 @@ class Trainer:
             else:
                 self.bad_epochs += 1
             self._step_lr_scheduler(selection)
-            record = self._epoch_record(epoch, train, selection, time.perf_counter() - t0)
+            monitor = self._monitor_test(selection)  # test curves under strict: logged, never used
+            record = self._epoch_record(epoch, train, selection, time.perf_counter() - t0, monitor)
             self.history.append(record)
             self.tracker.log_metrics(record, step=epoch + 1)
             self._print_epoch(epoch, record, improved)
@@ -351,11 +352,20 @@ class Trainer:
         # Once per epoch, after validation; reduce_on_plateau reads scheduler.reduce_metric from these metrics.
         self.scheduler.step({**selection.metrics, "loss": selection.loss})
 
-    def _epoch_record(self, epoch: int, train: dict, sel: EvalResult, seconds: float) -> dict[str, float]:
+    def _monitor_test(self, selection: EvalResult) -> EvalResult | None:
+        if self.selection_split == "test" or not self.tcfg.monitor_test:
+            return None  # under `paper` the selection split already is the test split
+        return self.evaluate(self.loaders.test, thresholds=selection.thresholds)
+
+    def _epoch_record(self, epoch: int, train: dict, sel: EvalResult, seconds: float,
+                      monitor: EvalResult | None = None) -> dict[str, float]:
         rec: dict[str, float] = {"epoch": float(epoch + 1), "epoch_seconds": seconds}
         rec.update({f"train/{k}": v for k, v in train.items()})
         rec[f"{self.selection_split}/loss"] = sel.loss
         rec.update({f"{self.selection_split}/{k}": v for k, v in sel.metrics.items()})
+        if monitor is not None:
+            rec["test_epoch/loss"] = monitor.loss
+            rec.update({f"test_epoch/{k}": v for k, v in monitor.metrics.items()})
         # LR and WD used in this epoch (the scheduler has already moved on to the next epoch's values).
         rec.update({k.replace("lr_", "lr/", 1): v for k, v in self.epoch_lrs.items()})
         rec["weight_decay"] = self.epoch_weight_decay
