@@ -173,6 +173,26 @@ def test_softfilm_gamma_beta_are_mask_weighted_sums_of_factor_deltas():
     torch.testing.assert_close(soft.modulate(3, u, state), u * (1 + d_gamma)[:, None] + d_beta[:, None])
 
 
+def test_softfilm_per_layer_masks_weight_each_layer_with_its_own_mask():
+    soft = _soft(film_init_gain=1.0, per_layer_masks=True)
+    with torch.no_grad():
+        for logits in soft.mask_logits.values():
+            logits.normal_()  # a different mask per layer
+    soft.set_mask_temperature(0.5)
+    meta = _meta()
+    state = soft.prepare(meta)
+    for layer in soft.conditioned_layers:
+        w = torch.sigmoid(soft.mask_logits[f"layer_{layer}"] / 0.5)
+        d_gamma, d_beta = torch.zeros(B, D), torch.zeros(B, D)
+        for k, name in enumerate(("dev", "site", "rest")):
+            gen = soft.generators[name][str(layer)]
+            out = gen(soft.factor_encoders[name](meta))
+            d_gamma += w[k] * out[:, :D]
+            d_beta += w[k] * out[:, D:]
+        torch.testing.assert_close(state["gamma"][layer], 1 + d_gamma)
+        torch.testing.assert_close(state["beta"][layer], d_beta)
+
+
 def test_softfilm_rest_factor_norm_option():
     paper = _soft()
     fixed = _soft(continuous_norm="none")
