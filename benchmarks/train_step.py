@@ -33,7 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ls.models import ModelConfig, build_model
 from ls.models.backbone import AST_SIZES, patch_grid
-from ls.types import UNKNOWN_TOKEN, MetadataSpec
+from ls.types import MetadataSpec
 
 
 @dataclass(frozen=True)
@@ -51,11 +51,7 @@ CONFIGS = {
     "base1024": BenchConfig("base384 1024x128 b2", "base384", frames=1024, mel=128, batch=2),
 }
 HF_LABEL = "hf ASTForAudioClassification"
-META_SPEC = MetadataSpec(
-    device_names=(UNKNOWN_TOKEN, "AKGC417L", "LittC2SE", "Litt3200", "Meditron"),
-    site_names=(UNKNOWN_TOKEN, "Tc", "Al", "Ar", "Pl", "Pr", "Ll", "Lr"),
-    cont_names=("age", "bmi", "duration"),
-)
+META_SPEC = MetadataSpec.icbhi()
 
 
 def matmul_peak_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -> float:

@@ -44,5 +44,13 @@ class MetadataSpec:
         }
 
     @classmethod
+    def icbhi(cls) -> MetadataSpec:
+        """The vocabulary of the whole ICBHI database (4 devices, 7 sites, age/BMI/duration), ordered as a
+        ``MetadataEncoder`` fitted on it orders it: for building a model before any data is loaded."""
+        from ls.data.icbhi import DEVICES, SITES
+
+        return cls((UNKNOWN_TOKEN, *sorted(DEVICES)), (UNKNOWN_TOKEN, *sorted(SITES)), ("age", "bmi", "duration"))
+
+    @classmethod
     def from_dict(cls, d: dict) -> MetadataSpec:
         return cls(tuple(d["device_names"]), tuple(d["site_names"]), tuple(d["cont_names"]))

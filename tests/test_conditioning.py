@@ -21,13 +21,9 @@ from ls.models.conditioning import (
     thirds_mask_logits,
 )
 from ls.models.config import ModelConfig
-from ls.types import UNKNOWN_TOKEN, MetadataSpec
+from ls.types import MetadataSpec
 
-SPEC = MetadataSpec(
-    device_names=(UNKNOWN_TOKEN, "AKGC417L", "Litt3200", "LittC2SE", "Meditron"),
-    site_names=(UNKNOWN_TOKEN, "Al", "Ar", "Ll", "Lr", "Pl", "Pr", "Tc"),
-    cont_names=("age", "bmi", "duration"),
-)
+SPEC = MetadataSpec.icbhi()
 D, DEPTH, B = 12, 4, 3
 
 

@@ -14,13 +14,9 @@ from ls.models.meta import (
     PerFeatureContinuousEncoder,
     continuous_encoder,
 )
-from ls.types import UNKNOWN_TOKEN, MetadataSpec
+from ls.types import MetadataSpec
 
-SPEC = MetadataSpec(
-    device_names=(UNKNOWN_TOKEN, "AKGC417L", "Litt3200", "LittC2SE", "Meditron"),
-    site_names=(UNKNOWN_TOKEN, "Al", "Ar", "Ll", "Lr", "Pl", "Pr", "Tc"),
-    cont_names=("age", "bmi", "duration"),
-)
+SPEC = MetadataSpec.icbhi()
 
 
 def _meta(batch: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -129,3 +129,10 @@ def test_bad_inputs_are_named(train):
         MetadataEncoder().fit(train.drop(columns="Age"))
     with pytest.raises(ValueError, match="lacks key"):
         MetadataEncoder.from_state_dict({"cont_features": ["age"]})
+
+
+def test_icbhi_spec_is_what_an_encoder_fitted_on_the_whole_database_produces(icbhi_meta_dir):
+    from ls.types import MetadataSpec
+
+    table = pd.read_csv(icbhi_meta_dir / "icbhi_metadata.csv")
+    assert MetadataEncoder().fit(table).spec == MetadataSpec.icbhi()

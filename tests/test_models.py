@@ -16,13 +16,9 @@ from ls.models.heads import ClassifierHead, HeadSpec
 from ls.models.meta import MetadataError
 from ls.models.model import PARAM_GROUPS
 from ls.models.registry import Variant
-from ls.types import UNKNOWN_TOKEN, MetadataSpec
+from ls.types import MetadataSpec
 
-SPEC = MetadataSpec(
-    device_names=(UNKNOWN_TOKEN, "AKGC417L", "Litt3200", "LittC2SE", "Meditron"),
-    site_names=(UNKNOWN_TOKEN, "Al", "Ar", "Ll", "Lr", "Pl", "Pr", "Tc"),
-    cont_names=("age", "bmi", "duration"),
-)
+SPEC = MetadataSpec.icbhi()
 T, FREQ, B = 64, 32, 2  # tiny input: a 2 x 5 patch grid
 #: A 12-block ViT a few thousand parameters wide: most tests are about wiring, not width, and building or
 #: running tiny224 dominates their cost. Shapes per variant are also checked with the real tiny224 preset.
