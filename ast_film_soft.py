@@ -1,11 +1,11 @@
 """Train the SoftFiLM-AST (soft-factorised FiLM) on ICBHI 2017: `python ast_film_soft.py --config configs/... [--mlflow-config ...] [--set k=v]`.
 
-All logic lives in ls.engine.runner (see `python ast_film_soft.py --help`); torchrun runs it with DDP.
+All logic lives in ls.train (see `python ast_film_soft.py --help`); torchrun runs it with DDP.
 """
 
 import sys
 
-from ls.engine.runner import main
+from ls.train import main
 
 if __name__ == "__main__":
     sys.exit(main("ast_film_soft"))

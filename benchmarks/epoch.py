@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         loaders.train = _limit(loaders.train, args.max_batches)
         loaders.test = _limit(loaders.test, args.max_batches)
     model = build_model(cfg.model(args.variant), datasets.metadata_spec)
-    trainer = Trainer(model, loaders, cfg, None, checkpoint_meta={"variant": args.variant}, progress=False)
+    trainer = Trainer(model, loaders, cfg.training, cfg.output_mode, None, seed=cfg.seed,
+                      checkpoint_meta={"variant": args.variant}, progress=False)
     print(describe(args, cfg, trainer.device, torch.get_num_threads(), loaders, full), flush=True)
     print(f"data preparation (cycle table, splits, feature cache): {prep:.1f} s", flush=True)
     sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     result = trainer.evaluate(loaders.test)
     sync()
     eval_s = time.perf_counter() - t0
-    n_eval = len(result.outputs["logits"])
+    n_eval = len(result.outputs)
 
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     for name, n, secs, total in (("train", n_train, train_s, full["train"]), ("eval", n_eval, eval_s, full["test"])):

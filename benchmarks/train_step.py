@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ls.models import ModelConfig, build_model
+from ls.data.icbhi import full_metadata_spec
+from ls.models import build_model, get_variant
 from ls.models.backbone import AST_SIZES, patch_grid
-from ls.types import MetadataSpec
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ CONFIGS = {
     "base1024": BenchConfig("base384 1024x128 b2", "base384", frames=1024, mel=128, batch=2),
 }
 HF_LABEL = "hf ASTForAudioClassification"
-META_SPEC = MetadataSpec.icbhi()
+META_SPEC = full_metadata_spec()
 
 
 def matmul_peak_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
@@ -77,8 +77,8 @@ def make_batch(cfg: BenchConfig, device: torch.device) -> dict[str, torch.Tensor
     b = cfg.batch
     batch = {
         "spec": torch.randn(b, cfg.frames, cfg.mel, generator=g),
-        "device": torch.randint(1, META_SPEC.num_devices, (b,), generator=g),
-        "site": torch.randint(1, META_SPEC.num_sites, (b,), generator=g),
+        "device": torch.randint(1, META_SPEC.factor("device").size, (b,), generator=g),
+        "site": torch.randint(1, META_SPEC.factor("site").size, (b,), generator=g),
         "cont": torch.randn(b, META_SPEC.cont_dim, generator=g),
         "label": torch.randint(0, 2, (b,), generator=g),
     }
@@ -95,14 +95,10 @@ def ls_step_fn(
     variant: str, cfg: BenchConfig, device: torch.device, fused: bool = False
 ) -> tuple[nn.Module, Callable[[dict], None]]:
     depth = AST_SIZES[cfg.model_size].depth
-    mcfg = ModelConfig(
-        variant=variant,
-        label_dim=2,
-        model_size=cfg.model_size,
-        input_fdim=cfg.mel,
-        input_tdim=cfg.frames,
-        conditioned_layers=list(range(depth)),  # worst case: every block modulated
-    )
+    options = get_variant(variant).options
+    extra = {"conditioned_layers": list(range(depth))} if hasattr(options(), "conditioned_layers") else {}
+    mcfg = options(variant=variant, label_dim=2, model_size=cfg.model_size, input_fdim=cfg.mel,
+                   input_tdim=cfg.frames, **extra)  # worst case: every block modulated
     model = build_model(mcfg, META_SPEC).to(device).train()
     opt = make_optimizer(model, fused)
 

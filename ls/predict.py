@@ -1,12 +1,14 @@
 """Predict respiratory-cycle classes of a new recording with a trained checkpoint.
 
-    python -m ls.predict --checkpoint best.pt --wav rec.wav --device Meditron --site Tc [--age 70 --bmi 27]
+    python -m ls.predict --checkpoint best.pt --wav rec.wav --meta device=Meditron --meta site=Tc [--meta age=70]
         [--cycles rec.txt | --window 3 [--hop 1.5]] [--format json|csv] [--out preds.json]
+
+(``--device``, ``--site``, ``--age``, ``--bmi`` are shorthands for the ICBHI metadata.)
 
 Cycles come from an ICBHI-style annotation (``start end [crackles wheezes]`` per line, seconds) or from a
 sliding window over the whole recording. Features and metadata are computed exactly as in training (the
-checkpoint's audio config and metadata encoder); a device or site never seen in training is encoded as the
-reserved 'unknown' id, with a warning. Output: one row per cycle with class probabilities and the class
+checkpoint's audio config and metadata encoder); a factor value never seen in training (e.g. a new device) is
+encoded as the reserved 'unknown' id, with a warning. Output: one row per cycle with class probabilities and the class
 predicted with the checkpoint's decision thresholds.
 """
 
@@ -18,7 +20,7 @@ import logging
 import math
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,10 +90,7 @@ def recording_duration(wav: str | Path) -> float:
 def predict_recording(
     ctx: Any,
     wav: str | Path,
-    device: str,
-    site: str,
-    age: float | None = None,
-    bmi: float | None = None,
+    metadata: Mapping[str, Any] | None = None,
     cycles: Sequence[tuple[float, float]] | None = None,
     window: float | None = None,
     hop: float | None = None,
@@ -100,7 +99,10 @@ def predict_recording(
     """Per-cycle predictions of one recording.
 
     Args:
-        ctx: ``ls.evaluate.load_for_inference(checkpoint)``.
+        ctx: ``ls.inference.load_for_inference(checkpoint)``.
+        metadata: the recording's metadata by name: each categorical factor of the checkpoint's data (ICBHI:
+            ``device``, ``site``) and continuous feature (``age``, ``bmi``; ICBHI also ``child_weight``,
+            ``child_height``). Missing values are imputed as in training (factors: the unknown id, warned).
         cycles: ``(start_s, end_s)`` per cycle; or None with ``window`` (sliding windows); or neither: the whole
             recording as one cycle.
 
@@ -110,10 +112,11 @@ def predict_recording(
     """
     from ls.data.features import features_for_recording
     from ls.engine.predict_rules import predict_classes, probabilities
-    from ls.evaluate import probability_columns
+    from ls.inference import probability_columns, run_inference
     from ls.types import UNKNOWN_ID
 
-    cfg = ctx.loaded.config
+    cfg = ctx.checkpoint_cfg
+    metadata = dict(metadata or {})
     duration = recording_duration(wav)
     min_duration = cfg.audio.frame_length / 1000.0  # at least one analysis frame
     if duration < min_duration:
@@ -125,26 +128,27 @@ def predict_recording(
     if late:
         raise PredictionError(f"{wav}: cycle(s) {late[:5]} start after the end of the recording ({duration:.3f} s)")
 
-    encoder = ctx.loaded.encoder
+    encoder = ctx.encoder
     if encoder is not None:
-        for what, value, vocab in (("device", device, encoder.device_names), ("site", site, encoder.site_names)):
-            if value not in vocab[UNKNOWN_ID + 1:]:
-                warnings.warn(f"{what} {value!r} was never seen in training (known: {', '.join(vocab[1:])}); "
-                              f"it is encoded as the 'unknown' {what}", stacklevel=2)
-    spec = features_for_recording(wav, cycles, cfg.audio, cfg.dataset.h, cfg.dataset.w)  # [N, T, F]
-    all_meta = None
-    if encoder is not None:  # every cycle at once: [N] ids, [N, C] continuous features
-        all_meta = encoder.encode_one(device=device, site=site, duration=[e - s for s, e in cycles],
-                                      age=age, bmi=bmi)
-    model = ctx.model
-    logits = []
-    with torch.inference_mode():
-        for lo in range(0, len(cycles), batch_size):
-            hi = min(lo + batch_size, len(cycles))
-            meta = None if all_meta is None else {k: v[lo:hi].to(ctx.device) for k, v in all_meta.items()}
-            logits.append(model(spec[lo:hi].to(ctx.device), meta).float().cpu())
-    probs = probabilities(torch.cat(logits), ctx.mode)
-    pred = predict_classes(probs, ctx.mode, ctx.loaded.thresholds if ctx.mode.uses_thresholds else None)
+        for factor in encoder.factor_names:
+            vocab = encoder.vocabulary(factor)
+            value = metadata.get(factor)
+            if value is None or str(value) not in vocab[UNKNOWN_ID + 1:]:
+                shown = "not given" if value is None else f"{value!r} was never seen in training"
+                warnings.warn(f"{factor}: {shown} (known: {', '.join(vocab[1:])}); it is encoded as the "
+                              f"'unknown' {factor}", stacklevel=2)
+    spec = features_for_recording(wav, cycles, cfg.audio, cfg.dataset.h, cfg.dataset.w, ctx.normalizer)
+    meta: dict[str, torch.Tensor] = {}
+    if encoder is not None:  # every cycle at once: [N] ids per factor, [N, C] continuous features
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # unknown values were reported above
+            meta = encoder.encode_one(duration=[e - s for s, e in cycles], **metadata)
+    items = [{"spec": spec[i], "meta": {k: v[i] for k, v in meta.items()}, "label": 0, "filename": str(wav),
+              "cycle_index": i, "pid": ""} for i in range(len(cycles))]
+    loader = torch.utils.data.DataLoader(items, batch_size=batch_size, shuffle=False)
+    out = run_inference(ctx.model, loader, ctx.device)
+    probs = probabilities(out.logits, ctx.mode)
+    pred = predict_classes(probs, ctx.mode, ctx.thresholds)
     table = pd.DataFrame({
         "cycle": np.arange(len(cycles)),
         "start": [s for s, _ in cycles],
@@ -157,28 +161,46 @@ def predict_recording(
     return table
 
 
-def to_json(table: pd.DataFrame, ctx: Any, wav: str | Path, device: str, site: str) -> str:
+def to_json(table: pd.DataFrame, ctx: Any, wav: str | Path, metadata: Mapping[str, Any]) -> str:
     payload = {
         "wav": str(wav),
         "checkpoint": str(ctx.path),
         "variant": ctx.variant,
-        "device": device,
-        "site": site,
+        "metadata": dict(metadata),
         "class_names": ctx.class_names,
-        "thresholds": ctx.loaded.thresholds,
+        "thresholds": ctx.thresholds,
+        "decision_rule": ctx.mode.decision_rule,
         "cycles": table.to_dict(orient="records"),
     }
     return json.dumps(payload, indent=2) + "\n"
+
+
+def parse_metadata(pairs: Sequence[str]) -> dict[str, str | float]:
+    """``["device=Meditron", "age=63"]`` -> ``{"device": "Meditron", "age": 63.0}`` (numbers become floats)."""
+    out: dict[str, str | float] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise PredictionError(f"--meta {pair!r}: expected NAME=VALUE, e.g. --meta device=Meditron")
+        try:
+            out[key.strip()] = float(value)
+        except ValueError:
+            out[key.strip()] = value.strip()
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ls.predict", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--wav", required=True, help="the recording (any rate, mono or multi-channel)")
-    p.add_argument("--device", required=True, help="recording device, e.g. Meditron, AKGC417L, LittC2SE, Litt3200")
-    p.add_argument("--site", required=True, help="auscultation site, e.g. Tc, Al, Ar, Pl, Pr, Ll, Lr")
-    p.add_argument("--age", type=float, default=None, help="years (imputed with the training median if absent)")
-    p.add_argument("--bmi", type=float, default=None, help="kg/m^2 (imputed with the training median if absent)")
+    p.add_argument("--meta", action="append", default=[], metavar="NAME=VALUE",
+                   help="the recording's metadata, repeatable: each factor and continuous feature of the "
+                        "checkpoint's data, e.g. --meta device=Meditron --meta site=Tc --meta age=63")
+    p.add_argument("--device", help="ICBHI shorthand for --meta device=...: the stethoscope (e.g. Meditron, "
+                                    "AKGC417L, LittC2SE, Litt3200); the compute device is --compute-device")
+    p.add_argument("--site", help="ICBHI shorthand for --meta site=... (Tc, Al, Ar, Pl, Pr, Ll, Lr)")
+    p.add_argument("--age", type=float, default=None, help="shorthand for --meta age=... (years)")
+    p.add_argument("--bmi", type=float, default=None, help="shorthand for --meta bmi=... (kg/m^2)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--cycles", help="ICBHI-style annotation: 'start end [crackles wheezes]' per line")
     src.add_argument("--window", type=float, help="sliding window length in seconds")
@@ -186,25 +208,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="json", choices=("json", "csv"))
     p.add_argument("--out", default=None, help="output file (default: stdout)")
     p.add_argument("--compute-device", default="auto", choices=("auto", "cpu", "cuda"),
-                   help="where to run the model")
+                   help="where to run the model (not the stethoscope: that is --device / --meta device=)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from ls.engine.checkpoint import CheckpointError
-    from ls.evaluate import load_for_inference
+    from ls.inference import load_for_inference
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        metadata = parse_metadata(args.meta)
+        for name in ("device", "site", "age", "bmi"):
+            if getattr(args, name) is not None:
+                metadata[name] = getattr(args, name)
         ctx = load_for_inference(args.checkpoint, None, args.compute_device)
         cycles = read_cycles_file(args.cycles) if args.cycles else None
-        table = predict_recording(ctx, args.wav, args.device, args.site, args.age, args.bmi, cycles,
-                                  args.window, args.hop)
+        table = predict_recording(ctx, args.wav, metadata, cycles, args.window, args.hop)
     except (PredictionError, CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    text = (to_json(table, ctx, args.wav, args.device, args.site) if args.format == "json"
+    text = (to_json(table, ctx, args.wav, metadata) if args.format == "json"
             else table.to_csv(index=False, float_format="%.6f"))
     if args.out:
         atomic_write_text(args.out, text)

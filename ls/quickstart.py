@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ls.config import load_config
-from ls.engine.runner import train_run
 from ls.engine.tracking import build_tracker
+from ls.train import train_run
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
 VARIANTS = (("ast_film_soft", "SoftFiLM-AST"), ("ast", "AST baseline"))

@@ -1,56 +1,91 @@
-"""Types shared by the data, model and engine layers (the seams between them)."""
+"""Types shared by the data, model and engine layers (the seams between them). Imports nothing from ``ls``.
+
+A batch from ``ls.data`` is a dict with ``spec [B, T, F]``, ``label``, the ids ``filename``/``cycle_index``/``pid``
+and ``meta``: the model's metadata input, ``{<factor>: int64 [B] for every categorical factor, "cont": [B, C]}``.
+Which factors exist is data, not code: a dataset declares them, a fitted metadata encoder describes them in a
+:class:`MetadataSpec`, and the models size themselves from that spec.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-#: Index reserved in the device and site vocabularies for values never seen in training.
+#: Index reserved in every factor vocabulary for values never seen in training.
 UNKNOWN_ID = 0
 UNKNOWN_TOKEN = "<unknown>"
+#: ``meta`` key of the continuous features ``[B, C]`` (every other key is a categorical factor).
+CONT_KEY = "cont"
 
-#: Batch keys that carry metadata into ``model.forward(spec, meta)``.
-META_KEYS = ("device", "site", "cont")
+#: The adventitious-sound classes of ICBHI, also those of the crackle/wheeze multilabel output mode
+#: (class = crackle + 2 wheeze), and their normal-vs-abnormal view. Class 0 is normal in every task.
+FOUR_CLASS_NAMES = ("normal", "crackle", "wheeze", "both")
+TWO_CLASS_NAMES = ("normal", "abnormal")
+
+
+@dataclass(frozen=True)
+class Factor:
+    """A categorical metadata factor: its name (the ``meta`` key) and vocabulary (index 0 = unknown)."""
+
+    name: str
+    vocabulary: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier() or self.name == CONT_KEY:
+            raise ValueError(f"factor name {self.name!r} must be a Python identifier other than {CONT_KEY!r}")
+        if not self.vocabulary or self.vocabulary[UNKNOWN_ID] != UNKNOWN_TOKEN:
+            raise ValueError(f"factor {self.name!r}: vocabulary index {UNKNOWN_ID} must be {UNKNOWN_TOKEN!r}")
+
+    @property
+    def size(self) -> int:
+        return len(self.vocabulary)
 
 
 @dataclass(frozen=True)
 class MetadataSpec:
     """What a fitted metadata encoder produces, i.e. what a conditioned model must accept.
 
-    ``device_names[UNKNOWN_ID]`` and ``site_names[UNKNOWN_ID]`` are ``UNKNOWN_TOKEN``.
-    ``cont_names`` lists the columns of ``batch["cont"]`` (z-scored features, then missing flags if enabled).
+    ``factors``: the categorical factors in ``meta`` order (ICBHI: ``device``, ``site``); ``cont_names``: the
+    columns of ``meta["cont"]`` (ICBHI: z-scored ``age``, ``bmi``, ``duration``, then missing flags if enabled).
     """
 
-    device_names: tuple[str, ...]
-    site_names: tuple[str, ...]
+    factors: tuple[Factor, ...]
     cont_names: tuple[str, ...]
 
-    @property
-    def num_devices(self) -> int:
-        return len(self.device_names)
+    def __post_init__(self) -> None:
+        names = [f.name for f in self.factors]
+        if len(set(names)) != len(names):
+            raise ValueError(f"factor names must be distinct, got {names}")
+
+    @classmethod
+    def build(cls, vocabularies: Mapping[str, Sequence[str]], cont_names: Sequence[str]) -> MetadataSpec:
+        """From ``{factor: vocabulary}`` (insertion order kept) and the continuous feature names."""
+        return cls(tuple(Factor(k, tuple(v)) for k, v in vocabularies.items()), tuple(cont_names))
 
     @property
-    def num_sites(self) -> int:
-        return len(self.site_names)
+    def factor_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.factors)
 
     @property
     def cont_dim(self) -> int:
         return len(self.cont_names)
 
+    def factor(self, name: str) -> Factor:
+        for f in self.factors:
+            if f.name == name:
+                return f
+        raise KeyError(f"no metadata factor {name!r}; factors: {', '.join(self.factor_names) or 'none'}")
+
+    def vocabularies(self) -> dict[str, list[str]]:
+        """``{factor: [names by id]}``: e.g. for per-factor metrics and figures."""
+        return {f.name: list(f.vocabulary) for f in self.factors}
+
     def to_dict(self) -> dict:
-        return {
-            "device_names": list(self.device_names),
-            "site_names": list(self.site_names),
-            "cont_names": list(self.cont_names),
-        }
+        return {"factors": {f.name: list(f.vocabulary) for f in self.factors}, "cont_names": list(self.cont_names)}
 
     @classmethod
-    def icbhi(cls) -> MetadataSpec:
-        """The vocabulary of the whole ICBHI database (4 devices, 7 sites, age/BMI/duration), ordered as a
-        ``MetadataEncoder`` fitted on it orders it: for building a model before any data is loaded."""
-        from ls.data.icbhi import DEVICES, SITES
-
-        return cls((UNKNOWN_TOKEN, *sorted(DEVICES)), (UNKNOWN_TOKEN, *sorted(SITES)), ("age", "bmi", "duration"))
-
-    @classmethod
-    def from_dict(cls, d: dict) -> MetadataSpec:
-        return cls(tuple(d["device_names"]), tuple(d["site_names"]), tuple(d["cont_names"]))
+    def from_dict(cls, d: Mapping) -> MetadataSpec:
+        """Inverse of :meth:`to_dict`; also reads the two-factor layout of ls 0.1 checkpoints."""
+        if "factors" in d:
+            return cls.build(d["factors"], d["cont_names"])
+        return cls.build({"device": d["device_names"], "site": d["site_names"]}, d["cont_names"])

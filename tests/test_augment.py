@@ -121,7 +121,7 @@ def test_p_zero_never_and_p_one_always_applies():
     for i in range(20):
         y = augmenter.wave(x, _gen(i))
         assert y is not None and y[50].item() == 3.0
-    never = Augmenter.from_config(AudioConfig(wave_aug=[AugmentConfig(type="loudness", p=0.0)]))
+    never = Augmenter.from_config(AudioConfig(wave_aug=[AugmentConfig(type="loudness", p=0.0)], spec_aug=[]))
     assert never.wave(x, _gen()) is None and not never
 
 

@@ -1,4 +1,5 @@
-"""Checkpoint I/O: RNG round trip, weights_only reading, clear errors, and rebuilding a trained model."""
+"""Checkpoint I/O: RNG round trip, weights_only reading, clear errors, resuming across formats, and rebuilding a
+trained model from its checkpoint (``ls.inference``)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import torch
 from ls.engine.checkpoint import (
     CheckpointError,
     capture_rng_state,
+    check_resumable,
     cpu_state_dict,
-    load_model_from_checkpoint,
     read_checkpoint,
     restore_rng_state,
     save_checkpoint,
@@ -26,7 +27,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 def trained_run(synthetic_icbhi_dir, tmp_path_factory):
     """One tiny SoftFiLM run (2 epochs, quickstart config) on the synthetic folder, without tracking."""
     from ls.config import load_config
-    from ls.engine.runner import train_run
+    from ls.train import train_run
 
     ck = tmp_path_factory.mktemp("trained_run")
     cfg = load_config(CONFIGS / "quickstart.yaml", [
@@ -58,7 +59,7 @@ def test_cpu_state_dict_is_a_copy_not_an_alias():
 
 
 def _minimal(**extra):
-    state = {"format": 1, "version": "0", "variant": "ast", "config": {}, "model": {}, "metadata_encoder": None,
+    state = {"format": 2, "version": "0", "variant": "ast", "config": {}, "model": {}, "metadata_encoder": None,
              "metadata_spec": None, "class_names": [], "thresholds": [0.5, 0.5]}  # fmt: skip
     state.update(extra)
     return state
@@ -78,30 +79,39 @@ def test_save_is_atomic_and_read_validates(tmp_path):
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="garbage.pt"):
         read_checkpoint(tmp_path / "garbage.pt")
-    torch.save(_minimal(format=99), tmp_path / "future.pt")
-    with pytest.raises(CheckpointError, match="format 99"):
+    torch.save(_minimal(format=99, version="9.0"), tmp_path / "future.pt")
+    with pytest.raises(CheckpointError, match=r"format 99 \(written by ls 9.0\).*use the ls version that wrote it"):
         read_checkpoint(tmp_path / "future.pt")
 
 
+def test_a_format_1_last_pt_cannot_resume_and_says_what_to_do(tmp_path):
+    state = _minimal(format=1, version="0.1.0", optimizer={}, epoch=3)
+    with pytest.raises(CheckpointError, match=r"format 1 \(ls 0.1.0\).*start a new run.*best.pt still loads"):
+        check_resumable(state, "ast", {}, tmp_path / "last.pt")
+
+
 @pytest.mark.slow
-def test_load_model_from_checkpoint_rebuilds_the_trained_model(trained_run):
+def test_a_checkpoint_rebuilds_the_trained_model(trained_run):
     """The rebuilt model gives exactly the logits the trainer saw on the test split."""
+    from ls.data import build_datasets
+    from ls.inference import load_for_inference
+
     outcome, cfg = trained_run
     best = outcome.run_dir / "best.pt"
-    loaded = load_model_from_checkpoint(best)
-    assert loaded.variant == "ast_film_soft" and loaded.output_mode.kind == "multilabel"
-    assert len(loaded.class_names) == 4
+    loaded = load_for_inference(best, device="cpu")
+    assert loaded.variant == "ast_film_soft" and loaded.mode.kind == "multilabel"
+    assert loaded.class_names == ["Normal", "Crackle", "Wheeze", "Both"]
     assert tuple(loaded.thresholds) == tuple(outcome.fit.thresholds)
     assert loaded.encoder is not None and loaded.metadata_spec.cont_dim == 3
-    assert loaded.config.training.epochs == cfg.training.epochs
-    from ls.data import build_datasets
+    assert loaded.encoder.feature_stats is not None  # quickstart uses mel_norm: dataset
+    assert loaded.cfg.training.epochs == cfg.training.epochs
+    assert read_checkpoint(best)["format"] == 2
 
     test = build_datasets(cfg).test
     batch = torch.utils.data.default_collate([test[i] for i in range(4)])
-    meta = {k: batch[k] for k in ("device", "site", "cont")}
     with torch.no_grad():
-        logits = loaded.model(batch["spec"], meta).numpy()
+        logits = loaded.model(batch["spec"], batch["meta"]).numpy()
     out = outcome.fit.test.outputs
     for i in range(4):
-        j = np.flatnonzero((out["filename"] == batch["filename"][i]) & (out["cycle_index"] == int(batch["cycle_index"][i])))
-        np.testing.assert_allclose(out["logits"][j[0]], logits[i], rtol=1e-5, atol=1e-6)
+        j = np.flatnonzero((out.filename == batch["filename"][i]) & (out.cycle_index == int(batch["cycle_index"][i])))
+        np.testing.assert_allclose(out.logits[j[0]], logits[i], rtol=1e-5, atol=1e-6)

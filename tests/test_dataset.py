@@ -19,7 +19,6 @@ from ls.data import (
     features_for_recording,
     sample_weights,
 )
-from ls.types import META_KEYS
 
 H, W = 32, 64
 
@@ -52,10 +51,11 @@ def test_items_and_batches_follow_the_interface(datasets):
     assert val is not None and len(train) > len(val) > 0 and len(test) > 0
     item = test[0]
     assert item["spec"].shape == (W, H) and item["spec"].dtype == torch.float32
-    assert item["device"].dtype == torch.int64 and item["device"].ndim == 0
-    assert item["cont"].shape == (datasets.metadata_spec.cont_dim,)
+    assert set(item["meta"]) == {"device", "site", "cont"}  # the factors ICBHI declares, and cont
+    assert item["meta"]["device"].dtype == torch.int64 and item["meta"]["device"].ndim == 0
+    assert item["meta"]["cont"].shape == (datasets.metadata_spec.cont_dim,)
     assert item["label"].shape == (2,) and item["label"].dtype == torch.float32  # multi_label default
-    assert isinstance(item["filename"], str) and item["pid"].dtype == torch.int64
+    assert isinstance(item["filename"], str) and isinstance(item["pid"], str)
     assert datasets.class_names == ["normal", "crackle", "wheeze", "both"]
 
 
@@ -64,9 +64,9 @@ def test_loaders_batches_drop_last_and_errors(datasets, synthetic_icbhi_dir, cac
     loaders = build_loaders(cfg, datasets)
     batch = next(iter(loaders.train))
     assert (
-        batch["spec"].shape == (4, W, H) and batch["cont"].shape == (4, 3) and batch["label"].shape == (4, 2)
+        batch["spec"].shape == (4, W, H) and batch["meta"]["cont"].shape == (4, 3) and batch["label"].shape == (4, 2)
     )
-    assert set(META_KEYS) <= set(batch)
+    assert set(batch["meta"]) == {"device", "site", "cont"} and batch["meta"]["site"].shape == (4,)
     assert len(loaders.train) == len(datasets.train) // 4  # drop_last
     test_names = [n for b in loaders.test for n in b["filename"]]
     assert test_names == datasets.test.filenames  # eval loaders keep order and every cycle
@@ -109,7 +109,8 @@ def test_augmentation_reproducible_per_epoch_and_worker_independent(synthetic_ic
 def test_dataset_normalisation_fix(synthetic_icbhi_dir, cache_dir):
     cfg = _cfg(synthetic_icbhi_dir, cache_dir, mel_norm="dataset")
     ds = build_datasets(cfg)
-    assert cfg.audio.dataset_mean is not None and cfg.audio.dataset_std > 0
+    stats = ds.encoder.feature_stats  # kept with the fitted encoder (and so in every checkpoint), not the config
+    assert stats["std"] > 0 and "dataset_mean" not in vars(cfg.audio)
     specs = torch.stack([ds.train[i]["spec"] for i in range(len(ds.train))])
     assert specs.mean().item() == pytest.approx(0.0, abs=1e-3)
     assert specs.std().item() == pytest.approx(0.5, abs=1e-3)
@@ -119,7 +120,7 @@ def test_features_for_recording_matches_dataset_item(datasets, synthetic_icbhi_d
     cfg = _cfg(synthetic_icbhi_dir, cache_dir)
     row = datasets.test.table.iloc[0]
     spec = features_for_recording(synthetic_icbhi_dir / f"{row.Filename}.wav",
-                                  [(row.CycleStart, row.CycleEnd)], cfg.audio, H, W)[0]  # fmt: skip
+                                  [(row.CycleStart, row.CycleEnd)], cfg.audio, H, W, datasets.normalizer)[0]
     torch.testing.assert_close(spec, datasets.test[0]["spec"], atol=3e-3, rtol=1e-3)  # float16 cache
 
 
@@ -129,7 +130,7 @@ def test_fold_datasets_are_patient_disjoint(synthetic_icbhi_dir, cache_dir):
     folds = [build_fold_datasets(cfg, f, k=2) for f in range(2)]
     dev = set(base.train.filenames) | set(base.val.filenames)
     for fd in folds:
-        assert set(fd.train.pid.tolist()).isdisjoint(fd.val.pid.tolist())
+        assert set(fd.train.patients).isdisjoint(fd.val.patients)
         assert set(fd.train.filenames) | set(fd.val.filenames) == dev
         assert fd.test.filenames == base.test.filenames
     assert set(folds[0].val.filenames).isdisjoint(folds[1].val.filenames)
@@ -151,7 +152,7 @@ def test_fold_validation_never_holds_a_patient_with_test_recordings(synthetic_ic
     cfg = _cfg(synthetic_icbhi_dir, cache_dir)
     cfg.dataset.cycle_metadata_path = str(csv)
     vals = [build_fold_datasets(cfg, f, k=2).val for f in range(2)]
-    assert all(shared not in v.pid.tolist() for v in vals)
+    assert all(str(shared) not in v.patients for v in vals)
     assert sum(len(v) for v in vals) > 0
 
 
@@ -200,6 +201,6 @@ def test_a_given_encoder_is_used_instead_of_refitting(synthetic_icbhi_dir, cache
     assert rebuilt.encoder is other
     expected = other.transform(rebuilt.test.table)
     item = rebuilt.test[0]
-    np.testing.assert_allclose(item["cont"].numpy(), expected["cont"][0])
-    assert item["device"].item() == expected["device"][0]
+    np.testing.assert_allclose(item["meta"]["cont"].numpy(), expected["cont"][0])
+    assert item["meta"]["device"].item() == expected["device"][0]
     assert not np.allclose(other.mean["age"], datasets.encoder.mean["age"])

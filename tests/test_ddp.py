@@ -25,9 +25,8 @@ from types import SimpleNamespace
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 sys.path.insert(0, sys.argv[1])
-from test_trainer import CycleSet, TinyModel, make_cfg
+from test_trainer import CycleSet, TinyModel, make_cfg, trainer_for
 from ls.engine.distributed import init_distributed, cleanup_distributed
-from ls.engine.trainer import Trainer
 from pathlib import Path
 torch.set_num_threads(1)
 ctx = init_distributed("cpu")
@@ -37,12 +36,12 @@ def loader(ds, bs, drop):
 loaders = SimpleNamespace(train=loader(CycleSet(48, 0, "tr_clean"), 4, True), val=loader(CycleSet(23, 1, "va"), 5, False),
                           test=loader(CycleSet(21, 2, "te"), 5, False))
 torch.manual_seed(0)
-trainer = Trainer(TinyModel(dropout=0.0), loaders, make_cfg(out, epochs=3), None, checkpoint_meta={"variant": "ast"},
-                  run_dir=out / "ddp", ctx=ctx, progress=False)
+trainer = trainer_for(TinyModel(dropout=0.0), loaders, make_cfg(out, epochs=3), run_dir=out / "ddp", ctx=ctx,
+                      progress=False)
 res = trainer.fit()
 if ctx.is_main:
     (out / "ddp.json").write_text(json.dumps({"test": res.test.metrics, "best_epoch": res.best_epoch,
-        "logits": res.test.outputs["logits"].tolist(), "n": len(res.test.outputs["logits"]),
+        "logits": res.test.outputs.logits.tolist(), "n": len(res.test.outputs.logits),
         "loss": res.test.loss}))
 cleanup_distributed()
 '''
@@ -51,9 +50,7 @@ cleanup_distributed()
 @pytest.mark.slow
 def test_two_cpu_processes_match_one_process(tmp_path):
     sys.path.insert(0, str(TESTS))
-    from test_trainer import CycleSet, TinyModel, make_cfg
-
-    from ls.engine.trainer import Trainer
+    from test_trainer import CycleSet, TinyModel, make_cfg, trainer_for
 
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
@@ -74,11 +71,11 @@ def test_two_cpu_processes_match_one_process(tmp_path):
     loaders.val = DataLoader(CycleSet(23, 1, "va"), batch_size=5)
     loaders.test = DataLoader(CycleSet(21, 2, "te"), batch_size=5)
     torch.manual_seed(0)
-    single = Trainer(TinyModel(dropout=0.0), loaders, make_cfg(tmp_path, epochs=3), None,
-                     checkpoint_meta={"variant": "ast"}, run_dir=tmp_path / "single", progress=False).fit()
+    single = trainer_for(TinyModel(dropout=0.0), loaders, make_cfg(tmp_path, epochs=3), run_dir=tmp_path / "single",
+                         progress=False).fit()
     assert ddp["n"] == 21  # the padded duplicate cycles were dropped after gathering
     assert ddp["best_epoch"] == single.best_epoch
-    torch.testing.assert_close(torch.tensor(ddp["logits"], dtype=torch.float32), torch.from_numpy(single.test.outputs["logits"]),
+    torch.testing.assert_close(torch.tensor(ddp["logits"], dtype=torch.float32), torch.from_numpy(single.test.outputs.logits),
                                rtol=1e-4, atol=1e-5)  # fmt: skip
     for key in ("specificity", "sensitivity", "icbhi_score"):
         assert ddp["test"][key] == pytest.approx(single.test.metrics[key], abs=1e-6)

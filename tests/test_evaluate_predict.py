@@ -23,9 +23,7 @@ def make_tiny_checkpoint(data: Path, variant: str, out: Path, steps: int = 2, ta
     from ls.config import config_from_dict, to_dict
     from ls.data import build_datasets, build_loaders
     from ls.engine.checkpoint import CHECKPOINT_FORMAT, cpu_state_dict, save_checkpoint
-    from ls.engine.predict_rules import output_mode
     from ls.models import build_model
-    from ls.types import META_KEYS
 
     cfg = config_from_dict({
         "seed": 0,
@@ -40,7 +38,7 @@ def make_tiny_checkpoint(data: Path, variant: str, out: Path, steps: int = 2, ta
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     history = []
     for step in range(steps):
-        logits = model(batch["spec"], {k: batch[k] for k in META_KEYS})
+        logits = model(batch["spec"], batch["meta"])
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch["label"])
         opt.zero_grad()
         loss.backward()
@@ -53,7 +51,7 @@ def make_tiny_checkpoint(data: Path, variant: str, out: Path, steps: int = 2, ta
         "format": CHECKPOINT_FORMAT, "version": ls.__version__, "variant": variant, "config": to_dict(cfg),
         "model": cpu_state_dict(model), "metadata_encoder": datasets.encoder.state_dict(),
         "metadata_spec": datasets.metadata_spec.to_dict(), "class_names": list(datasets.class_names),
-        "thresholds": [0.4, 0.6], "output_mode": output_mode(cfg.dataset, cfg.model(variant)).to_dict(),
+        "thresholds": [0.4, 0.6], "output_mode": cfg.output_mode.to_dict(),
         "epoch": steps, "trainer": {"history": history},
     }
     return save_checkpoint(state, out)
@@ -76,7 +74,7 @@ def test_evaluate_round_trip_uses_stored_thresholds(tiny_checkpoints, tmp_path):
     from ls.evaluate import main
 
     assert main(["--checkpoint", str(tiny_checkpoints["ast_film_soft"]), "--out", str(tmp_path),
-                 "--device", "cpu"]) == 0
+                 "--compute-device", "cpu"]) == 0
     payload = json.loads((tmp_path / "metrics_test.json").read_text())
     preds = pd.read_csv(tmp_path / "predictions_test.csv")
     assert payload["thresholds"] == [0.4, 0.6] and payload["n_cycles"] == len(preds) > 0
@@ -85,11 +83,12 @@ def test_evaluate_round_trip_uses_stored_thresholds(tiny_checkpoints, tmp_path):
 
     ids = predict_classes(preds[["sigmoid_crackle", "sigmoid_wheeze"]].to_numpy(), OutputMode("multilabel", 4, 2),
                           (0.4, 0.6))
-    assert preds["pred_class"].tolist() == [payload["class_names"][i] for i in ids]
+    assert preds["pred"].tolist() == [payload["class_names"][i] for i in ids]
+    assert "threshold_crackle" in payload["decision_rule"]
     # ICBHI metrics recomputed by hand from the CSV
-    normal = preds["true_class"] == "Normal"
-    sp = (preds.pred_class[normal] == "Normal").mean() if normal.any() else 0.0
-    se = (preds.pred_class[~normal] == preds.true_class[~normal]).mean() if (~normal).any() else 0.0
+    normal = preds["true"] == "Normal"
+    sp = (preds.pred[normal] == "Normal").mean() if normal.any() else 0.0
+    se = (preds.pred[~normal] == preds.true[~normal]).mean() if (~normal).any() else 0.0
     assert payload["metrics"]["specificity"] == pytest.approx(sp)
     assert payload["metrics"]["sensitivity"] == pytest.approx(se)
     composite = preds[["p_normal", "p_crackle", "p_wheeze", "p_both"]].sum(axis=1)
@@ -101,7 +100,7 @@ def test_evaluate_round_trip_uses_stored_thresholds(tiny_checkpoints, tmp_path):
 def test_evaluating_the_train_split_never_augments(tiny_checkpoints):
     """A checkpoint trained with augmentation still evaluates its training split on clean inputs."""
     from ls.config import AugmentConfig
-    from ls.evaluate import build_split_loader, load_for_inference
+    from ls.inference import build_split_loader, load_for_inference
 
     ctx = load_for_inference(tiny_checkpoints["ast"], device="cpu")
     ctx.cfg.audio.raw_augment = True
@@ -121,7 +120,7 @@ def test_evaluate_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
 
 def test_merge_data_config_keeps_model_bound_fields():
     from ls.config import config_from_dict
-    from ls.evaluate import merge_data_config
+    from ls.inference import merge_data_config
 
     ckpt = config_from_dict({"dataset": {"data_folder": "/a", "w": 64}})
     data = config_from_dict({"dataset": {"data_folder": "/b", "w": 1024, "batch_size": 2}})
@@ -131,10 +130,13 @@ def test_merge_data_config_keeps_model_bound_fields():
 
 
 def test_display_class_names_fix_11_2_6():
-    from ls.evaluate import display_class_names
+    from ls.engine.modes import OutputMode
+    from ls.inference import display_class_names
 
-    assert display_class_names(4) == ["Normal", "Crackle", "Wheeze", "Both"]  # 2 -> Wheeze, 3 -> Both
-    assert display_class_names(2) == ["Normal", "Abnormal"]
+    assert display_class_names(OutputMode("multilabel", 4, 2)) == ["Normal", "Crackle", "Wheeze", "Both"]
+    assert display_class_names(OutputMode("binary", 2, 1)) == ["Normal", "Abnormal"]
+    named = OutputMode("multiclass", 3, 3, ("normal", "adventitious", "poor quality"))
+    assert display_class_names(named) == ["Normal", "Adventitious", "Poor quality"]
 
 
 # -- predict ------------------------------------------------------------------------------------------------
@@ -176,20 +178,21 @@ def test_predict_json_for_annotated_cycles(tiny_checkpoints, synthetic_icbhi_dir
                  "--cycles", str(ann), "--out", str(out), "--compute-device", "cpu"]) == 0
     payload = json.loads(out.read_text())
     n_cycles = sum(1 for line in ann.read_text().splitlines() if line.strip())
-    assert len(payload["cycles"]) == n_cycles and payload["device"] == device
+    assert len(payload["cycles"]) == n_cycles and payload["metadata"] == {"device": device, "site": site}
     row = payload["cycles"][0]
     assert math.isclose(row["p_normal"] + row["p_crackle"] + row["p_wheeze"] + row["p_both"], 1.0, rel_tol=1e-6)
     assert row["pred_class"] in ("Normal", "Crackle", "Wheeze", "Both")
 
 
 def test_predict_csv_window_and_unknown_device_warns(tiny_checkpoints, synthetic_icbhi_dir, tmp_path):
-    from ls.evaluate import load_for_inference
+    from ls.inference import load_for_inference
     from ls.predict import predict_recording
 
     ctx = load_for_inference(tiny_checkpoints["ast_film_soft"], device="cpu")
     wav, _ = _one_recording(synthetic_icbhi_dir)
+    meta = {"device": "Stethoscope9000", "site": "Tc", "age": 50, "bmi": 24}
     with pytest.warns(UserWarning, match="'Stethoscope9000' was never seen"):
-        table = predict_recording(ctx, wav, "Stethoscope9000", "Tc", age=50, bmi=24, window=2.0)
+        table = predict_recording(ctx, wav, meta, window=2.0)
     duration = sf.info(str(wav)).duration
     assert table["end"].iloc[-1] == pytest.approx(duration, abs=1e-3)
     assert (table["end"] - table["start"]).round(6).eq(2.0).all()
@@ -198,7 +201,7 @@ def test_predict_csv_window_and_unknown_device_warns(tiny_checkpoints, synthetic
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        same = predict_recording(ctx, wav, UNKNOWN_TOKEN, "Tc", age=50, bmi=24, window=2.0)
+        same = predict_recording(ctx, wav, {**meta, "device": UNKNOWN_TOKEN}, window=2.0)
     np.testing.assert_allclose(table["p_normal"], same["p_normal"], atol=1e-6)
 
 

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ls.data.icbhi import full_metadata_spec
 from ls.models.meta import (
     MetadataError,
     MetadataFeatures,
@@ -16,14 +17,19 @@ from ls.models.meta import (
 )
 from ls.types import MetadataSpec
 
-SPEC = MetadataSpec.icbhi()
+SPEC = full_metadata_spec()
+BOTH = ("device", "site")
+
+
+def _features(spec: MetadataSpec = SPEC, factors=BOTH, dev: int = 8, site: int = 14, **kw) -> MetadataFeatures:
+    return MetadataFeatures(spec, factors=factors, emb_dims={"device": dev, "site": site}, **kw)
 
 
 def _meta(batch: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return {
-        "device": torch.randint(0, SPEC.num_devices, (batch,), generator=g),
-        "site": torch.randint(0, SPEC.num_sites, (batch,), generator=g),
+        "device": torch.randint(0, SPEC.factor("device").size, (batch,), generator=g),
+        "site": torch.randint(0, SPEC.factor("site").size, (batch,), generator=g),
         "cont": torch.randn(batch, SPEC.cont_dim, generator=g),
     }
 
@@ -76,7 +82,7 @@ def test_continuous_encoder_kinds():
 
 
 def test_features_concatenate_device_site_and_continuous_in_order():
-    feats = MetadataFeatures(SPEC, dev_emb_dim=8, site_emb_dim=14, continuous="raw")
+    feats = _features(continuous="raw")
     meta = _meta()
     out = feats(meta)
     assert feats.out_dim == 8 + 14 + 3 and out.shape == (4, 25)
@@ -86,16 +92,29 @@ def test_features_concatenate_device_site_and_continuous_in_order():
 
 
 def test_vocabulary_sizes_come_from_the_spec_including_unknown_row():
-    feats = MetadataFeatures(SPEC, dev_emb_dim=8, site_emb_dim=14)
+    feats = _features()
     assert feats.device_embedding.num_embeddings == 5  # 4 devices + unknown
     assert feats.site_embedding.num_embeddings == 8  # 7 sites + unknown
-    wider = MetadataSpec(SPEC.device_names + ("NewDevice",), SPEC.site_names, SPEC.cont_names + ("age_missing",))
-    feats = MetadataFeatures(wider, dev_emb_dim=8, site_emb_dim=14, continuous="raw")
+    vocab = SPEC.vocabularies()
+    wider = MetadataSpec.build({"device": vocab["device"] + ["NewDevice"], "site": vocab["site"]},
+                               SPEC.cont_names + ("age_missing",))
+    feats = _features(wider, continuous="raw")
     assert feats.device_embedding.num_embeddings == 6 and feats.out_dim == 8 + 14 + 4
 
 
+def test_any_declared_factors_are_embedded_under_their_own_names():
+    spec = MetadataSpec.build({"site": ["<unknown>", "p1", "p2"], "sex": ["<unknown>", "F", "M"]}, ["age"])
+    feats = MetadataFeatures(spec, factors=("sex", "site"), emb_dims={"site": 3, "sex": 2}, continuous="raw")
+    assert feats.factors == ("site", "sex")  # the data's order, whatever order they were asked in
+    assert [n for n, _ in feats.named_parameters()] == ["site_embedding.weight", "sex_embedding.weight"]
+    out = feats({"site": torch.tensor([2]), "sex": torch.tensor([1]), "cont": torch.tensor([[0.5]])})
+    torch.testing.assert_close(out[:, 3:5], feats.sex_embedding.weight[1:2])
+    with pytest.raises(ValueError, match=r"factors \['device'\] are not in the metadata spec"):
+        MetadataFeatures(spec, factors=("device",), emb_dims={"device": 2})
+
+
 def test_unknown_id_zero_is_a_valid_input():
-    feats = MetadataFeatures(SPEC, dev_emb_dim=4, site_emb_dim=4, continuous="per_feature", continuous_hidden_dim=8)
+    feats = _features(dev=4, site=4, continuous="per_feature", continuous_hidden_dim=8)
     meta = {"device": torch.zeros(3, dtype=torch.long), "site": torch.zeros(3, dtype=torch.long),
             "cont": torch.zeros(3, 3)}
     out = feats(meta)
@@ -103,15 +122,15 @@ def test_unknown_id_zero_is_a_valid_input():
 
 
 def test_ablation_flags_drop_parts_and_keys():
-    feats = MetadataFeatures(SPEC, dev_emb_dim=8, site_emb_dim=14, use_device=False, use_continuous=False)
-    assert feats.device_embedding is None and feats.continuous is None and feats.out_dim == 14
+    feats = _features(factors=("site",), use_continuous=False)
+    assert not hasattr(feats, "device_embedding") and feats.continuous is None and feats.out_dim == 14
     # only the keys a part uses are required
     assert feats({"site": torch.tensor([1, 2])}).shape == (2, 14)
     with pytest.raises(ValueError, match="no metadata part enabled"):
-        MetadataFeatures(SPEC, use_device=False, use_site=False, use_continuous=False)
-    empty = MetadataSpec(SPEC.device_names, SPEC.site_names, ())
+        MetadataFeatures(SPEC, use_continuous=False)
+    empty = MetadataSpec.build(SPEC.vocabularies(), ())
     with pytest.raises(ValueError, match="no continuous features"):
-        MetadataFeatures(empty, dev_emb_dim=2, site_emb_dim=2)
+        _features(empty, dev=2, site=2)
 
 
 @pytest.mark.parametrize(
@@ -133,7 +152,7 @@ def test_ablation_flags_drop_parts_and_keys():
     ],
 )
 def test_bad_metadata_raises_naming_key_and_expectation(meta, message):
-    feats = MetadataFeatures(SPEC, dev_emb_dim=2, site_emb_dim=2, continuous="raw")
+    feats = _features(dev=2, site=2, continuous="raw")
     with pytest.raises(MetadataError, match=message):
         feats(meta)
 

@@ -34,8 +34,8 @@ def train() -> pd.DataFrame:
 
 def test_vocabularies_from_training_rows_with_reserved_unknown(train):
     enc = MetadataEncoder().fit(train)
-    assert enc.spec.device_names == (UNKNOWN_TOKEN, "AKGC417L", "Meditron")
-    assert enc.spec.site_names == (UNKNOWN_TOKEN, "Al", "Pr", "Tc")
+    assert enc.spec.factor("device").vocabulary == (UNKNOWN_TOKEN, "AKGC417L", "Meditron")
+    assert enc.spec.factor("site").vocabulary == (UNKNOWN_TOKEN, "Al", "Pr", "Tc")
     assert enc.spec.cont_names == ("age", "bmi", "duration")
 
 
@@ -45,7 +45,7 @@ def test_fit_uses_training_rows_only(train):
     b = MetadataEncoder().fit(train)
     b.transform(pd.concat([train, test]))  # transforming test rows never changes the fit
     assert b.state_dict() == a
-    assert "Litt3200" not in a["device_names"]
+    assert "Litt3200" not in a["vocabularies"]["device"]
 
 
 def test_imputation_and_zscore_by_hand(train):
@@ -132,7 +132,38 @@ def test_bad_inputs_are_named(train):
 
 
 def test_icbhi_spec_is_what_an_encoder_fitted_on_the_whole_database_produces(icbhi_meta_dir):
-    from ls.types import MetadataSpec
+    from ls.data.icbhi import full_metadata_spec
 
     table = pd.read_csv(icbhi_meta_dir / "icbhi_metadata.csv")
-    assert MetadataEncoder().fit(table).spec == MetadataSpec.icbhi()
+    assert MetadataEncoder().fit(table).spec == full_metadata_spec()
+
+
+def test_an_ls_0_1_encoder_state_still_loads(train):
+    """Checkpoints of format 1 carry a version-1 state (device/site vocabularies by name; the feature
+    statistics of mel_norm: dataset were in the config and are passed in)."""
+    enc = MetadataEncoder().fit(train)
+    v2 = enc.state_dict()
+    v1 = {"version": 1, "device_names": v2["vocabularies"]["device"], "site_names": v2["vocabularies"]["site"],
+          **{k: v2[k] for k in ("cont_features", "use_missing_flags", "child_bmi_range", "impute", "mean", "std")}}
+    back = MetadataEncoder.from_state_dict(v1, feature_stats={"mean": -1.5, "std": 2.0})
+    assert back.spec == enc.spec and back.feature_stats == {"mean": -1.5, "std": 2.0}
+    for k in ("device", "site", "cont"):
+        np.testing.assert_array_equal(back.transform(train)[k], enc.transform(train)[k])
+
+
+def test_a_schema_declares_any_factors_and_continuous_columns():
+    """A dataset other than ICBHI: its own factors and continuous columns, no BMI rule."""
+    from ls.data.schema import MetadataSchema
+
+    schema = MetadataSchema({"site": "Site", "sex": "Sex"}, {"age": "Age", "duration": None})
+    table = pd.DataFrame({"Site": ["p1", "p2", "p1", "p3"], "Sex": ["F", "M", "M", None], "Age": [3.0, None, 5.0, 7.0],
+                          "CycleStart": [0.0, 1.0, 2.0, 0.5], "CycleEnd": [1.0, 2.5, 2.5, 1.0]})
+    enc = MetadataEncoder(schema).fit(table.iloc[:3])
+    assert enc.spec.factor_names == ("site", "sex") and enc.spec.cont_names == ("age", "duration")
+    assert enc.vocabulary("sex") == ("<unknown>", "F", "M") and enc.impute == {"age": 4.0}
+    out = enc.transform(table)
+    assert out["site"].tolist() == [1, 2, 1, 0] and out["sex"].tolist() == [1, 2, 2, 0]  # p3, None: unknown
+    one = enc.encode_one(duration=[1.0, 2.0], site="p2", sex="F")
+    assert one["site"].tolist() == [2, 2] and one["cont"].shape == (2, 2)
+    with pytest.raises(ValueError, match=r"unknown metadata \['device'\]; this encoder takes age, sex, site"):
+        enc.encode_one(duration=1.0, device="Meditron")

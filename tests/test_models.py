@@ -4,21 +4,29 @@ parameter groups, freezing, registry and metadata errors."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import ls.models.weights
-from ls.models import VARIANTS, ConditionedAST, ModelConfig, build_model, get_variant, register_variant
+from ls.config.loader import from_dict
+from ls.data.icbhi import full_metadata_spec
+from ls.models import ConditionedAST, ModelConfig, build_model, get_variant, register_variant
 from ls.models.backbone import ASTBackbone, ViTArch
+from ls.models.conditioning import NoConditioning
 from ls.models.heads import ClassifierHead, HeadSpec
 from ls.models.meta import MetadataError
 from ls.models.model import PARAM_GROUPS
-from ls.models.registry import Variant
-from ls.types import MetadataSpec
+from ls.models.options import FiLMOptions, MetadataOptions, SoftFiLMOptions
+from ls.models.variants import Variant
 
-SPEC = MetadataSpec.icbhi()
+SPEC = full_metadata_spec()
+VARIANTS = ("ast", "ast_fus", "ast_film", "ast_tafilm", "ast_film_soft")
+#: The common head of the parity tests (every variant the same head).
+COMMON_HEAD = {"head_hidden_dim": 64, "head_activation": "relu"}
 T, FREQ, B = 64, 32, 2  # tiny input: a 2 x 5 patch grid
 #: A 12-block ViT a few thousand parameters wide: most tests are about wiring, not width, and building or
 #: running tiny224 dominates their cost. Shapes per variant are also checked with the real tiny224 preset.
@@ -26,10 +34,15 @@ MICRO = ViTArch(embed_dim=24, num_heads=2, depth=12, mlp_ratio=2.0)
 
 
 def _cfg(variant: str, **kw) -> ModelConfig:
-    base = {"variant": variant, "model_size": "tiny224", "input_fdim": FREQ, "input_tdim": T,
-            "conditioned_layers": [0, 11]}
+    """The variant's options as a ``models.<variant>`` block would give them (aliases accepted)."""
+    entry = get_variant(variant)
+    base = {"model_size": "tiny224", "input_fdim": FREQ, "input_tdim": T, "label_dim": 2}
+    if "conditioned_layers" in {f.name for f in dataclasses.fields(entry.options)}:
+        base["conditioned_layers"] = [0, 11]
     base.update(kw)
-    return ModelConfig(**base)
+    cfg = from_dict(entry.options, base)
+    cfg.variant = entry.name
+    return cfg
 
 
 def _build(variant: str, seed: int = 0, **kw) -> ConditionedAST:
@@ -93,7 +106,7 @@ def test_forward_shapes_and_info_keys_per_variant(variant):
 def test_every_size_builds_with_matching_conditioning_width(model_size):
     width = {"tiny224": 192, "small224": 384, "base224": 768, "base384": 768}[model_size]
     with torch.device("meta"):  # shapes only: no memory, no init cost
-        model = build_model(ModelConfig(variant="ast_film_soft", model_size=model_size), SPEC)
+        model = build_model(_cfg("ast_film_soft", model_size=model_size, input_fdim=128, input_tdim=1024), SPEC)
     assert model.backbone.embed_dim == width
     assert model.conditioning.generators["dev"]["11"].out_features == 2 * width
     assert model.conditioning.mask_logits["shared"].shape == (3, width)
@@ -143,8 +156,8 @@ def test_float64_model_accepts_float32_cont():
     [("ast_tafilm", {}), ("ast_film", {"film_init": "zero"}), ("ast_film_soft", {"film_init_gain": 0.0})],
 )
 def test_zero_initialised_generators_reproduce_the_baseline(variant, options):
-    conditioned = _build(variant, head="common", **options).eval()
-    baseline = _build("ast", head="common").eval()
+    conditioned = _build(variant, **COMMON_HEAD, **options).eval()
+    baseline = _build("ast", **COMMON_HEAD).eval()
     baseline.backbone.load_state_dict(conditioned.backbone.state_dict())
     baseline.classifier.load_state_dict(conditioned.classifier.state_dict())
     spec, meta = _batch()
@@ -154,8 +167,8 @@ def test_zero_initialised_generators_reproduce_the_baseline(variant, options):
 
 
 def test_default_film_init_is_not_the_identity():
-    conditioned = _build("ast_film", head="common").eval()
-    baseline = _build("ast", head="common").eval()
+    conditioned = _build("ast_film", **COMMON_HEAD).eval()
+    baseline = _build("ast", **COMMON_HEAD).eval()
     baseline.backbone.load_state_dict(conditioned.backbone.state_dict())
     baseline.classifier.load_state_dict(conditioned.classifier.state_dict())
     spec, meta = _batch()
@@ -196,7 +209,7 @@ def test_auxiliary_losses_only_for_softfilm():
     assert set(_build("ast_film_soft").auxiliary_losses()) == {"mask_overlap", "mask_coverage"}
 
 
-# -- parameter counts (spec 3.7, base384) ---------------------------------------------------------------------
+# -- parameter counts (the paper's, base384) -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -211,7 +224,7 @@ def test_auxiliary_losses_only_for_softfilm():
 )
 def test_extra_parameters_match_the_paper(variant, options, paper_extra):
     with torch.device("meta"):
-        model = build_model(ModelConfig(variant=variant, model_size="base384", **options), SPEC)
+        model = build_model(_cfg(variant, model_size="base384", input_fdim=128, input_tdim=1024, **options), SPEC)
     total = sum(p.numel() for p in model.parameters())
     backbone = sum(p.numel() for p in model.backbone.parameters())
     # the reserved unknown id adds one row to each embedding table: 8 (device) + 14 (site)
@@ -221,8 +234,8 @@ def test_extra_parameters_match_the_paper(variant, options, paper_extra):
 
 def test_film_generator_size_is_the_papers():
     with torch.device("meta"):
-        model = build_model(ModelConfig(variant="ast_film"), SPEC)
-    assert sum(p.numel() for p in model.conditioning.generators["10"].parameters()) == 99_840
+        model = build_model(_cfg("ast_film", input_fdim=128, input_tdim=1024, model_size="base384"), SPEC)
+    assert sum(p.numel() for p in model.conditioning.generators["11"].parameters()) == 99_840
 
 
 # -- heads ----------------------------------------------------------------------------------------------------
@@ -233,10 +246,11 @@ def test_film_generator_size_is_the_papers():
     [("ast", 64, nn.ReLU), ("ast_fus", 32, nn.GELU), ("ast_film", 64, nn.ReLU), ("ast_tafilm", 64, nn.GELU),
      ("ast_film_soft", 64, nn.ReLU)],
 )
-def test_paper_heads_per_variant_and_common_head_option(variant, hidden, act):
+def test_paper_heads_per_variant_from_the_table_and_a_chosen_head(variant, hidden, act):
     with torch.device("meta"):
         paper = build_model(_cfg(variant), SPEC)
-        common = build_model(_cfg(variant, head="common", head_hidden_dim=48, head_activation="gelu"), SPEC)
+        common = build_model(_cfg(variant, head_hidden_dim=48, head_activation="gelu"), SPEC)
+    assert get_variant(variant).head == HeadSpec(hidden, "relu" if act is nn.ReLU else "gelu")
     assert paper.classifier[2].out_features == hidden and isinstance(paper.classifier[3], act)
     assert common.classifier[2].out_features == 48 and isinstance(common.classifier[3], nn.GELU)
 
@@ -345,21 +359,37 @@ def test_variant_specific_methods_are_exposed_only_where_they_exist():
         film.mask_stats()
 
 
-# -- registry and factory -------------------------------------------------------------------------------------
+# -- variant table and factory --------------------------------------------------------------------------------
 
 
-def test_registry_resolves_aliases_and_rejects_unknown_names():
+def test_variant_table_resolves_aliases_and_rejects_unknown_names():
     assert get_variant("tafilm").name == "ast_tafilm"
     assert get_variant("ast_meta_proj").name == "ast_fus"
     assert get_variant("softfilm").name == "ast_film_soft"
     with pytest.raises(ValueError, match="unknown model variant 'ast_filmpp'.*ast_film_soft"):
         get_variant("ast_filmpp")
     with pytest.raises(ValueError, match="unknown model variant 'cnn6'"):
-        build_model(ModelConfig(variant="cnn6"), SPEC)
+        build_model(ModelConfig(variant="cnn6", label_dim=2), SPEC)
     with pytest.raises(ValueError, match="has no variant"):
-        build_model(ModelConfig(), SPEC)
-    with pytest.raises(ValueError, match="already registered"):
-        register_variant(Variant("ast", get_variant("ast").conditioning, get_variant("ast").paper_head))
+        build_model(ModelConfig(label_dim=2), SPEC)
+    with pytest.raises(ValueError, match="'ast' is already registered"):
+        register_variant(Variant("ast", "AST", ModelConfig, NoConditioning))
+    with pytest.raises(ValueError, match="'softfilm' is already registered"):
+        register_variant(Variant("my_soft", "Mine", SoftFiLMOptions, NoConditioning, aliases=("softfilm",)))
+    with pytest.raises(TypeError, match="options must be a subclass of ls.models.ModelConfig"):
+        register_variant(Variant("my_soft", "Mine", dict, NoConditioning))  # type: ignore[arg-type]
+
+
+def test_build_model_needs_a_derived_label_dim_and_input_size():
+    cfg = _cfg("ast")
+    cfg.label_dim = None
+    with pytest.raises(ValueError, match="label_dim is unset: load the config through ls.config"):
+        build_model(cfg, SPEC)
+    with torch.device("meta"):
+        assert build_model(cfg, SPEC, label_dim=3).classifier[5].out_features == 3
+    cfg.input_tdim = None
+    with pytest.raises(ValueError, match="the input size is unset"):
+        build_model(cfg, SPEC, label_dim=3)
 
 
 def test_alias_variant_builds_the_canonical_model():
@@ -392,10 +422,12 @@ def test_pretrained_weights_are_loaded_through_ls_models_weights(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("field", "value", "message"),
-    [("dropout", 1.0, "dropout must be in"), ("dev_emb_dim", 0, "dev_emb_dim must be >= 1"),
-     ("conditioned_layers", [1, 1], "distinct"), ("mask_temperature", 0.0, "mask_temperature must be > 0")],
+    ("options", "field", "value", "message"),
+    [(ModelConfig, "dropout", 1.0, "dropout must be in"),
+     (MetadataOptions, "factor_emb_dims", {"device": 0}, "factor embedding widths must be >= 1"),
+     (FiLMOptions, "conditioned_layers", [1, 1], "distinct"),
+     (SoftFiLMOptions, "mask_temperature", 0.0, "mask temperatures must be > 0")],
 )
-def test_model_config_rejects_bad_conditioning_values(field, value, message):
+def test_model_options_reject_bad_values(options, field, value, message):
     with pytest.raises(ValueError, match=message):
-        ModelConfig(**{field: value})
+        options(**{field: value})

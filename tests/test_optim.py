@@ -73,10 +73,19 @@ def test_differential_lr_uses_the_spec_scales_and_masks_get_no_decay():
     assert groups["film"]["weight_decay"] == 0.05
 
 
-def test_mask_lr_multiplier_groups_masks_without_differential_lr():
-    groups = by_name(parameter_groups(TinyConditioned(), OptimizerConfig(mask_lr_multiplier=10.0)))
+def test_one_mask_lr_knob_with_or_without_differential_lr():
+    groups = by_name(parameter_groups(TinyConditioned(), OptimizerConfig(mask_lr_scale=10.0)))
     assert groups["mask"]["lr"] == pytest.approx(3e-4) and groups["mask"]["weight_decay"] == 0.0
     assert groups["backbone"]["lr"] == 3e-5 and groups["backbone"]["weight_decay"] == 0.05
+    # unset: the paper config's 1.5 under differential LR, and masks trained like the rest otherwise
+    paper_diff = by_name(parameter_groups(TinyConditioned(), OptimizerConfig(use_differential_lr=True)))
+    assert paper_diff["mask"]["lr"] == pytest.approx(3e-5 * 1.5) and paper_diff["mask"]["weight_decay"] == 0.0
+    plain = by_name(parameter_groups(TinyConditioned(), OptimizerConfig()))
+    assert plain["mask"]["lr"] == 3e-5 and plain["mask"]["weight_decay"] == 0.05
+    # the original's name of the knob is an alias
+    from ls.config.loader import from_dict
+
+    assert from_dict(OptimizerConfig, {"mask_lr_multiplier": 10.0}).mask_lr_scale == 10.0
 
 
 def test_decay_exclude_uses_no_weight_decay_names():
@@ -127,7 +136,7 @@ def test_adamw_applies_decoupled_decay_only_where_configured():
     """With zero gradients AdamW's update is pure decay p <- p (1 - lr wd): masks decay in paper mode only."""
     for cfg, mask_decays in (
         (OptimizerConfig(lr=0.1), True),
-        (OptimizerConfig(lr=0.1, mask_lr_multiplier=2.0), False),
+        (OptimizerConfig(lr=0.1, mask_lr_scale=2.0), False),
     ):
         model = TinyConditioned()
         opt = build_optimizer(model, cfg)

@@ -38,17 +38,19 @@ def _params(model: torch.nn.Module) -> list[list]:
 
 
 def _build_from_old_block(variant: str, block: dict):
-    """The model a7d3a1d built from its ``models.<variant>`` block, with today's factory."""
+    """The model a7d3a1d built from its ``models.<variant>`` block, with today's factory (the block goes
+    through the format-1 upgrade, as a checkpoint's config does)."""
     from ls.config import config_from_dict
+    from ls.config.upgrade import upgrade_config_v1
+    from ls.data.icbhi import full_metadata_spec
     from ls.models import build_model
-    from ls.types import MetadataSpec
 
-    block = {k: v for k, v in block.items() if k != "variant"}
-    raw = {"dataset": {"data_folder": ".", "h": block["input_fdim"], "w": block["input_tdim"]},
-           "audio": {"n_mels": block["input_fdim"]}, "models": {variant: block}}
+    upgraded, _ = upgrade_config_v1({"models": {variant: block}, "training": {}})
+    raw = {"dataset": {"data_folder": ".", "w": block["input_tdim"]}, "audio": {"n_mels": block["input_fdim"]},
+           "models": upgraded["models"]}
     cfg = config_from_dict(raw, "a7d3a1d model block")
     torch.manual_seed(7)
-    return build_model(cfg.model(variant), MetadataSpec.icbhi()).eval()
+    return build_model(cfg.model(variant), full_metadata_spec()).eval()
 
 
 @pytest.mark.parametrize("case", sorted(_json("models.json")))
@@ -66,20 +68,21 @@ def test_same_parameter_names_values_and_logits_as_main(case):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_a_format_1_checkpoint_of_main_loads_and_predicts_the_same(variant, tmp_path):
     from ls.config import config_from_dict
-    from ls.engine.checkpoint import load_model_from_checkpoint
+    from ls.config.upgrade import upgrade_config_v1
+    from ls.inference import load_for_inference
     from ls.models import build_model
     from ls.types import MetadataSpec
 
     skeleton = _json("training.json")[variant]["best_skeleton"]
     expected = _json("checkpoints.json")[variant]
-    cfg = config_from_dict(skeleton["config"], "a7d3a1d checkpoint config")
+    cfg = config_from_dict(upgrade_config_v1(skeleton["config"])[0], "a7d3a1d checkpoint config")
     torch.manual_seed(7)
     model = build_model(cfg.model(variant), MetadataSpec.from_dict(skeleton["metadata_spec"]))
     assert _params(model) == expected["params"]
     path = tmp_path / "best.pt"
-    torch.save({**skeleton, "model": model.state_dict()}, path)
+    torch.save({**skeleton, "model": model.state_dict()}, path)  # a format-1 file, as a7d3a1d wrote it
 
-    loaded = load_model_from_checkpoint(path)
+    loaded = load_for_inference(path, device="cpu")
     inp = torch.load(FIXTURES / "input.pt")
     meta = {k: torch.tensor(v) for k, v in expected["meta"].items()}
     with torch.no_grad():
@@ -105,12 +108,12 @@ def regression_data(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_two_epochs_of_training_give_mains_test_metrics(variant, regression_data, tmp_path):
     from ls.config import config_from_dict
-    from ls.engine.runner import train_run
+    from ls.config.upgrade import upgrade_config_v1
+    from ls.train import train_run
 
     recorded = _json("training.json")[variant]
-    raw = dict(recorded["best_skeleton"]["config"])
+    raw, _ = upgrade_config_v1(recorded["best_skeleton"]["config"])
     raw["dataset"] = {**raw["dataset"], "data_folder": str(regression_data)}
-    raw["audio"] = {**raw["audio"], "dataset_mean": None, "dataset_std": None}
     raw["training"] = {**raw["training"], "checkpoint_dir": str(tmp_path)}
     cfg = config_from_dict(raw, "a7d3a1d training config")
     outcome = train_run(cfg, variant, progress=False)

@@ -13,11 +13,9 @@ from torch import nn
 from ls.engine.config import OptimizerConfig, SchedulerConfig, TrainingConfig
 from ls.engine.optim import build_optimizer
 from ls.engine.schedules import (
-    apply_mask_temperature,
     apply_weight_decay,
     build_lr_scheduler,
     lr_at_epoch,
-    mask_temperature,
     weight_decay_at_epoch,
 )
 
@@ -197,33 +195,6 @@ def test_weight_decay_schedule_leaves_the_mask_group_alone():
     decays = {g["name"]: g["weight_decay"] for g in opt.param_groups}
     assert decays["mask"] == 0.0
     assert all(v == 0.01 for k, v in decays.items() if k != "mask")
-
-
-# ----------------------------------------------------------------------------- mask temperature
-
-
-def test_mask_temperature_matches_the_spec_with_zero_based_epochs():
-    tau = {e: mask_temperature(e - 1, 50, 1.0, 0.2, 5) for e in range(1, 51)}  # key: 1-based epoch
-    assert all(tau[e] == 1.0 for e in range(1, 7))
-    for epoch, value in {10: 0.98, 20: 0.82, 30: 0.56, 40: 0.31, 50: 0.20}.items():
-        assert round(tau[epoch], 2) == value, epoch
-    # 1-based indexing would not reproduce the spec (epoch 20 would be 0.80)
-    assert round(mask_temperature(20, 50, 1.0, 0.2, 5), 2) != 0.82
-    assert mask_temperature(200, 50) == pytest.approx(0.2)  # clamped past the end
-
-
-def test_apply_mask_temperature_sets_it_on_models_that_have_masks():
-    class Masked(nn.Module):
-        tau = None
-
-        def set_mask_temperature(self, t: float) -> None:
-            self.tau = t
-
-    cfg = TrainingConfig(epochs=50)
-    model = Masked()
-    assert apply_mask_temperature(model, cfg, 19) == pytest.approx(model.tau)
-    assert round(model.tau, 2) == 0.82
-    assert apply_mask_temperature(nn.Linear(1, 1), cfg, 3) is None
 
 
 def test_training_section_conveniences():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
@@ -14,7 +12,6 @@ from ls.engine.predict_rules import (
     bits_to_classes,
     class_probabilities,
     evaluate_outputs,
-    output_mode,
     predict_classes,
     probabilities,
     target_classes,
@@ -24,10 +21,6 @@ from ls.engine.predict_rules import (
 
 MULTI = OutputMode("multilabel", 4, 2)
 BINARY = OutputMode("binary", 2, 1)
-
-
-def ds(n_cls: int, multi_label: bool) -> SimpleNamespace:
-    return SimpleNamespace(n_cls=n_cls, multi_label=multi_label)
 
 
 def brute_force(probs, y, mode, grid, floor, fallback):
@@ -51,44 +44,6 @@ def brute_force(probs, y, mode, grid, floor, fallback):
     if best_t is None:
         best_t = (fallback,) * len(candidates[0])
     return tuple(float(v) for v in best_t)
-
-
-# ----------------------------------------------------------------------------- output modes
-
-
-def test_output_mode_valid_combinations():
-    assert output_mode(ds(4, True), 2) == MULTI
-    assert output_mode(ds(2, False), 1) == BINARY
-    assert output_mode(ds(4, False), 4) == OutputMode("multiclass", 4, 4)
-    assert output_mode(ds(2, False), SimpleNamespace(label_dim=2)) == OutputMode("multiclass", 2, 2)
-    assert output_mode(ds(4, True), 2, loss="bce", training_n_cls=4) == MULTI
-
-
-def test_output_mode_rejects_shipped_ast_config():
-    # configs/ast_config.yaml of the reference: multi_label false, n_cls 4, label_dim 2 (a shape crash there)
-    with pytest.raises(ValueError, match="label_dim 2 does not fit dataset.n_cls 4"):
-        output_mode(ds(4, False), 2)
-
-
-@pytest.mark.parametrize(
-    ("dataset", "label_dim", "kwargs", "match"),
-    [
-        (ds(2, True), 2, {}, "multi_label true needs dataset.n_cls 4"),
-        (ds(4, True), 4, {}, "needs label_dim 2"),
-        (ds(3, False), 3, {}, "n_cls must be 2 or 4"),
-        (ds(4, True), 2, {"training_n_cls": 2}, "training.n_cls 2 disagrees"),
-        (ds(4, True), 2, {"loss": "ce"}, "needs multiclass outputs"),
-        (ds(2, False), 1, {"loss": "hierarchical"}, "for binary use one of: bce, focal, asymmetric"),
-        (ds(4, False), 4, {"loss": "nonsense"}, "unknown training.loss 'nonsense'; known losses:"),
-    ],
-)
-def test_output_mode_errors_name_the_problem(dataset, label_dim, kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        output_mode(dataset, label_dim, **kwargs)
-
-
-def test_output_mode_round_trips_through_a_dict():
-    assert OutputMode.from_dict(MULTI.to_dict()) == MULTI
 
 
 # ----------------------------------------------------------------------------- outputs -> classes

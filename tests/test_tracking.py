@@ -244,7 +244,7 @@ def test_tiny_model_trains_against_the_server(mlflow_server, synthetic_icbhi_dir
     from mlflow.tracking import MlflowClient
 
     from ls.config import load_config
-    from ls.engine.runner import train_run
+    from ls.train import train_run
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml", [
         f"dataset.data_folder={synthetic_icbhi_dir}", "training.epochs=2", f"training.checkpoint_dir={tmp_path}",

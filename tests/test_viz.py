@@ -218,12 +218,12 @@ def test_history_with_missing_epochs_becomes_nan():
 
 
 def test_visualize_all_figures_from_tiny_checkpoints(tiny_checkpoints, tmp_path, capsys):  # noqa: F811
-    from ls.evaluate import load_for_inference
+    from ls.inference import load_for_inference
     from ls.viz.cli import main
 
     soft, base = str(tiny_checkpoints["ast_film_soft"]), str(tiny_checkpoints["ast"])
     rc = main(["--all", "--mask-tau1", "--checkpoint", soft, "--baseline-ckpt", base, "--out", str(tmp_path),
-               "--num-batches", "2", "--device", "cpu"])
+               "--num-batches", "2", "--compute-device", "cpu"])
     assert rc == 0, capsys.readouterr().err
     for name in ("mask_shared_heatmap", "mask_shared_partition", "mask_shared_overlap", "mask_shared_tau1_heatmap",
                  "tsne_comparison", "film_params_by_layer", "film_params_by_device", "film_params_by_site",
@@ -246,7 +246,7 @@ def test_visualize_all_figures_from_tiny_checkpoints(tiny_checkpoints, tmp_path,
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--mask-analysis", "--checkpoint", "{ast}"], "needs a SoftFiLM checkpoint"),
+    (["--mask-analysis", "--checkpoint", "{ast}"], "needs a model with soft masks"),
     (["--film-params", "--checkpoint", "{ast}"], "has no gamma/beta"),
     (["--tsne", "--checkpoint", "{soft}"], "needs --baseline-ckpt"),
     (["--mask-analysis", "--checkpoint", "{missing}"], "checkpoint not found"),

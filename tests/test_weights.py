@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from ls.models.backbone import ASTBackbone, ViTArch
-from ls.models.config import WeightsConfig
+from ls.models.options import WeightsConfig
 from ls.models.weights import (
     WeightsError,
     adapt_pos_embed,

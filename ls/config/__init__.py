@@ -2,41 +2,113 @@
 
 >>> cfg = load_config("configs/quickstart.yaml", overrides=["training.epochs=2"])
 >>> cfg.dataset.batch_size
+
+One key per fact: facts that several sections need are derived here, once, when a config is loaded, and a
+value given for them elsewhere must agree. The model's input height is ``audio.n_mels`` (``dataset.h`` and
+``models.<v>.input_fdim`` may repeat it), its input width is ``dataset.w`` (``input_tdim``), and its
+``label_dim`` follows from the output mode (:attr:`Config.output_mode`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any, ClassVar
 
 from ls.config.loader import (
+    FAILED,
+    BuildContext,
     ConfigError,
+    _Bad,
     apply_overrides,
+    build_section,
     dump_yaml,
     flatten,
-    from_dict,
     read_yaml,
     to_dict,
 )
 from ls.data.config import AudioConfig, AugmentConfig, DatasetConfig
 from ls.engine.config import MlflowConfig, TrainingConfig
-from ls.models.config import ModelConfig, WeightsConfig
-from ls.models.names import canonical_variant
+from ls.models.options import ModelConfig, WeightsConfig
+from ls.utils.fields import option
+
+
+def _other_owners(key: str, variant: Any) -> str | None:
+    """For an unknown key in a ``models.<variant>`` block: which variants do have it."""
+    from ls.models.variants import VARIANTS
+
+    owners = [v.name for v in VARIANTS.values()
+              if key in {f.name for f in fields(v.options)} | set(getattr(v.options, "__aliases__", {}))]
+    if owners:
+        return (f"variant {variant.name} ({variant.display_name}) has no option '{key}'; it is an option of "
+                f"{', '.join(owners)}")
+    return None
+
+
+def _build_models(value: Any, key: str, ctx: BuildContext) -> Any:
+    """``models``: each block is read into the options class of its variant (the variant table decides)."""
+    from ls.models.variants import get_variant
+
+    if not isinstance(value, dict):
+        raise _Bad(f"expected a mapping of variant blocks (models.<variant>: ...), got {value!r}")
+    out: dict[str, ModelConfig] = {}
+    seen: dict[str, str] = {}
+    failed = False
+    for name, block in value.items():
+        dotted = f"{key}.{name}"
+        try:
+            variant = get_variant(str(name))
+        except ValueError as exc:
+            ctx.error(dotted, str(exc))
+            failed = True
+            continue
+        if variant.name in seen:
+            ctx.error(dotted, f"names the same variant as '{key}.{seen[variant.name]}'")
+            failed = True
+            continue
+        seen[variant.name] = str(name)
+        block = {} if block is None else block
+        if not isinstance(block, dict):
+            ctx.error(dotted, f"expected a mapping of options, got {block!r}")
+            failed = True
+            continue
+        declared = block.get("variant")
+        if declared:
+            try:
+                mismatch = get_variant(str(declared)).name != variant.name
+            except ValueError:
+                mismatch = True
+            if mismatch:
+                ctx.error(f"{dotted}.variant", f"{declared!r} does not match the block's key {name!r}")
+                failed = True
+                continue
+        built = build_section(variant.options, block, dotted, ctx, lambda k, v=variant: _other_owners(k, v))
+        if built is FAILED:
+            failed = True
+            continue
+        built.variant = variant.name
+        out[str(name)] = built
+    return FAILED if failed else out
 
 
 @dataclass
 class Config:
     """The whole resolved configuration of a run."""
 
-    dataset: DatasetConfig
-    seed: int = 42
-    audio: AudioConfig = field(default_factory=AudioConfig)
-    models: dict[str, ModelConfig] = field(default_factory=dict)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
-    mlflow: MlflowConfig | None = None
+    dataset: DatasetConfig = option(help="data location, splits, labels, batching, feature cache, metadata encoder")
+    seed: int = option(42, "seed of the run: data order, augmentation, dropout and initialisation follow from it")
+    audio: AudioConfig = option(AudioConfig, "waveform processing, log-mel features, normalisation, augmentation")
+    models: dict[str, ModelConfig] = option({}, "one block per variant, `models.<variant>` (see below)")
+    training: TrainingConfig = option(TrainingConfig, "loss, thresholds, optimiser, schedules, selection, device")
+    mlflow: MlflowConfig | None = option(
+        None, "tracking settings (also from `--mlflow-config` or `MLFLOW_*` variables)")
+
+    __builders__: ClassVar[dict[str, Any]] = {"models": _build_models}
 
     def model(self, variant: str) -> ModelConfig:
         """The ``models.<variant>`` block (aliases such as ``tafilm`` or ``ast_meta_proj`` accepted)."""
+        from ls.models.variants import canonical_variant
+
         want = canonical_variant(variant)
         for cfg in self.models.values():
             if cfg.variant == want:
@@ -44,39 +116,100 @@ class Config:
         have = ", ".join(self.models) or "none"
         raise ConfigError(f"config has no 'models.{variant}' block (blocks present: {have})")
 
+    @property
+    def output_mode(self) -> Any:
+        """How logits become predictions (``ls.engine.modes.OutputMode``): from the dataset's task and the loss."""
+        from ls.engine.modes import resolve_output_mode
 
-def _resolve(cfg: Config, source: str) -> Config:
-    seen: dict[str, str] = {}
-    for key, mcfg in cfg.models.items():
+        return resolve_output_mode(self.dataset.n_cls, self.dataset.multi_label, self.training.loss)
+
+
+#: Keys of ls 0.1 configs that moved into the SoftFiLM options (the mechanism owns its schedule).
+_MOVED_TO_SOFTFILM = ("mask_temperature", "mask_temperature_end", "mask_temperature_warmup")
+
+
+def _translate_moved_keys(data: dict, ctx: BuildContext) -> dict:
+    """``training.mask_temperature*`` (ls 0.1) -> the same key in every block whose options have it."""
+    training = data.get("training")
+    if not isinstance(training, dict) or not any(k in training for k in _MOVED_TO_SOFTFILM):
+        return data
+    from ls.models.variants import get_variant
+
+    data = {**data, "training": dict(training)}
+    models = data.get("models") if isinstance(data.get("models"), dict) else {}
+    moved = {k: data["training"].pop(k) for k in _MOVED_TO_SOFTFILM if k in data["training"]}
+    new_models = {}
+    for name, block in models.items():
         try:
-            want = canonical_variant(key)
-        except ValueError as exc:
-            raise ConfigError(f"'models.{key}' in {source}: {exc}") from exc
-        if mcfg.variant and canonical_variant(mcfg.variant) != want:
-            raise ConfigError(
-                f"'models.{key}.variant' in {source} is {mcfg.variant!r}, which does not match its key"
-            )
-        if want in seen:
-            raise ConfigError(f"'models.{key}' and 'models.{seen[want]}' in {source} name the same variant")
-        seen[want] = key
-        mcfg.variant = want
-    return cfg
+            options = {f.name for f in fields(get_variant(str(name)).options)}
+        except ValueError:
+            options = set()
+        if isinstance(block, dict) and set(moved) <= options:
+            block = dict(block)
+            for k, v in moved.items():
+                if k in block and block[k] != v:
+                    ctx.error(f"training.{k}", f"is {v!r} but models.{name}.{k} is {block[k]!r}; the "
+                              f"schedule is an option of the model now: keep only models.{name}.{k}")
+                block.setdefault(k, v)
+        new_models[name] = block
+    if models:
+        data["models"] = new_models
+    return data
+
+
+def _resolve(cfg: Config, ctx: BuildContext) -> None:
+    """Derive the facts several sections share (input size, label_dim) and check values given for them."""
+    n_mels = cfg.audio.n_mels
+    if cfg.dataset.h is None:
+        cfg.dataset.h = n_mels
+    elif cfg.dataset.h != n_mels:
+        ctx.error("dataset.h", f"is {cfg.dataset.h} but audio.n_mels is {n_mels}: the frequency axis is never "
+                  "resized, leave dataset.h out (it follows audio.n_mels)")
+    try:
+        mode = cfg.output_mode
+    except ValueError as exc:
+        ctx.note(f"output mode in {ctx.source}: {exc}")
+        return
+    if cfg.training.n_cls is not None and cfg.training.n_cls != cfg.dataset.n_cls:
+        ctx.error("training.n_cls", f"is {cfg.training.n_cls} but dataset.n_cls is {cfg.dataset.n_cls}; leave "
+                  "training.n_cls out (dataset.n_cls decides)")
+    for name, model in cfg.models.items():
+        for key, want, origin in (("input_fdim", n_mels, "audio.n_mels"), ("input_tdim", cfg.dataset.w, "dataset.w")):
+            given = getattr(model, key)
+            if given is None:
+                setattr(model, key, want)
+            elif given != want:
+                ctx.error(f"models.{name}.{key}", f"is {given} but {origin} is {want}: the model takes the "
+                          f"features as they are; leave {key} out (it follows {origin})")
+        if model.label_dim is None:
+            model.label_dim = mode.label_dim
+        elif model.label_dim != mode.label_dim:
+            ctx.error(f"models.{name}.label_dim",
+                      f"is {model.label_dim} but the output mode is {mode.kind} with {mode.label_dim} logit(s) "
+                      f"(dataset.n_cls {cfg.dataset.n_cls}, multi_label {cfg.dataset.multi_label}, training.loss "
+                      f"{cfg.training.loss!r}); leave label_dim out (it follows from those)")
 
 
 def config_from_dict(data: dict, source: str = "<dict>", overrides: list[str] | None = None) -> Config:
-    data = apply_overrides(dict(data), overrides)
-    return _resolve(from_dict(Config, data, source), source)
+    """Build a ``Config`` from a raw mapping (``overrides``: ``section.key=value`` strings); raises ``ConfigError``
+    listing every problem."""
+    data, provenance = apply_overrides(dict(data), overrides)
+    ctx = BuildContext(source, provenance)
+    data = _translate_moved_keys(data, ctx)
+    cfg = build_section(Config, data, "", ctx)
+    if cfg is not FAILED:
+        _resolve(cfg, ctx)
+    ctx.raise_if_any()
+    return cfg
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Load a YAML config into the typed ``Config``; ``overrides`` are ``section.key=value`` strings.
 
-    Unknown keys, missing required keys and wrong types raise ``ConfigError`` naming the key and file.
+    Unknown keys, missing required keys and wrong types raise ``ConfigError`` naming every bad key and where
+    it came from (the file or the ``--set`` that wrote it).
     """
-    source = str(path)
-    if overrides:
-        source += " (with overrides " + ", ".join(overrides) + ")"
-    return config_from_dict(read_yaml(path), source, overrides)
+    return config_from_dict(read_yaml(path), str(path), overrides)
 
 
 __all__ = [

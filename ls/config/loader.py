@@ -1,21 +1,82 @@
 """YAML -> typed dataclass tree, with overrides, validation and dumping.
 
-Every error names the dotted key and the file it came from, so a typo in a config is reported at load
-time instead of silently becoming a default (the failure mode of the original Box-based loader).
+Every problem in a file is collected and reported at once, each naming the dotted key and where it came from
+(the file, or the ``--set`` override that wrote it), with the nearest known key for a typo. Nothing becomes a
+silent default (the failure mode of the original Box-based loader).
+
+A dataclass can declare, as class attributes:
+
+- ``__aliases__ = {"old_key": "typed.key"}``: key names of the original configs; a dotted target sets a key of
+  a nested section (``"lr": "optimizer.lr"``) or one entry of a mapping field (``"dev_emb_dim":
+  "factor_emb_dims.device"``);
+- ``__builders__ = {"field": fn}``: a function ``fn(value, dotted_key, ctx)`` that builds that field itself
+  (``models``, whose blocks are read into each variant's own options class).
+
+A mapping field whose default is a non-empty dict is merged over that default (keys given replace entries).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from ls.utils.fields import field_default
+from ls.utils.trees import flatten, to_dict
+
 
 class ConfigError(ValueError):
-    """A config file or override is invalid; the message names the key and the source."""
+    """A config file or override is invalid; the message names every bad key and where it came from."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]
+
+
+class _Bad(Exception):
+    """A value does not fit its type (the detail; the context adds key and source)."""
+
+
+#: Returned by a builder when the section had problems (already recorded); its parent is not built.
+FAILED = object()
+
+
+class BuildContext:
+    """Collects problems while a config is built. ``overrides`` maps dotted keys to the ``--set`` text that
+    wrote them; ``alias_of`` maps a typed key to the alias it was written as."""
+
+    def __init__(self, source: str, overrides: dict[str, str] | None = None) -> None:
+        self.source = source
+        self.overrides = dict(overrides or {})
+        self.alias_of: dict[str, str] = {}
+        self.problems: list[str] = []
+
+    def _origin(self, dotted: str) -> str:
+        for key, text in self.overrides.items():
+            if dotted == key or dotted.startswith(key + ".") or key.startswith(dotted + "."):
+                return f"--set {text}"
+        return self.source
+
+    def error(self, dotted: str, detail: str) -> None:
+        shown = f"'{self.alias_of[dotted]}' (= '{dotted}')" if dotted in self.alias_of else f"'{dotted}'"
+        self.problems.append(f"{shown} in {self._origin(self.alias_of.get(dotted, dotted))}: {detail}")
+
+    def note(self, message: str) -> None:
+        """A problem that is not about one key (e.g. a cross-section check)."""
+        self.problems.append(message)
+
+    def raise_if_any(self) -> None:
+        if not self.problems:
+            return
+        if len(self.problems) == 1:
+            raise ConfigError(self.problems[0], self.problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        raise ConfigError(f"{len(self.problems)} problems in {self.source}:\n{lines}", self.problems)
 
 
 def _type_name(tp: Any) -> str:
@@ -24,64 +85,72 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _is_optional(tp: Any) -> bool:
-    return get_origin(tp) in (Union, types.UnionType) and type(None) in get_args(tp)
+def _is_union(tp: Any) -> bool:
+    return get_origin(tp) in (Union, types.UnionType)
 
 
-def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
-    """Convert a YAML value to the annotated type, or raise ConfigError naming key and source."""
-    where = f"'{key}' in {source}"
+def _coerce(value: Any, tp: Any, key: str, ctx: BuildContext, default: Any = dataclasses.MISSING) -> Any:
+    """Convert a YAML value to the annotated type; leaf problems raise ``_Bad``, section problems are
+    recorded in ``ctx`` (and ``FAILED`` is returned)."""
     origin = get_origin(tp)
-
     if tp is Any:
         return value
-    if origin in (Union, types.UnionType):
+    if _is_union(tp):
         args = get_args(tp)
         if value is None:
             if type(None) in args:
                 return None
-            raise ConfigError(f"{where}: null is not allowed, expected {_type_name(tp)}")
+            raise _Bad(f"null is not allowed, expected {_type_name(tp)}")
+        choices = [a for a in args if a is not type(None)]
+        if len(choices) == 1:
+            return _coerce(value, choices[0], key, ctx, default)
         errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
+        for arg in choices:
             try:
-                return _coerce(value, arg, key, source)
-            except ConfigError as exc:
+                return _coerce(value, arg, key, ctx, default)
+            except _Bad as exc:
                 errors.append(str(exc))
-        raise ConfigError(f"{where}: {value!r} does not match {tp}; " + "; ".join(errors))
+        raise _Bad(f"{value!r} fits none of {' | '.join(_type_name(a) for a in choices)} ({'; '.join(errors)})")
     if value is None:
-        raise ConfigError(f"{where}: null is not allowed, expected {_type_name(tp)}")
+        raise _Bad(f"null is not allowed, expected {_type_name(tp)}")
     if origin is Literal:
         choices = get_args(tp)
         if isinstance(value, str):
             for choice in choices:  # case-insensitive match for string choices
                 if isinstance(choice, str) and choice.lower() == value.lower():
                     return choice
-        if value in choices:
+        if value in choices and not isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(repr(c) for c in choices)}")
+        raise _Bad(f"{value!r} is not one of {', '.join(repr(c) for c in choices)}")
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping (section {tp.__name__}), got {value!r}")
-        return _build(tp, value, key, source)
+            raise _Bad(f"expected a mapping (section {tp.__name__}), got {value!r}")
+        return build_section(tp, value, key, ctx)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise _Bad(f"expected a list, got {value!r}")
         args = get_args(tp)
         item_tp = args[0] if args else Any
-        items = [_coerce(v, item_tp, f"{key}[{i}]", source) for i, v in enumerate(value)]
+        items = []
+        for i, v in enumerate(value):
+            try:
+                items.append(_coerce(v, item_tp, f"{key}[{i}]", ctx))
+            except _Bad as exc:
+                ctx.error(f"{key}[{i}]", str(exc))
+                items.append(FAILED)
+        if any(item is FAILED for item in items):
+            return FAILED
         return items if origin is list else tuple(items)
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise _Bad(f"expected a mapping, got {value!r}")
         ktp, vtp = get_args(tp) or (Any, Any)
-        return {
-            _coerce(k, ktp, f"{key}.{k}", source): _coerce(v, vtp, f"{key}.{k}", source)
-            for k, v in value.items()
-        }
+        out = dict(default) if isinstance(default, dict) else {}  # merged over a non-empty default
+        for k, v in value.items():
+            out[_coerce(k, ktp, f"{key}.{k}", ctx)] = _coerce(v, vtp, f"{key}.{k}", ctx)
+        return out
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -89,10 +158,10 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
             return bool(value)
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off"):
             return value.lower() in ("true", "yes", "on")
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        raise _Bad(f"expected true/false, got {value!r}")
     if tp is int:
         if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            raise _Bad(f"expected an integer, got {value!r}")
         if isinstance(value, int):
             return value
         if isinstance(value, float) and value.is_integer():
@@ -102,10 +171,10 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
                 return int(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        raise _Bad(f"expected an integer, got {value!r}")
     if tp is float:
         if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
+            raise _Bad(f"expected a number, got {value!r}")
         if isinstance(value, (int, float)):
             return float(value)
         if isinstance(value, str):  # PyYAML reads 3e-5 (no decimal point) as a string
@@ -113,75 +182,147 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
                 return float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+        raise _Bad(f"expected a number, got {value!r}")
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
+        raise _Bad(f"expected a string, got {value!r}")
     if isinstance(tp, type) and isinstance(value, tp):
         return value
-    raise ConfigError(f"{where}: cannot interpret {value!r} as {_type_name(tp)}")
+    raise _Bad(f"cannot interpret {value!r} as {_type_name(tp)}")
 
 
-def _build(cls: type, data: dict, prefix: str, source: str) -> Any:
+def _join(prefix: str, key: Any) -> str:
+    return f"{prefix}.{key}" if prefix else str(key)
+
+
+def _apply_aliases(cls: type, data: dict, prefix: str, ctx: BuildContext) -> dict:
+    """``data`` with alias keys moved to their typed (possibly nested) keys; the input is not modified."""
+    aliases: dict[str, str] = getattr(cls, "__aliases__", {})
+    if not aliases or not any(k in aliases for k in data):
+        return data
+    out = {k: v for k, v in data.items() if k not in aliases}
+    for alias, value in ((k, v) for k, v in data.items() if k in aliases):
+        target = aliases[alias]
+        parts = target.split(".")
+        node = out
+        for part in parts[:-1]:
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = {}
+            elif not isinstance(nxt, dict):
+                ctx.error(_join(prefix, part), f"expected a mapping, got {nxt!r}")
+                break
+            node[part] = nxt = dict(nxt)
+            node = nxt
+        else:
+            if parts[-1] in node:
+                ctx.error(_join(prefix, alias), f"given twice: as '{alias}' and as '{target}'")
+                continue
+            node[parts[-1]] = value
+            ctx.alias_of[_join(prefix, target)] = _join(prefix, alias)
+    return out
+
+
+def _unknown_key(cls: type, key: str, known: list[str], hint: Callable[[str], str | None] | None) -> str:
+    aliases = list(getattr(cls, "__aliases__", {}))
+    close = difflib.get_close_matches(str(key), known + aliases, n=1, cutoff=0.6)
+    text = "unknown key"
+    if close:
+        text += f"; did you mean '{close[0]}'?"
+    extra = hint(str(key)) if hint is not None else None
+    if extra:
+        text += f" ({extra})"
+    elif not close:
+        text += f"; known keys here: {', '.join(sorted(known))}"
+    return text
+
+
+def build_section(cls: type, data: dict, prefix: str, ctx: BuildContext,
+                  unknown_hint: Callable[[str], str | None] | None = None) -> Any:
+    """Build dataclass ``cls`` from ``data``; problems are recorded in ``ctx`` and give ``FAILED``."""
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    aliases: dict[str, str] = getattr(cls, "__aliases__", {})
+    builders: dict[str, Callable] = getattr(cls, "__builders__", {})
+    data = _apply_aliases(cls, data, prefix, ctx)
     kwargs: dict[str, Any] = {}
+    failed = False
     for raw_key, value in data.items():
-        name = aliases.get(raw_key, raw_key)
-        dotted = f"{prefix}.{raw_key}" if prefix else str(raw_key)
-        if name not in fields:
-            known = ", ".join(sorted(fields))
-            raise ConfigError(f"unknown key '{dotted}' in {source}; known keys here: {known}")
-        if name in kwargs:
-            raise ConfigError(f"'{dotted}' in {source} is given twice (directly and through an alias)")
-        kwargs[name] = _coerce(value, hints[name], dotted, source)
+        dotted = _join(prefix, raw_key)
+        if raw_key not in fields:
+            ctx.error(dotted, _unknown_key(cls, raw_key, list(fields), unknown_hint))
+            failed = True
+            continue
+        try:
+            if raw_key in builders:
+                built = builders[raw_key](value, dotted, ctx)
+            else:
+                built = _coerce(value, hints[raw_key], dotted, ctx, field_default(fields[raw_key]))
+        except _Bad as exc:
+            ctx.error(dotted, str(exc))
+            failed = True
+            continue
+        if built is FAILED:
+            failed = True
+            continue
+        kwargs[raw_key] = built
     for name, f in fields.items():
-        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            dotted = f"{prefix}.{name}" if prefix else name
-            raise ConfigError(f"missing required key '{dotted}' in {source}")
+        if name not in kwargs and field_default(f) is dataclasses.MISSING and name not in data:
+            ctx.error(_join(prefix, name), "missing required key")
+            failed = True
+    if failed:
+        return FAILED
     try:
-        obj = cls(**kwargs)
+        return cls(**kwargs)
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{prefix or 'config'} in {source}: {exc}") from exc
+        where = prefix or "config"
+        ctx.error(where, str(exc))
+        return FAILED
+
+
+def from_dict(cls: type, data: dict | None, source: str = "<dict>", overrides: dict[str, str] | None = None) -> Any:
+    """Build dataclass ``cls`` from a plain mapping, validating every key and type; raises ``ConfigError``
+    listing every problem."""
+    ctx = BuildContext(source, overrides)
+    obj = build_section(cls, data or {}, "", ctx)
+    ctx.raise_if_any()
     return obj
-
-
-def from_dict(cls: type, data: dict | None, source: str = "<dict>") -> Any:
-    """Build dataclass ``cls`` from a plain mapping, validating every key and type."""
-    return _build(cls, data or {}, "", source)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"training.optimizer.lr=1e-4"`` -> (["training", "optimizer", "lr"], 1e-4) (value parsed as YAML)."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like section.key=value")
+        raise ConfigError(f"--set {text}: an override must look like section.key=value")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {text!r} has an empty key")
+        raise ConfigError(f"--set {text}: the key is empty")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc})") from exc
+        raise ConfigError(f"--set {text}: the value is not valid YAML ({exc})") from exc
     return key.split("."), value
 
 
-def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
-    """Apply ``section.key=value`` overrides to a raw mapping (before validation)."""
+def apply_overrides(data: dict, overrides: list[str] | None) -> tuple[dict, dict[str, str]]:
+    """Apply ``section.key=value`` overrides to a raw mapping (before validation).
+
+    Returns the new mapping and ``{dotted key: override text}`` so errors can say which ``--set`` caused them.
+    """
+    provenance: dict[str, str] = {}
     for text in overrides or []:
         path, value = parse_override(text)
         node = data
-        for part in path[:-1]:
+        for i, part in enumerate(path[:-1]):
             nxt = node.get(part)
             if nxt is None:
                 nxt = node[part] = {}
             if not isinstance(nxt, dict):
-                raise ConfigError(f"override {text!r}: '{part}' is not a section")
+                raise ConfigError(f"--set {text}: '{'.'.join(path[: i + 1])}' is not a section")
             node = nxt
         node[path[-1]] = value
-    return data
+        provenance[".".join(path)] = text
+    return data, provenance
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -200,21 +341,8 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
-def to_dict(obj: Any) -> Any:
-    """Dataclass tree -> plain Python (lists, dicts, scalars), suitable for YAML or JSON."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: to_dict(v) for k, v in obj.items()}
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def dump_yaml(obj: Any, path: str | Path | None = None) -> str:
-    """Serialise a config (dataclass) to YAML; write it to ``path`` atomically when given."""
+    """Serialise a config (dataclass or plain mapping) to YAML; write it to ``path`` atomically when given."""
     text = yaml.safe_dump(to_dict(obj), sort_keys=False, default_flow_style=None)
     if path is not None:
         from ls.utils.io import atomic_write_text
@@ -223,26 +351,12 @@ def dump_yaml(obj: Any, path: str | Path | None = None) -> str:
     return text
 
 
-def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    """Dataclass/dict tree -> {"section.key": value} (lists of scalars kept as lists)."""
-    out: dict[str, Any] = {}
-    data = to_dict(obj)
-    if isinstance(data, dict):
-        for k, v in data.items():
-            key = f"{prefix}.{k}" if prefix else str(k)
-            if isinstance(v, dict) and v:
-                out.update(flatten(v, key))
-            elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
-                for i, item in enumerate(v):
-                    out.update(flatten(item, f"{key}.{i}"))
-            else:
-                out[key] = v
-    return out
-
-
 __all__ = [
+    "FAILED",
+    "BuildContext",
     "ConfigError",
     "apply_overrides",
+    "build_section",
     "dump_yaml",
     "flatten",
     "from_dict",

@@ -1,6 +1,6 @@
 """Waveform side of the pipeline: read a recording, resample, remove DC, slice cycles, cut/pad to a fixed length.
 
-Behaviour follows the reference (spec section 2.7):
+Behaviour follows the reference:
 
 1. read with soundfile (any PCM width / float, any rate), channels averaged to mono, float32 in [-1, 1];
 2. resample to ``audio.sample_rate`` with torchaudio's windowed-sinc resampler at its defaults

@@ -1,6 +1,6 @@
 """Training-time augmentations: waveform (noise, speed, loudness, VTLP, pitch, crop) and SpecAugment.
 
-Semantics follow the reference's nlpaug-based wrappers (spec section 2.11) but are implemented with torch and
+Semantics follow the reference's nlpaug-based wrappers but are implemented with torch and
 torchaudio. Every waveform augmentation acts on a *segment*: with ``zone = [z0, z1]`` (fractions of the
 waveform) and ``coverage c``, the segment has ``round(c * (z1 - z0) * L)`` samples and starts uniformly at random
 inside the zone (so coverage 1 is exactly the zone). Each entry applies with its probability ``p``

@@ -1,108 +1,144 @@
 """Config sections owned by the data layer: ``dataset``, ``audio`` and augmentation entries.
 
-Defaults follow the paper's configs (see ``docs/`` and the reference spec); the one source of truth for each
-default is the field here, YAML files only override.
+Defaults are the paper's values; each lives once, in the field here (with its help text), and YAML files
+only override. ``docs/config.md`` is generated from these fields.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from ls.utils.fields import option
 
 
 @dataclass
 class AugmentConfig:
     """One waveform or spectrogram augmentation; applied to the training split only, with probability ``p``."""
 
-    type: str
-    p: float = 0.0
-    sampling_rate: int | None = None
-    zone: list[float] | None = None
-    coverage: float | None = None
-    color: str | None = None
-    factor: list[float] | None = None
-    fhi: float | None = None
-    policy: str | None = None
-    mask: str | None = None
-    # SpecAugment time warp: None = as the policy's W says; False disables it. (The reference's warp never ran,
-    # defect 11.2-4; here it works, but the paper's policy icbhi_ast_sup has W = 0 anyway.)
-    time_warp: bool | None = None
+    type: str = option(help="noise, speed, loudness, vtlp, pitch, crop (waveform) or SpecAugment (spectrogram)")
+    p: float = option(0.0, "probability of applying the entry to an item (0: dropped, 1: always)")
+    sampling_rate: int | None = option(None, "must equal audio.sample_rate when given (reference key)")
+    zone: list[float] | None = option(None, "[start, end] fractions of the waveform the augmented segment lies in")
+    coverage: float | None = option(None, "fraction of the zone that is augmented")
+    color: str | None = option(None, "noise colour; only `white` is implemented")
+    factor: list[float] | None = option(
+        None, "[low, high] range of the factor (speed/loudness/vtlp) or semitones (pitch)")
+    fhi: float | None = option(None, "vtlp: boundary frequency (Hz) of the warp; null: 4800")
+    policy: str | None = option(None, "SpecAugment policy: LB, LD, SM, SS, icbhi_sup, icbhi_ast_sup (default)")
+    mask: str | None = option(None, "SpecAugment mask value: `zero` or `mean`")
+    time_warp: bool | None = option(
+        None, "SpecAugment time warp: null = as the policy's W says; false disables it (the reference's warp "
+        "never ran, docs/fixes.md 11.2-4; the paper's policy icbhi_ast_sup has W = 0 anyway)")
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.p <= 1.0:
             raise ValueError(f"augmentation {self.type!r}: p must be in [0, 1], got {self.p}")
 
 
+#: The paper's augmentations (the GRF and SoftFiLM configs switch them on with ``raw_augment``).
+PAPER_WAVE_AUG = [
+    AugmentConfig("crop", 0.0, zone=[0.0, 1.0], coverage=1.0),
+    AugmentConfig("noise", 0.1, color="white"),
+    AugmentConfig("speed", 0.1, factor=[0.9, 1.1]),
+    AugmentConfig("loudness", 0.1, factor=[0.5, 2.0]),
+    AugmentConfig("vtlp", 0.1, sampling_rate=16000, zone=[0.0, 1.0], fhi=4800.0, factor=[0.9, 1.1]),
+    AugmentConfig("pitch", 0.0, sampling_rate=16000, factor=[-1.0, 3.0]),
+]
+PAPER_SPEC_AUG = [AugmentConfig("SpecAugment", 0.3, policy="icbhi_ast_sup", mask="zero")]
+
+
 @dataclass
 class AudioConfig:
-    sample_rate: int = 16000
-    desired_length: float = 10.0  # seconds every cycle is cut/padded to
-    remove_dc: bool = True
-    normalize: bool = False
-    pad_type: Literal["repeat", "zero"] = "repeat"
-    use_fade: bool = True
-    fade_samples_ratio: int = 64
-    n_mels: int = 128
-    frame_length: float = 40.0  # ms
-    frame_shift: float = 10.0  # ms
-    low_freq: float = 100.0
-    high_freq: float = 8000.0
-    window_type: str = "hanning"
-    use_energy: bool = False
-    dither: float = 0.0
-    # mit/hf: (x - AudioSet mean) / (2 AudioSet std) (hf = Hugging Face ASTFeatureExtractor, same formula);
-    # custom: (x - custom_mean) / custom_std; "dataset": fix for defect 11.1-9, (x - mean) / (2 std) with the
-    # statistics measured on the training features (written into dataset_mean/dataset_std below).
-    mel_norm: Literal["mit", "hf", "custom", "dataset", "none"] = "mit"
-    custom_mean: float | None = None
-    custom_std: float | None = None
-    # Filled by build_datasets when mel_norm == "dataset" (training-feature mean/std of the raw log-mel), so the
-    # saved resolved config reproduces the normalisation at prediction time.
-    dataset_mean: float | None = None
-    dataset_std: float | None = None
-    resz: float = 1.0
-    # How the fbank reaches dataset.w frames: "stretch" = bilinear resize (paper), "pad" = cut/zero-pad.
-    frame_fit: Literal["stretch", "pad"] = "stretch"
-    raw_augment: bool = False
-    wave_aug: list[AugmentConfig] = field(default_factory=list)
-    spec_aug: list[AugmentConfig] = field(default_factory=list)
+    sample_rate: int = option(16000, "rate (Hz) every recording is resampled to")
+    desired_length: float = option(10.0, "seconds every cycle is cut/padded to")
+    remove_dc: bool = option(True, "subtract the mean of the whole recording")
+    normalize: bool = option(False, "divide each recording by its peak, max|x|")
+    pad_type: Literal["repeat", "zero"] = option(
+        "repeat", "how a short cycle reaches desired_length: repeat it, or centred zero padding")
+    use_fade: bool = option(True, "linear cross-fades at the joins of repeat padding")
+    fade_samples_ratio: int = option(64, "cross-fade length = sample_rate // this samples")
+    n_mels: int = option(128, "mel bins of the Kaldi fbank: the model's input height")
+    frame_length: float = option(40.0, "analysis window (ms)")
+    frame_shift: float = option(10.0, "hop between frames (ms)")
+    low_freq: float = option(100.0, "lowest mel filter frequency (Hz)")
+    high_freq: float = option(8000.0, "highest mel filter frequency (Hz)")
+    window_type: str = option("hanning", "fbank analysis window (Kaldi name)")
+    use_energy: bool = option(False, "add the Kaldi energy coefficient")
+    dither: float = option(0.0, "Kaldi dither amount (0: deterministic features)")
+    mel_norm: Literal["mit", "hf", "custom", "dataset", "none"] = option(
+        "mit", "log-mel normalisation. mit/hf: (x - AudioSet mean) / (2 AudioSet std) (hf = Hugging Face's "
+        "ASTFeatureExtractor, same formula); custom: (x - custom_mean) / custom_std; dataset: (x - mean) / "
+        "(2 std) with the mean/std of the training features, measured when the data is built and stored with "
+        "the fitted metadata encoder in every checkpoint (docs/fixes.md 11.1-9); none: raw log-mel")
+    custom_mean: float | None = option(None, "`mel_norm: custom`: mean subtracted from the log-mel")
+    custom_std: float | None = option(None, "`mel_norm: custom`: divisor of the log-mel")
+    resz: float = option(1.0, "reference key; only 1.0 is accepted (the input size is audio.n_mels x dataset.w)")
+    frame_fit: Literal["stretch", "pad"] = option(
+        "stretch", "how the fbank reaches dataset.w frames: `stretch` = bilinear resize (paper), `pad` = "
+        "cut/zero-pad")
+    raw_augment: bool = option(False, "apply wave_aug / spec_aug to the training split")
+    wave_aug: list[AugmentConfig] = option(
+        PAPER_WAVE_AUG, "waveform augmentations, in order (default: the paper's list; entries with p 0 are off)")
+    spec_aug: list[AugmentConfig] = option(PAPER_SPEC_AUG, "SpecAugment entries (default: the paper's)")
+
+    def __post_init__(self) -> None:
+        if self.resz != 1.0:
+            raise ValueError(f"audio.resz = {self.resz} is not supported; the input is audio.n_mels mel bins x "
+                             "dataset.w frames (set those instead)")
+        if self.mel_norm == "custom" and (self.custom_mean is None or not self.custom_std):
+            raise ValueError("audio.mel_norm is 'custom' but custom_mean / custom_std (non-zero) are not both set")
 
 
 @dataclass
 class DatasetConfig:
-    data_folder: str
-    name: Literal["icbhi"] = "icbhi"
-    cycle_metadata_path: str | None = None  # None: build the cycle table from data_folder
-    class_split: Literal["lungsound"] = "lungsound"
-    # official: the challenge's 60/40 file; foldwise: patient fold == test_fold is test; random: patient-wise
-    # (the reference's random split was recording-level and leaked patients, defect 11.1-4).
-    split_strategy: Literal["official", "foldwise", "random"] = "official"
-    test_fold: int = 0
-    random_test_fraction: float = 0.4  # fraction of patients (random strategy)
-    split_seed: int = 1
-    # Patient -> fold list (not part of the official download); None: patient_list_foldwise.txt in data_folder.
-    fold_file: str | None = None
-    # The official split puts patients 156 and 218 in both train and test (defect 11.1-4). False keeps the
-    # paper's split; true drops those patients' training recordings so test is untouched but patient-disjoint.
-    patient_disjoint_official: bool = False
-    # Patient-disjoint validation carved from the training split (model selection never sees test).
-    val_fraction: float = 0.2
-    val_seed: int = 0
-    n_cls: Literal[2, 4] = 4
-    multi_label: bool = True
-    weighted_sampler: bool = False
-    batch_size: int = 16
-    eval_batch_size: int | None = None
-    num_workers: int = 0
-    h: int = 128  # mel bins (frequency), the model's input_fdim
-    w: int = 1024  # frames (time), the model's input_tdim
-    cache_dir: str | None = None  # None: <data_folder>/.ls_cache
-    cache_workers: int | None = None  # processes building the feature cache; None: all CPUs, 0: in-process
-    # Metadata encoder (fitted on the training split only).
-    cont_features: list[str] = field(default_factory=lambda: ["age", "bmi", "duration"])
-    # The reference computes age_missing/bmi_missing but never feeds them (defect 11.2-3); true appends them.
-    use_missing_flags: bool = False
-    child_bmi_range: list[float] = field(default_factory=lambda: [10.0, 60.0])  # plausible child BMI, kg/m^2
+    data_folder: str = option(help="folder with the ICBHI recordings (`<stem>.wav` + `<stem>.txt`) and helper files")
+    name: Literal["icbhi"] = option("icbhi", "dataset name; only `icbhi` exists (validated)")
+    cycle_metadata_path: str | None = option(
+        None, "the cycle table (`icbhi_metadata.csv`); null: built from data_folder")
+    class_split: Literal["lungsound"] = option(
+        "lungsound", "class definition; only `lungsound` (normal / crackle / wheeze / both) exists")
+    split_strategy: Literal["official", "foldwise", "random"] = option(
+        "official", "official: the challenge's 60/40 file; foldwise: the patients of fold test_fold are test; "
+        "random: a seeded draw of random_test_fraction of the patients (the reference's random split was "
+        "recording-level and leaked patients, docs/fixes.md 11.1-4)")
+    test_fold: int = option(0, "`foldwise` split: the patient fold used as test")
+    random_test_fraction: float = option(0.4, "`random` split: fraction of the patients in test")
+    split_seed: int = option(1, "seed of the `random` patient-level split")
+    fold_file: str | None = option(
+        None, "patient -> fold list (not part of the official download); null: the table's Fold column, "
+        "else patient_list_foldwise.txt in data_folder")
+    patient_disjoint_official: bool = option(
+        False, "the official split puts patients 156 and 218 in both train and test; false keeps the paper's "
+        "split, true drops their training recordings (test untouched, now patient-disjoint)")
+    val_fraction: float = option(
+        0.2, "fraction of the training patients carved out as a patient-disjoint validation split (model "
+        "selection under training.selection: strict never sees test); 0: no validation split")
+    val_seed: int = option(0, "seed of the validation draw")
+    n_cls: Literal[2, 4] = option(
+        4, "evaluation classes: 4 (normal, crackle, wheeze, both) or 2 (normal, abnormal)")
+    multi_label: bool = option(
+        True, "targets are the [crackle, wheeze] bits, two sigmoid outputs (needs n_cls 4)")
+    weighted_sampler: bool = option(False, "class-weighted sampling with replacement of the training split")
+    batch_size: int = option(16, "training batch size (per process under DDP)")
+    eval_batch_size: int | None = option(None, "validation/test batch size; null: batch_size")
+    num_workers: int = option(0, "DataLoader worker processes")
+    h: int | None = option(
+        None, "mel bins of the model input; null: audio.n_mels (the frequency axis is never resized, so a value "
+        "must equal it)")
+    w: int = option(1024, "frames of the model input (the fbank is fitted to it, see audio.frame_fit)")
+    cache_dir: str | None = option(None, "feature cache folder; null: <data_folder>/.ls_cache")
+    cache_workers: int | None = option(
+        None, "processes building the feature cache; null: all CPUs, 0: in-process")
+    cont_features: list[str] = option(
+        ["age", "bmi", "duration"], "continuous metadata features in `cont` column order (subset of age, bmi, "
+        "duration); the metadata encoder is fitted on the training split only")
+    use_missing_flags: bool = option(
+        False, "append the 0/1 flags age_missing / bmi_missing to `cont` (the reference computed them but never "
+        "fed them, docs/fixes.md 11.2-3)")
+    child_bmi_range: list[float] = option([10.0, 60.0], "plausible child BMI (kg/m^2) computed from weight/height")
+
+    __aliases__: ClassVar[dict[str, str]] = {}
 
     def __post_init__(self) -> None:
         # Split and label-mode checks at load time (the loader names the section and file); imported here so
@@ -112,3 +148,6 @@ class DatasetConfig:
 
         check_split_config(self)
         check_label_mode(self.n_cls, self.multi_label)
+        for name in ("batch_size", "w"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -41,15 +41,15 @@ SPLITS = ("train", "val", "test")
 class CycleDataset(Dataset):
     """Respiratory cycles of one split.
 
-    Items (``docs/interfaces.md``): ``spec`` float32 ``[w, n_mels]``, ``device``/``site`` int64 scalars,
-    ``cont`` float32 ``[C]``, ``label`` int64 scalar or float32 ``[2]``, ``filename`` str, ``cycle_index`` and
-    ``pid`` int64 scalars.
+    Items (``docs/interfaces.md``): ``spec`` float32 ``[w, n_mels]``; ``meta``: one int64 scalar id per
+    categorical factor and ``cont`` float32 ``[C]``; ``label`` int64 scalar or float32 ``[2]``; ``filename`` and
+    ``pid`` (patient id) str, ``cycle_index`` int64 scalar.
 
     Args:
         table: the split's rows of the cycle table (any index).
         rows: position of each row in the feature cache, int64 ``[N]``.
         features: cache entry of raw features ``[N_all, w, n_mels]``.
-        meta: ``MetadataEncoder.transform(table)``.
+        meta: ``MetadataEncoder.transform(table)``: ``{<factor>: [N] ids, "cont": [N, C]}``.
         labels: int64 ``[N]`` or float32 ``[N, 2]``.
         augmenter: training augmentations (None: no augmentation).
         waves: cache entry of padded waveforms ``[N_all, samples]`` (needed by waveform augmentations).
@@ -77,13 +77,11 @@ class CycleDataset(Dataset):
         self.rows = np.asarray(rows, dtype=np.int64)
         self.features_entry, self.waves_entry = features, waves
         self.normalizer = normalizer
-        self.device = torch.from_numpy(meta["device"])
-        self.site = torch.from_numpy(meta["site"])
-        self.cont = torch.from_numpy(meta["cont"])
+        self.meta = {key: torch.from_numpy(np.asarray(value)) for key, value in meta.items()}
         self.labels = torch.from_numpy(labels)
         self.filenames = table["Filename"].astype(str).tolist()
         self.cycle_index = torch.tensor(table["CycleIndex"].to_numpy(dtype=np.int64))
-        self.pid = torch.tensor(table["PID"].to_numpy(dtype=np.int64))
+        self.patients = table["PID"].astype(str).tolist()
         self.table = table
         self.audio_cfg, self.w = audio_cfg, w
         self.augmenter = augmenter if augmenter else None
@@ -130,13 +128,11 @@ class CycleDataset(Dataset):
             spec = self.augmenter.spec(spec, gen)
         return {
             "spec": spec,
-            "device": self.device[i],
-            "site": self.site[i],
-            "cont": self.cont[i],
+            "meta": {key: value[i] for key, value in self.meta.items()},
             "label": self.labels[i],
             "filename": self.filenames[i],
             "cycle_index": self.cycle_index[i],
-            "pid": self.pid[i],
+            "pid": self.patients[i],
         }
 
     def class_counts(self) -> np.ndarray:
@@ -225,14 +221,17 @@ def _prepare(cfg) -> tuple[pd.DataFrame, CachedArray, CachedArray | None]:
     return table, feats, waves
 
 
-def _normalizer(cfg, feats: CachedArray, train_rows: np.ndarray, refit: bool = True) -> features_mod.FeatureNormalizer:
-    audio_cfg = cfg.audio
-    if audio_cfg.mel_norm == "dataset" and (refit or audio_cfg.dataset_mean is None):
+def _normalizer(cfg, feats: CachedArray, train_rows: np.ndarray, encoder: MetadataEncoder,
+                refit: bool = True) -> features_mod.FeatureNormalizer:
+    if cfg.audio.mel_norm == "dataset" and (refit or encoder.feature_stats is None):
+        if train_rows.size == 0:
+            raise ValueError("audio.mel_norm is 'dataset' but there is no training split to measure it on, and "
+                             "the given metadata encoder carries no feature statistics")
         mean, std = feature_stats(feats, train_rows)
-        # written back so the resolved config saved with a checkpoint reproduces the normalisation
-        audio_cfg.dataset_mean, audio_cfg.dataset_std = mean, std
+        # kept with the fitted encoder, so a checkpoint reproduces the normalisation at prediction time
+        encoder.feature_stats = {"mean": mean, "std": std}
         log.info("mel_norm=dataset: training log-mel mean %.4f, std %.4f", mean, std)
-    return features_mod.FeatureNormalizer.from_config(audio_cfg)
+    return features_mod.FeatureNormalizer.from_config(cfg.audio, encoder.feature_stats)
 
 
 def _make_datasets(
@@ -263,7 +262,7 @@ def _make_datasets(
         )
     if encoder is None:
         encoder = MetadataEncoder.from_config(ds_cfg).fit(table.iloc[train_rows])
-    normalizer = _normalizer(cfg, feats, train_rows, refit=not fitted)
+    normalizer = _normalizer(cfg, feats, train_rows, encoder, refit=not fitted)
     augmenter = Augmenter.from_config(cfg.audio) if cfg.audio.raw_augment else None
     labels = cycle_labels(
         table["Crackles"].to_numpy(), table["Wheezes"].to_numpy(), ds_cfg.n_cls, ds_cfg.multi_label
@@ -312,9 +311,9 @@ def build_datasets(cfg, encoder: MetadataEncoder | None = None) -> Datasets:
     """Train / validation / test datasets of ``cfg`` (a ``ls.config.Config``).
 
     The validation split is ``None`` when ``dataset.val_fraction == 0``. With ``audio.mel_norm == "dataset"``
-    the measured statistics are written into ``cfg.audio.dataset_mean`` / ``dataset_std``.
+    the statistics measured on the training features are kept in ``Datasets.encoder.feature_stats``.
     ``encoder``: an already fitted metadata encoder (e.g. a checkpoint's) used instead of fitting one on the
-    training split; ``mel_norm: dataset`` statistics already in ``cfg.audio`` are then kept as well.
+    training split; its feature statistics are used as well (evaluation never re-fits).
     """
     from ls.data.splits import assign_splits
 
@@ -358,7 +357,7 @@ def _fold_of_rows(folds: list[tuple[np.ndarray, np.ndarray]], n_rows: int) -> np
 
 
 def sample_weights(labels: np.ndarray) -> np.ndarray:
-    """Per-cycle sampling weights (spec section 2.12), normalised to sum 1.
+    """Per-cycle sampling weights (the reference's weighted sampler), normalised to sum 1.
 
     Single-label: ``1 / (count(class) + 1e-6)``. Multi-label ``[N, 2]``: with per-label inverse frequencies
     ``inv_j = 1 / (f_j + 1e-6)`` normalised to sum 1, a cycle weighs the sum of its positive labels' ``inv_j``;

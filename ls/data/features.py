@@ -1,6 +1,6 @@
 """Log-mel filterbank features, their fit to the model's frame count, and their normalisation.
 
-Pipeline per cycle (spec section 2.8): padded waveform ``[L]`` -> Kaldi-compatible fbank ``[T0, F]``
+Pipeline per cycle (the reference's): padded waveform ``[L]`` -> Kaldi-compatible fbank ``[T0, F]``
 (torchaudio.compliance.kaldi, all parameters from ``AudioConfig``) -> ``fit_frames`` to ``dataset.w`` frames
 (``stretch``: bilinear resize as the paper, 997 -> 1024; ``pad``: cut or zero-pad the raw log-mel at the end,
 as Hugging Face's ``ASTFeatureExtractor``) -> ``FeatureNormalizer``.
@@ -35,10 +35,6 @@ def check_input_shape(audio_cfg: AudioConfig, h: int, w: int) -> None:
         )
     if w < 1:
         raise ValueError(f"dataset.w must be a positive frame count, got {w}")
-    if audio_cfg.resz != 1.0:
-        raise ValueError(
-            f"audio.resz = {audio_cfg.resz} is not supported; set dataset.h / dataset.w to the input size instead"
-        )
 
 
 def log_mel_fbank(wave: torch.Tensor, audio_cfg: AudioConfig) -> torch.Tensor:
@@ -101,8 +97,8 @@ class FeatureNormalizer:
       ``ASTFeatureExtractor`` both divide by twice the std; the reference's ``hf`` divided by one std, which
       is not reproduced here, defect 11.3-7);
     - ``custom``: ``(x - audio.custom_mean) / audio.custom_std``;
-    - ``dataset``: ``scale = 2 * std`` with the mean/std measured on the training features
-      (``audio.dataset_mean`` / ``dataset_std``), so inputs have mean 0 / std 0.5 like AST's pretraining;
+    - ``dataset``: ``scale = 2 * std`` with the mean/std measured on the training features (kept with the
+      fitted metadata encoder), so inputs have mean 0 / std 0.5 like AST's pretraining;
     - ``none``: identity.
     """
 
@@ -115,7 +111,8 @@ class FeatureNormalizer:
         self.mean, self.scale, self.mode = float(mean), float(scale), mode
 
     @classmethod
-    def from_config(cls, audio_cfg: AudioConfig) -> FeatureNormalizer:
+    def from_config(cls, audio_cfg: AudioConfig, stats: dict | None = None) -> FeatureNormalizer:
+        """``stats``: ``{"mean", "std"}`` of the training features, needed by ``mel_norm: dataset``."""
         mode = audio_cfg.mel_norm
         if mode in ("mit", "hf"):
             return cls(AUDIOSET_MEAN, 2.0 * AUDIOSET_STD, mode)
@@ -124,12 +121,12 @@ class FeatureNormalizer:
                 raise ValueError("audio.mel_norm = 'custom' needs audio.custom_mean and audio.custom_std")
             return cls(audio_cfg.custom_mean, audio_cfg.custom_std, mode)
         if mode == "dataset":
-            if audio_cfg.dataset_mean is None or audio_cfg.dataset_std is None:
+            if not stats:
                 raise ValueError(
-                    "audio.mel_norm = 'dataset' needs audio.dataset_mean / dataset_std: they are measured by "
-                    "build_datasets on the training split (or read from the config saved with a checkpoint)"
+                    "audio.mel_norm = 'dataset' needs the training features' mean/std: build_datasets measures "
+                    "them (Datasets.encoder.feature_stats) and every checkpoint's metadata encoder carries them"
                 )
-            return cls(audio_cfg.dataset_mean, 2.0 * audio_cfg.dataset_std, mode)
+            return cls(stats["mean"], 2.0 * stats["std"], mode)
         if mode == "none":
             return cls(0.0, 1.0, mode)
         raise ValueError(f"audio.mel_norm must be one of mit, hf, custom, dataset, none; got {mode!r}")
@@ -156,19 +153,20 @@ def features_for_recording(
     audio_cfg: AudioConfig,
     h: int,
     w: int,
-    normalize: bool = True,
+    normalizer: FeatureNormalizer | None = None,
 ) -> torch.Tensor:
     """Model inputs for given cycles of one recording (prediction on new data; no cache involved).
 
     Args:
         cycles: ``(start_s, end_s)`` per cycle; use ``[(0, duration)]`` for a whole short recording.
-        normalize: apply ``FeatureNormalizer.from_config(audio_cfg)``.
+        normalizer: the training run's normalisation (None: raw log-mel).
 
     Returns:
-        float32 ``[N, w, h]`` (frames x mel bins), exactly what ``CycleDataset`` yields as ``spec``.
+        float32 ``[N, w, h]`` (frames x mel bins): what ``CycleDataset`` yields as ``spec`` for the same cycles,
+        up to the float16 storage of the dataset's feature cache (a few 1e-4 on normalised inputs).
     """
     check_input_shape(audio_cfg, h, w)
     wave = load_recording(wav_path, audio_cfg)
     padded, _ = extract_cycles(wave, cycles, audio_cfg, source=str(wav_path))
     feats = cycle_features(padded, audio_cfg, w)
-    return FeatureNormalizer.from_config(audio_cfg)(feats) if normalize else feats
+    return normalizer(feats) if normalizer is not None else feats

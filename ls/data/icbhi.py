@@ -43,6 +43,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ls.types import UNKNOWN_TOKEN, MetadataSpec
+
 log = logging.getLogger(__name__)
 
 #: Columns of the cycle table, in order (as in the authors' ``icbhi_metadata.csv``).
@@ -666,3 +668,10 @@ def write_cycle_table(table: pd.DataFrame, path: str | Path) -> Path:
     with atomic_open(path, "w") as fh:
         table.to_csv(fh, index=False)
     return path
+
+
+def full_metadata_spec() -> MetadataSpec:
+    """The metadata of the whole ICBHI database (4 devices, 7 sites; age, BMI, duration), ordered as a
+    ``MetadataEncoder`` fitted on it orders it: for building a model before any data is loaded."""
+    return MetadataSpec.build({"device": (UNKNOWN_TOKEN, *sorted(DEVICES)), "site": (UNKNOWN_TOKEN, *sorted(SITES))},
+                              ("age", "bmi", "duration"))

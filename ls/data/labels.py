@@ -23,8 +23,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-FOUR_CLASS_NAMES = ("normal", "crackle", "wheeze", "both")
-TWO_CLASS_NAMES = ("normal", "abnormal")
+from ls.types import FOUR_CLASS_NAMES, TWO_CLASS_NAMES
+
 #: Columns of a multi-label target / logit vector.
 MULTI_LABEL_NAMES = ("crackle", "wheeze")
 

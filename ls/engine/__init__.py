@@ -1,6 +1,6 @@
-"""ls.engine: losses, metrics, optimisation, the Trainer, checkpoints, tracking and the experiment runner.
+"""ls.engine: losses, metrics, output modes, optimisation, the Trainer, the inference loop, checkpoints, tracking.
 
-Import the parts you need from their modules (``ls.engine.trainer.Trainer``,
-``ls.engine.checkpoint.load_model_from_checkpoint``, ``ls.engine.runner.main``, ...); this package stays
-import-light so that ``ls.config`` can load the engine's config dataclasses without torch or mlflow.
+The engine knows no dataset, file format or mechanism. Import the parts you need from their modules
+(``ls.engine.trainer.Trainer``, ``ls.engine.inference.run_inference``, ...); this package stays import-light
+so that ``ls.config`` can load the engine's config dataclasses without torch or mlflow.
 """

@@ -1,27 +1,30 @@
 """Checkpoints: plain dicts of tensors and Python values, written atomically, read with ``weights_only=True``.
 
-A checkpoint is everything needed to *predict* with a trained model (weights, resolved config, variant,
-metadata-encoder state, metadata spec, class names, decision thresholds, library version) and, for
-``last.pt``, everything needed to *resume* training bit-for-bit on CPU (optimiser, scheduler, grad-scaler,
-epoch, best metric and thresholds, early-stopping counter, metric history, RNG states). Unlike the
-original scripts' files (pickled NumPy objects, no config, no vocabularies: defect 11.6-7) it contains
-no pickled classes, so ``torch.load(path, weights_only=True)`` reads it.
+The layout lives here and nowhere else. A checkpoint is everything needed to *predict* with a trained model
+(weights, resolved config, variant, fitted metadata encoder with its feature statistics, metadata spec, class
+names, output mode, decision thresholds, library version) and, for ``last.pt``, everything needed to *resume*
+training bit-for-bit on CPU (optimiser, scheduler, grad-scaler, epoch, best metric and thresholds,
+early-stopping counter, metric history, RNG states). It contains no pickled classes, so
+``torch.load(path, weights_only=True)`` reads it (the original scripts' files did not: docs/fixes.md 11.6-7).
 
-Layout (keys of the dict)::
+Layout (keys of the dict, format 2)::
 
     format, version, variant, config, model, metadata_encoder, metadata_spec, class_names,
     thresholds, output_mode, epoch, best, best_epoch, selection,
     trainer ({"bad_epochs", "history": [per-epoch metric dicts]}), mlflow_run_id,
     -- and in last.pt, for resuming -- optimizer, scheduler, scaler, rng
 
-``best.pt`` carries the history of every epoch run (rewritten once at the end of training), so figures such as
-training curves need only that file.
+``variant``, ``config``, ``metadata_encoder``, ``metadata_spec`` and ``class_names`` come from the application
+(opaque here); the rest from the trainer. ``best.pt`` carries the history of every epoch run (rewritten once at
+the end of training), so figures such as training curves need only that file.
+
+Format 1 (ls 0.1) differs only in the config's keys and the encoder state; ``ls.inference`` reads it for
+evaluation and prediction; resuming needs format 2.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +34,12 @@ from torch import nn
 
 from ls.engine.distributed import unwrap
 from ls.utils.io import atomic_torch_save
+from ls.utils.trees import flatten
 
 #: Bumped when the checkpoint layout changes incompatibly.
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
+#: Formats this version reads (1: ls 0.1; ``ls.inference`` upgrades its config for prediction).
+READABLE_FORMATS = (1, 2)
 #: Keys every checkpoint written by ls carries (the prediction part).
 REQUIRED_KEYS = (
     "format",
@@ -46,6 +52,8 @@ REQUIRED_KEYS = (
     "class_names",
     "thresholds",
 )
+#: What the application supplies to every checkpoint of a run.
+APPLICATION_KEYS = ("variant", "config", "metadata_encoder", "metadata_spec", "class_names")
 
 
 class CheckpointError(ValueError):
@@ -85,6 +93,57 @@ def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in unwrap(model).state_dict().items()}
 
 
+# -- layout -----------------------------------------------------------------------------------------
+def make_checkpoint(
+    weights: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    *,
+    thresholds: Any,
+    output_mode: dict[str, Any] | None,
+    epoch: int,
+    best: float,
+    best_epoch: int,
+    selection: str,
+    trainer_state: dict[str, Any],
+    mlflow_run_id: str | None,
+    resume: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The checkpoint dict: ``meta`` holds the application's entries (``APPLICATION_KEYS``); ``resume``
+    (``optimizer``, ``scheduler``, ``scaler``, ``rng``) makes it a ``last.pt``."""
+    import ls
+
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "version": ls.__version__,
+        **{k: meta.get(k) for k in APPLICATION_KEYS},
+        "model": dict(weights),
+        "thresholds": _plain(thresholds),
+        "output_mode": output_mode,
+        "epoch": epoch,
+        "best": best,
+        "best_epoch": best_epoch,
+        "selection": selection,
+        "trainer": trainer_state,
+        "mlflow_run_id": mlflow_run_id,
+    }
+    state["class_names"] = list(state["class_names"] or [])
+    if resume is not None:
+        state.update(resume)
+    return state
+
+
+def _plain(v: Any) -> Any:
+    if v is None or isinstance(v, (int, float, str)):
+        return v
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
 # -- files ------------------------------------------------------------------------------------------
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state`` atomically (temp file + rename): a crash never leaves a truncated checkpoint."""
@@ -115,11 +174,19 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{path} is not an ls checkpoint: missing key(s) {', '.join(missing)} "
             "(checkpoints of the original scripts hold only 'model_state_dict' and cannot be used)"
         )
-    if state["format"] != CHECKPOINT_FORMAT:
+    if state["format"] not in READABLE_FORMATS:
         raise CheckpointError(
-            f"{path} has checkpoint format {state['format']}, this version of ls reads format {CHECKPOINT_FORMAT}"
+            f"{path} has checkpoint format {state['format']} (written by ls {state.get('version', '?')}); this "
+            f"version of ls ({_version()}) reads formats {', '.join(map(str, READABLE_FORMATS))}: use the ls "
+            "version that wrote it"
         )
     return state
+
+
+def _version() -> str:
+    import ls
+
+    return ls.__version__
 
 
 def check_resumable(state: dict[str, Any], variant: str, config: dict[str, Any], path: str | Path) -> None:
@@ -130,14 +197,18 @@ def check_resumable(state: dict[str, Any], variant: str, config: dict[str, Any],
     """
     if "optimizer" not in state or "epoch" not in state:
         raise CheckpointError(f"{path} holds no optimiser/epoch state: it is a best.pt, resume from last.pt")
+    if state["format"] != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"cannot resume from {path}: it has checkpoint format {state['format']} (ls {state.get('version', '?')}) "
+            f"and resuming needs format {CHECKPOINT_FORMAT}; finish the run with that ls version or start a new "
+            "run (its best.pt still loads for evaluation and prediction)"
+        )
     if state["variant"] != variant:
         raise CheckpointError(
             f"cannot resume from {path}: it was trained as variant {state['variant']!r}, this run is {variant!r}"
         )
-    from ls.config import flatten
-
-    ignore = ("training.epochs", "training.checkpoint_dir", "mlflow.", "training.device", "dataset.num_workers",
-              "dataset.cache_dir")
+    ignore = ("training.epochs", "training.checkpoint_dir", "mlflow.", "training.device", "training.compile",
+              "dataset.num_workers", "dataset.cache_dir")
     old, new = flatten(state["config"]), flatten(config)
     diffs = [
         f"{k}: checkpoint {old.get(k)!r} vs run {new.get(k)!r}"
@@ -149,65 +220,6 @@ def check_resumable(state: dict[str, Any], variant: str, config: dict[str, Any],
         raise CheckpointError(f"cannot resume from {path}: its config differs from this run's ({shown})")
 
 
-@dataclass
-class LoadedModel:
-    """A model rebuilt from a checkpoint, with everything needed to predict on new recordings."""
-
-    model: nn.Module
-    config: Any  # ls.config.Config
-    encoder: Any  # ls.data.metadata.MetadataEncoder (None if the checkpoint carries none)
-    metadata_spec: Any  # ls.types.MetadataSpec or None
-    class_names: list[str]
-    thresholds: Any  # float | list[float] | None
-    variant: str
-    output_mode: Any  # ls.engine.predict_rules.OutputMode (multilabel / binary / multiclass)
-
-
-def load_model_from_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedModel:
-    """Rebuild the trained model (eval mode) plus its config, metadata encoder and thresholds.
-
-    Weights load with ``strict=True``: a key mismatch is an error naming the missing/unexpected keys
-    (the original's silent ``strict=False`` skipped the whole backbone: defect 11.2-5). Pretrained-weight
-    files named in the config are not needed: the checkpoint already holds the fine-tuned weights.
-    """
-    from ls.config import config_from_dict
-    from ls.engine.predict_rules import OutputMode
-    from ls.models import build_model
-    from ls.types import MetadataSpec
-
-    state = read_checkpoint(path, map_location=map_location)
-    raw_cfg = dict(state["config"])
-    cfg = config_from_dict(raw_cfg, source=f"config stored in {path}")
-    model_cfg = cfg.model(state["variant"])
-    # The fine-tuned weights replace any pretrained ones: do not require the AudioSet/ImageNet file.
-    model_cfg.weights.source = "none"
-    model_cfg.weights.path = None
-    spec = MetadataSpec.from_dict(state["metadata_spec"]) if state["metadata_spec"] else None
-    model = build_model(model_cfg, spec)
-    result = model.load_state_dict(state["model"], strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(
-            f"weights in {path} do not fit variant {state['variant']!r}: missing {result.missing_keys[:5]}, "
-            f"unexpected {result.unexpected_keys[:5]}"
-        )
-    model.to(map_location).eval()
-    encoder = None
-    if state["metadata_encoder"]:
-        from ls.data.metadata import MetadataEncoder
-
-        encoder = MetadataEncoder.from_state_dict(state["metadata_encoder"])
-    return LoadedModel(
-        model=model,
-        config=cfg,
-        encoder=encoder,
-        metadata_spec=spec,
-        class_names=list(state["class_names"]),
-        thresholds=state["thresholds"],
-        variant=state["variant"],
-        output_mode=OutputMode.from_dict(state["output_mode"]) if state.get("output_mode") else None,
-    )
-
-
 def find_best_beside(last_path: str | Path) -> Path | None:
     """``best.pt`` in the folder of ``last.pt`` (where the trainer writes both), if present."""
     best = Path(last_path).with_name("best.pt")
@@ -216,13 +228,13 @@ def find_best_beside(last_path: str | Path) -> Path | None:
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "READABLE_FORMATS",
     "CheckpointError",
-    "LoadedModel",
     "capture_rng_state",
     "check_resumable",
     "cpu_state_dict",
     "find_best_beside",
-    "load_model_from_checkpoint",
+    "make_checkpoint",
     "read_checkpoint",
     "restore_rng_state",
     "save_checkpoint",

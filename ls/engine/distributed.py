@@ -35,10 +35,12 @@ class DistContext:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a DistributedDataParallel / DataParallel wrapper (the model itself otherwise)."""
+    """The module inside ``torch.compile`` and DistributedDataParallel / DataParallel wrappers (the model itself
+    otherwise): the one whose ``state_dict`` keys are the model's own."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile's OptimizedModule
     if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        return model.module
-    return model
+        model = model.module
+    return getattr(model, "_orig_mod", model)
 
 
 def init_distributed(device_type: str = "cpu") -> DistContext:

@@ -1,6 +1,6 @@
-"""Task losses for the three output modes (spec 4.3), built from the config and training-label counts.
+"""Task losses for the three output modes, built from the config and training-label counts.
 
-| mode (``predict_rules.OutputMode``) | logits | target | losses |
+| mode (``ls.engine.modes.OutputMode``) | logits | target | losses |
 |---|---|---|---|
 | ``multilabel`` | ``[B, 2]`` | float ``[B, 2]`` (crackle, wheeze) | bce, focal, asymmetric, hierarchical, composite |
 | ``binary`` | ``[B, 1]`` or ``[B]`` | int/float ``[B]`` (1 = abnormal) | bce, focal, asymmetric |
@@ -8,7 +8,7 @@
 
 ``bce`` is the paper's loss: BCE-with-logits with ``pos_weight = n_neg / n_pos * sensitivity_bias`` per sigmoid
 output. Counts come from the training labels array (``LabelStats``), not from a pass over an augmenting loader
-(fix 11.6-3). Every loss computes in float32 (safe under fp16 autocast) and returns the batch mean.
+(docs/fixes.md 11.6-3). Every loss computes in float32 (safe under fp16 autocast) and returns the batch mean.
 """
 
 from __future__ import annotations
@@ -23,40 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ls.engine.config import TrainingConfig
-from ls.engine.predict_rules import OutputMode, target_classes
-
-#: Loss names valid for each output mode.
-LOSSES: dict[str, tuple[str, ...]] = {
-    "multilabel": ("bce", "focal", "asymmetric", "hierarchical", "composite"),
-    "binary": ("bce", "focal", "asymmetric"),
-    "multiclass": ("ce", "weighted_ce", "focal", "label_smoothing"),
-}
-_ALIASES = {"cross_entropy": "ce", "default": "bce"}
-
-
-def canonical_loss(name: str) -> str:
-    key = name.strip().lower()
-    return _ALIASES.get(key, key)
-
-
-def check_loss_name(name: str, mode: OutputMode) -> str:
-    """The canonical loss name if ``name`` is valid for ``mode``; otherwise a ValueError saying what is."""
-    key = canonical_loss(name)
-    valid = LOSSES[mode.kind]
-    if key in valid:
-        return key
-    fits = [kind for kind, names in LOSSES.items() if key in names]
-    if fits:
-        raise ValueError(
-            f"training.loss {name!r} needs {' or '.join(fits)} outputs, but the model has {mode.kind} outputs; "
-            f"for {mode.kind} use one of: {', '.join(valid)}"
-        )
-    known = sorted({n for names in LOSSES.values() for n in names})
-    raise ValueError(
-        f"unknown training.loss {name!r}; known losses: {', '.join(known)} "
-        f"({mode.kind} outputs take: {', '.join(valid)})"
-    )
-
+from ls.engine.modes import LOSSES, OutputMode, canonical_loss, check_loss_name
+from ls.engine.predict_rules import target_classes
 
 # ----------------------------------------------------------------------------- label statistics
 

@@ -4,7 +4,7 @@ Every function takes integer class arrays (``y_true``, ``y_pred``: ``[N]``, clas
 useful, class probabilities ``[N, K]``. Results are plain ``dict[str, float]`` with the stable keys documented
 in :func:`classification_metrics`; all values are fractions in ``[0, 1]`` (``format_metrics`` shows percent).
 
-The ICBHI challenge definitions (spec 5.1):
+The ICBHI challenge definitions:
 
 - specificity ``Sp`` = normal cycles predicted normal / normal cycles;
 - sensitivity ``Se`` = abnormal cycles predicted as exactly their class / abnormal cycles. In 4-class a
@@ -29,7 +29,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from ls.data.labels import FOUR_CLASS_NAMES, TWO_CLASS_NAMES
+from ls.types import FOUR_CLASS_NAMES, TWO_CLASS_NAMES
 
 #: Class names by number of classes (index = class id), used for per-class keys.
 CLASS_NAMES: dict[int, tuple[str, ...]] = {2: TWO_CLASS_NAMES, 4: FOUR_CLASS_NAMES}

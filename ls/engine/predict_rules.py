@@ -1,135 +1,21 @@
-"""From model outputs to class predictions: output modes, decision thresholds and their grid search.
+"""From model outputs to class predictions: probabilities, decision thresholds and their grid search.
 
-Three output modes, named explicitly (spec 4.2-4.4):
-
-- ``multilabel``: ``label_dim`` 2 sigmoid outputs (crackle, wheeze); bits ``[p_c >= t_c, p_w >= t_w]`` give
-  the 4-class composite prediction ``class = crackle + 2 * wheeze`` (0 normal, 1 crackle, 2 wheeze, 3 both).
-  Its 2-class view (abnormal iff any bit) is the ``binary_*`` metrics.
-- ``multiclass``: softmax over ``n_cls`` logits (4, or 2 = normal/abnormal); prediction = argmax.
-- ``binary``: the dedicated normal-vs-abnormal model, one logit; abnormal iff ``sigmoid(z) >= t``.
-
-"2-class" therefore means either a dedicated binary model (``binary``, or ``multiclass`` with n_cls 2) or a
-4-class model whose abnormal classes are merged at evaluation (the ``binary_*`` keys of the metrics).
+The output modes themselves (``multilabel``, ``binary``, ``multiclass``) and how a run's mode is decided live
+in :mod:`ls.engine.modes`; this module turns logits of a mode into probabilities and class ids, and tunes
+the decision thresholds of sigmoid outputs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from ls.engine.config import ThresholdConfig
-from ls.engine.metrics import class_names, classification_metrics, icbhi_scores
-
-ModeKind = Literal["multilabel", "multiclass", "binary"]
-MODE_KINDS: tuple[str, ...] = ("multilabel", "multiclass", "binary")
-
-
-@dataclass(frozen=True)
-class OutputMode:
-    """How logits ``[B, label_dim]`` become predictions of ``n_classes`` evaluation classes."""
-
-    kind: ModeKind
-    n_classes: int  # evaluation classes: 4 (multilabel), n_cls (multiclass), 2 (binary)
-    label_dim: int  # logits per cycle: 2, n_cls, 1
-
-    def __post_init__(self) -> None:
-        expected = {"multilabel": (4, 2), "binary": (2, 1)}.get(self.kind)
-        if self.kind not in MODE_KINDS:
-            raise ValueError(f"unknown output mode {self.kind!r}; known: {', '.join(MODE_KINDS)}")
-        if expected is not None and (self.n_classes, self.label_dim) != expected:
-            raise ValueError(
-                f"{self.kind} mode has n_classes, label_dim = {expected}, got "
-                f"{(self.n_classes, self.label_dim)}"
-            )
-        if self.kind == "multiclass" and (self.n_classes != self.label_dim or self.n_classes < 2):
-            raise ValueError(
-                f"multiclass mode needs label_dim == n_classes >= 2, got {self.label_dim}, {self.n_classes}"
-            )
-
-    @property
-    def uses_thresholds(self) -> bool:
-        """Sigmoid outputs are thresholded; softmax outputs are not."""
-        return self.kind != "multiclass"
-
-    @property
-    def threshold_names(self) -> tuple[str, ...]:
-        """Names of the decision thresholds, also their metric keys."""
-        return {"multilabel": ("threshold_crackle", "threshold_wheeze"), "binary": ("threshold",)}.get(
-            self.kind, ()
-        )
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return class_names(self.n_classes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "n_classes": self.n_classes, "label_dim": self.label_dim}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> OutputMode:
-        return cls(str(d["kind"]), int(d["n_classes"]), int(d["label_dim"]))  # type: ignore[arg-type]
-
-
-def output_mode(
-    dataset_cfg: Any, model: Any, loss: str | None = None, training_n_cls: int | None = None
-) -> OutputMode:
-    """Validate (dataset.n_cls, dataset.multi_label, label_dim[, loss]) and name the output mode.
-
-    Args:
-        dataset_cfg: anything with ``n_cls`` and ``multi_label`` (``DatasetConfig``).
-        model: a ``ModelConfig`` (its ``label_dim``) or the label dimension itself.
-        loss: ``training.loss``; when given it must be valid for the mode (``ls.engine.losses``).
-        training_n_cls: the reference's duplicate ``training.n_cls``; when given it must equal dataset.n_cls.
-
-    Raises:
-        ValueError naming the inconsistent values and the valid combinations, e.g. for the shipped
-        ``ast_config.yaml`` (n_cls 4, multi_label false, label_dim 2), which crashed the reference.
-    """
-    n_cls = int(dataset_cfg.n_cls)
-    multi_label = bool(dataset_cfg.multi_label)
-    label_dim = int(model if isinstance(model, (int, np.integer)) else model.label_dim)
-    valid = (
-        "valid combinations: multi_label true + n_cls 4 + label_dim 2 (multilabel: crackle/wheeze sigmoids); "
-        "multi_label false + n_cls 2 + label_dim 1 (binary: one sigmoid); "
-        "multi_label false + label_dim == n_cls (multiclass softmax over 4 or 2 classes)"
-    )
-    if training_n_cls is not None and int(training_n_cls) != n_cls:
-        raise ValueError(
-            f"training.n_cls {training_n_cls} disagrees with dataset.n_cls {n_cls}; drop "
-            "training.n_cls (dataset.n_cls decides)"
-        )
-    if n_cls not in (2, 4):
-        raise ValueError(f"dataset.n_cls must be 2 or 4, got {n_cls}")
-    if multi_label:
-        if n_cls != 4:
-            # Fix 11.2-2: the reference turned every abnormal 2-class label into 'crackle'.
-            raise ValueError(
-                f"dataset.multi_label true needs dataset.n_cls 4 (crackle/wheeze bits), got "
-                f"n_cls {n_cls}; {valid}"
-            )
-        if label_dim != 2:
-            raise ValueError(
-                f"dataset.multi_label true needs label_dim 2, got label_dim {label_dim}; {valid}"
-            )
-        mode = OutputMode("multilabel", 4, 2)
-    elif label_dim == 1 and n_cls == 2:
-        mode = OutputMode("binary", 2, 1)
-    elif label_dim == n_cls:
-        mode = OutputMode("multiclass", n_cls, n_cls)
-    else:
-        raise ValueError(
-            f"label_dim {label_dim} does not fit dataset.n_cls {n_cls} with multi_label false "
-            f"(a shape mismatch in the reference); {valid}"
-        )
-    if loss is not None:
-        from ls.engine.losses import check_loss_name
-
-        check_loss_name(loss, mode)
-    return mode
-
+from ls.engine.metrics import classification_metrics, icbhi_scores
+from ls.engine.modes import MODE_KINDS, OutputMode
 
 # ----------------------------------------------------------------------------- outputs -> classes
 
@@ -167,13 +53,13 @@ def probabilities(logits: Any, mode: OutputMode) -> np.ndarray:
 
 
 def bits_to_classes(bits: np.ndarray) -> np.ndarray:
-    """(crackle, wheeze) bits ``[N, 2]`` -> composite class ``[N]``: 0 normal, 1 crackle, 2 wheeze, 3 both."""
-    from ls.data.labels import four_class_from_bits
-
+    """(crackle, wheeze) bits ``[N, 2]`` -> composite class ``[N]`` = crackle + 2 wheeze: 0 normal, 1 crackle,
+    2 wheeze, 3 both (the multilabel mode's classes, ``ls.engine.modes``)."""
     b = _numpy(bits)
     if b.ndim != 2 or b.shape[1] != 2:
         raise ValueError(f"expected (crackle, wheeze) bits [N, 2], got {b.shape}")
-    return four_class_from_bits((b > 0.5).astype(np.int64))
+    on = (b > 0.5).astype(np.int64)
+    return on[:, 0] + 2 * on[:, 1]
 
 
 def target_classes(labels: Any, mode: OutputMode) -> np.ndarray:
@@ -244,7 +130,7 @@ class ThresholdSearch:
     fallback: float
 
 
-#: The reference's searches (spec 4.4).
+#: The reference's searches: grid, sensitivity floor and fallback per output mode.
 PAPER_SEARCH: dict[str, ThresholdSearch] = {
     "multilabel": ThresholdSearch((0.10, 0.60, 0.05), min_sensitivity=0.45, fallback=0.10),
     "binary": ThresholdSearch((0.10, 0.90, 0.05), min_sensitivity=0.40, fallback=0.5),
@@ -285,7 +171,7 @@ class ThresholdResult:
 def tune_thresholds(
     probs: np.ndarray, y_true: np.ndarray, mode: OutputMode, cfg: ThresholdConfig | None = None
 ) -> ThresholdResult:
-    """Grid search of spec 4.4: maximise the ICBHI score subject to Se >= floor; ties keep the first point.
+    """The reference's grid search: maximise the ICBHI score subject to Se >= floor; ties keep the first point.
 
     Multilabel: every (t_c, t_w) pair of the grid (t_c outer, t_w inner), scored on the 4-class composite
     prediction; binary: every t. All grid points are scored at once: for pair (i, j) the hits of each true
@@ -381,7 +267,8 @@ def evaluate_outputs(
     else:
         chosen = fixed_thresholds(threshold_cfg, mode)
     y_pred = predict_classes(probs, mode, chosen)
-    metrics = classification_metrics(y_true, y_pred, class_probabilities(probs, mode), mode.n_classes)
+    metrics = classification_metrics(y_true, y_pred, class_probabilities(probs, mode), mode.n_classes,
+                                     mode.class_names)
     metrics.update(zip(mode.threshold_names, chosen))
     return Evaluation(metrics, chosen, y_true, y_pred, probs)
 
@@ -397,7 +284,6 @@ __all__ = [
     "class_probabilities",
     "evaluate_outputs",
     "fixed_thresholds",
-    "output_mode",
     "predict_classes",
     "probabilities",
     "search_settings",

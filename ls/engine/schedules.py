@@ -1,8 +1,8 @@
-"""Per-epoch schedules: learning rate (spec 4.6), weight decay (4.5) and SoftFiLM mask temperature (3.6).
+"""Per-epoch schedules: learning rate and weight decay.
 
-Epoch conventions, stated once: LR and weight decay are functions of the **1-based** epoch about to be
-trained; the mask temperature of the **0-based** epoch index (as the reference's annealer). Every value is a
-closed-form function of the epoch, so resuming from a checkpoint reproduces the schedule exactly.
+Epoch convention, stated once: LR and weight decay are functions of the **1-based** epoch about to be trained.
+Every value is a closed-form function of the epoch, so resuming from a checkpoint reproduces the schedule
+exactly. (Schedules a mechanism owns, such as SoftFiLM's mask temperature, live with the mechanism.)
 """
 
 from __future__ import annotations
@@ -12,10 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from torch import nn
 
 from ls.engine.config import OptimizerConfig, SchedulerConfig, TrainingConfig
-from ls.engine.distributed import unwrap
 
 SCHEDULER_TYPES: tuple[str, ...] = (
     "none",
@@ -179,7 +177,7 @@ def build_lr_scheduler(
 
 
 def cosine_weight_decay(epochs_done: int, epochs: int, start: float, end: float) -> float:
-    """``end + (start - end)(1 + cos(pi e / E)) / 2`` after ``e = epochs_done`` epochs (spec 4.5)."""
+    """``end + (start - end)(1 + cos(pi e / E)) / 2`` after ``e = epochs_done`` epochs (the reference's cosine weight decay)."""
     return end + (start - end) * (1.0 + math.cos(math.pi * epochs_done / epochs)) / 2.0
 
 
@@ -198,44 +196,12 @@ def apply_weight_decay(optimizer: torch.optim.Optimizer, value: float) -> None:
             group["weight_decay"] = value
 
 
-# ----------------------------------------------------------------------------- mask temperature
-
-
-def mask_temperature(epoch: int, epochs: int, start: float = 1.0, end: float = 0.2, warmup: int = 5) -> float:
-    """SoftFiLM mask temperature for the **0-based** epoch index (spec 3.6).
-
-    ``start`` for ``epoch < warmup``, then ``end + (start - end)(1 + cos(pi min(1, (epoch - warmup) /
-    max(1, epochs - warmup)))) / 2``. With (1.0, 0.2, 5, 50): 1-based epochs 1-6 give 1.0, epoch 10 0.98,
-    20 0.82, 30 0.56, 40 0.31, 50 0.20.
-    """
-    if epoch < warmup:
-        return start
-    progress = min(1.0, (epoch - warmup) / max(1, epochs - warmup))
-    return end + (start - end) * (1.0 + math.cos(math.pi * progress)) / 2.0
-
-
-def apply_mask_temperature(model: nn.Module, training_cfg: TrainingConfig, epoch: int) -> float | None:
-    """Set the temperature of 0-based ``epoch`` on a model with ``set_mask_temperature`` (SoftFiLM); returns
-    it, or None for models without masks. Call before each training epoch."""
-    inner = unwrap(model)
-    if not hasattr(inner, "set_mask_temperature"):
-        return None
-    t = training_cfg
-    tau = mask_temperature(
-        epoch, t.epochs, t.mask_temperature, t.mask_temperature_end, t.mask_temperature_warmup
-    )
-    inner.set_mask_temperature(tau)
-    return tau
-
-
 __all__ = [
     "SCHEDULER_TYPES",
     "EpochLRScheduler",
-    "apply_mask_temperature",
     "apply_weight_decay",
     "build_lr_scheduler",
     "cosine_weight_decay",
     "lr_at_epoch",
-    "mask_temperature",
     "weight_decay_at_epoch",
 ]

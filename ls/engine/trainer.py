@@ -1,24 +1,28 @@
 """The training loop: data -> forward -> loss -> backward -> step -> eval -> checkpoint.
 
-:class:`Trainer` takes a model (the ``ls.models`` interface: ``forward(spec, meta)``, ``auxiliary_losses()``,
-``param_groups()``, ``freeze(...)``), loaders with ``.train``/``.val``/``.test`` yielding the batch dicts of
-``ls.data``, the resolved config and a tracker. It knows nothing about ICBHI files: what the checkpoint must
-carry besides weights and training state (variant, metadata encoder, class names, ...) arrives as the plain
-dict ``checkpoint_meta``.
+:class:`Trainer` takes a model, loaders with ``.train``/``.val``/``.test`` yielding the batch dicts of
+``ls.data``, the ``training`` config section, the run's output mode and a tracker. It knows no file format, no
+dataset and no mechanism: what a model does per epoch or wants logged comes through its generic hooks
+(``start_epoch(epoch, epochs)``, ``epoch_stats()``, ``auxiliary_losses()``), and what a checkpoint must carry
+besides weights and training state (variant, resolved config, fitted metadata encoder, class names) arrives
+as the opaque dict ``checkpoint_meta``.
 
 Model selection (``training.selection``):
 
 - ``strict`` (default): thresholds are tuned and the best epoch is chosen on the patient-disjoint validation
   split carved from the training split; the test split is evaluated once, at the end, with the best
   epoch's weights and thresholds.
-- ``paper``: selection (and threshold tuning) on the test split, as the original and its peers do (defect
-  11.1-1), for comparable numbers. Test metrics are then logged every epoch.
+- ``paper``: selection (and threshold tuning) on the test split, as the original and its peers do
+  (docs/fixes.md 11.1-1), for comparable numbers.
 
-In both cases the best weights are really restored (a deep copy, fix of 11.1-2) before the final test.
+In both cases the best weights are really restored (a copy, docs/fixes.md 11.1-2) before the final test.
 
 Reproducibility: at the start of epoch ``e`` every RNG (python, numpy, torch) is re-seeded from
 ``(seed, e, rank)``, so data order, augmentation and dropout are functions of (seed, epoch); a run stopped
 after epoch k and resumed from ``last.pt`` ends with exactly the metrics of an uninterrupted run on CPU.
+
+Speed: the step never waits for the host. Losses and logits stay on the device until the end of the epoch;
+the non-finite-loss check reads one flag every ``NAN_CHECK_EVERY`` batches and at the end of the epoch.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import random
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,18 +42,25 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ls.engine import checkpoint as ckpt
+from ls.engine import losses, metrics, optim, predict_rules
+from ls.engine.config import TrainingConfig
 from ls.engine.distributed import (
     DistContext,
     all_reduce_mean,
     any_rank,
     current_context,
-    dedupe_by_index,
     gather_arrays,
     unwrap,
     wrap_model,
 )
+from ls.engine.inference import InferenceOutputs, run_inference, to_device
+from ls.engine.modes import OutputMode
+from ls.engine.precision import configure_tf32, resolve_precision
+from ls.engine.schedules import build_lr_scheduler
 from ls.engine.tracking import NullTracker
-from ls.types import META_KEYS
+
+#: Batches between two reads of the non-finite-loss flag (each read waits for the device).
+NAN_CHECK_EVERY = 50
 
 
 class NonFiniteLossError(RuntimeError):
@@ -58,14 +69,16 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class EvalResult:
-    """One pass over a split. ``outputs`` holds per-cycle arrays sorted by (filename, cycle index):
-    ``logits`` ``[N, label_dim]``, ``labels`` ``[N]`` or ``[N, 2]``, ``pred`` ``[N]`` (class index),
-    ``device``/``site`` ``[N]`` ids, ``filename`` and ``cycle_index`` ``[N]``."""
+    """One pass over a split: mean loss, metrics, the thresholds used, the per-cycle outputs (sorted by
+    filename, cycle index) and the class ids and probabilities derived from them."""
 
     loss: float
     metrics: dict[str, float]
     thresholds: Any
-    outputs: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    outputs: InferenceOutputs
+    y_true: np.ndarray
+    pred: np.ndarray
+    probs: np.ndarray
 
     @property
     def score(self) -> float:
@@ -108,77 +121,73 @@ class Trainer:
     """Fit a model with the configured loss, optimiser, schedules and selection protocol.
 
     Args:
-        model: an ``ls.models`` model (unwrapped; the trainer moves it and wraps it for DDP).
+        model: any ``nn.Module`` with ``forward(spec, meta) -> logits`` (unwrapped; the trainer moves it, wraps
+            it for DDP and compiles it when asked). Optional hooks: ``start_epoch``, ``epoch_stats``,
+            ``auxiliary_losses``, ``param_groups``, ``no_weight_decay``, ``freeze``.
         loaders: object with ``.train``, ``.val`` (None allowed under ``paper`` selection) and ``.test``.
-        cfg: the resolved ``ls.config.Config``.
+        training: the ``training`` config section.
+        mode: the run's output mode (``ls.engine.modes.OutputMode``).
         tracker: an ``ls.engine.tracking.Tracker`` (an open run) or None for no tracking.
-        checkpoint_meta: plain-typed entries stored in every checkpoint: ``variant``, ``metadata_encoder``,
-            ``metadata_spec``, ``class_names`` (and anything else the caller needs back).
+        seed: the run's seed (per-epoch reseeding).
+        checkpoint_meta: the application's entries of every checkpoint (``ckpt.APPLICATION_KEYS``: ``variant``,
+            ``config`` (plain dict), ``metadata_encoder``, ``metadata_spec``, ``class_names``).
         run_dir: where ``last.pt``/``best.pt`` go (default ``training.checkpoint_dir``).
-        group_names: ``{"device": [...], "site": [...]}`` id -> name, for per-device/per-site test metrics.
+        group_names: ``{factor: [name by id]}`` for per-factor test metrics (e.g. per device, per site).
     """
 
     def __init__(
         self,
         model: nn.Module,
         loaders: Any,
-        cfg: Any,
+        training: TrainingConfig,
+        mode: OutputMode,
         tracker: Any = None,
         *,
+        seed: int = 0,
         checkpoint_meta: Mapping[str, Any] | None = None,
         run_dir: str | Path | None = None,
         group_names: Mapping[str, list[str]] | None = None,
         ctx: DistContext | None = None,
         progress: bool | None = None,
     ) -> None:
-        from ls.config import to_dict
-
-        self.cfg, self.tcfg = cfg, cfg.training
+        self.tcfg, self.output_mode, self.seed = training, mode, int(seed)
         self.ctx = ctx or current_context()
         self.tracker = tracker if (tracker is not None and self.ctx.is_main) else NullTracker()
         self.loaders = loaders
         self.meta = dict(checkpoint_meta or {})
-        self.meta.setdefault("class_names", [])
         self.group_names = dict(group_names or {})
-        self.run_dir = Path(run_dir or self.tcfg.checkpoint_dir)
-        audio = getattr(cfg, "audio", None)
-        if audio is not None and audio.mel_norm == "dataset" and audio.dataset_mean is None:
-            # the checkpoints would not reproduce the normalisation: build the datasets before the Trainer
-            raise ValueError("audio.mel_norm is 'dataset' but audio.dataset_mean/dataset_std are unset: create the "
-                             "Trainer after ls.data.build_datasets(cfg), which measures and writes them into cfg")
-        # Snapshot of the resolved config for every checkpoint, taken after build_datasets (see above).
-        self.config_dict = to_dict(cfg)
+        self.run_dir = Path(run_dir or training.checkpoint_dir)
         self.progress = (sys.stderr.isatty() if progress is None else progress) and self.ctx.is_main
 
-        self.device = resolve_device(self.tcfg.device)
-        self.amp = bool(self.tcfg.amp) and self.device.type == "cuda"  # never autocast on CPU (no bf16 here)
-        if self.tcfg.deterministic:
+        self.device = resolve_device(training.device)
+        self.precision = resolve_precision(training.amp, self.device)
+        configure_tf32(training.tf32, self.device)
+        if training.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         self._check_loaders()
 
         self.raw_model = model
-        _apply_freeze(model, self.tcfg.freeze)
+        _apply_freeze(model, training.freeze)
         model.to(self.device)
         self.model = wrap_model(model, self.ctx, self.device)
+        if training.compile:
+            self.model = torch.compile(self.model)
 
-        model_cfg = cfg.model(self.meta["variant"])
-        self.output_mode = _rules().output_mode(cfg.dataset, model_cfg, self.tcfg.loss, self.tcfg.n_cls)
-        self.loss_fn = _losses().build_loss(self.tcfg, self.output_mode, _train_labels(loaders.train))
+        self.loss_fn = losses.build_loss(training, mode, _train_labels(loaders.train))
         if isinstance(self.loss_fn, nn.Module):
             self.loss_fn.to(self.device)
-        self.optimizer = _optim().build_optimizer(model, self.tcfg)
-        self.scheduler = _schedules().build_lr_scheduler(self.optimizer, self.tcfg)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.optimizer = optim.build_optimizer(model, training)
+        self.scheduler = build_lr_scheduler(self.optimizer, training)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.scaler)
 
-        self.selection_split = "val" if self.tcfg.selection == "strict" else "test"
+        self.selection_split = "val" if training.selection == "strict" else "test"
         self.start_epoch = 0
         self.best_score = -math.inf
         self.best_epoch = 0
-        self.best_thresholds: Any = _rules().fixed_thresholds(self.tcfg.thresholds, self.output_mode)
+        self.best_thresholds: Any = predict_rules.fixed_thresholds(training.thresholds, mode)
         self.best_state: dict[str, torch.Tensor] | None = None
         self.bad_epochs = 0
         self.history: list[dict[str, float]] = []
-        self.mask_temperature: float | None = None
         self.epoch_weight_decay = float("nan")
         self.epoch_lrs: dict[str, float] = {}
 
@@ -195,7 +204,7 @@ class Trainer:
                    disable=not self.progress, leave=False)
         for epoch in bar:
             t0 = time.perf_counter()
-            self._begin_epoch(epoch)  # seeds, sampler epoch, mask temperature, weight decay
+            self._begin_epoch(epoch)  # seeds, sampler epoch, the model's per-epoch hook, weight decay
             train = self.train_one_epoch(epoch)  # data -> forward -> loss -> backward -> step
             selection = self.evaluate(self._selection_loader(), tune_thresholds=True)  # eval
             improved = selection.score > self.best_score  # strict '>' as the paper
@@ -221,18 +230,21 @@ class Trainer:
         """One pass over the training loader; returns mean losses and train metrics (thresholds 0.5)."""
         self.model.train()
         loader = self.loaders.train
-        sums = {"loss": 0.0, "task_loss": 0.0, "aux_loss": 0.0}
-        logits_all, labels_all = [], []
+        sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss, task loss, auxiliary loss
+        first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+        logits_all: list[torch.Tensor] = []
+        labels_all: list[np.ndarray] = []
         n_batches = 0
         for b, batch in enumerate(tqdm(loader, desc=f"train {epoch + 1}", disable=not self.progress, leave=False)):
-            spec, meta, labels = self._to_device(batch)
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            spec, meta = to_device(batch, self.device)
+            labels = batch["label"].to(self.device, non_blocking=True)
+            with self.precision.autocast(self.device.type):
                 logits = self.model(spec, meta)
                 task_loss = self.loss_fn(logits, labels)
-                aux = unwrap(self.model).auxiliary_losses()
-                aux_loss = sum(aux.values()) if aux else torch.zeros((), device=self.device)
+                aux = _auxiliary_losses(unwrap(self.model))
+                aux_loss = torch.stack(list(aux.values())).sum() if aux else torch.zeros((), device=self.device)
                 loss = task_loss + aux_loss
-            self._check_finite(loss, epoch, b)
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), b, first_bad)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if self.tcfg.grad_clip:
@@ -240,49 +252,38 @@ class Trainer:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            sums["loss"] += float(loss.detach())
-            sums["task_loss"] += float(task_loss.detach())
-            sums["aux_loss"] += float(aux_loss.detach()) if torch.is_tensor(aux_loss) else float(aux_loss)
-            logits_all.append(logits.detach().float().cpu().numpy())
+            sums += torch.stack([loss.detach(), task_loss.detach(), aux_loss.detach()]).double()
+            logits_all.append(logits.detach().float())
             labels_all.append(batch["label"].numpy())
             n_batches += 1
-        out = {k: all_reduce_mean(v / max(n_batches, 1), self.ctx) for k, v in sums.items()}
-        train = gather_arrays({"logits": np.concatenate(logits_all), "labels": np.concatenate(labels_all)}, self.ctx)
+            if n_batches % NAN_CHECK_EVERY == 0:
+                self._check_finite(first_bad, epoch)
+        self._check_finite(first_bad, epoch)
+        mean = (sums / max(n_batches, 1)).tolist()
+        out = {k: all_reduce_mean(v, self.ctx) for k, v in zip(("loss", "task_loss", "aux_loss"), mean)}
+        train = gather_arrays({"logits": torch.cat(logits_all).cpu().numpy(), "labels": np.concatenate(labels_all)},
+                              self.ctx)
         # Training metrics always use thresholds 0.5, as the paper logs them.
-        ev = _rules().evaluate_outputs(train["logits"], train["labels"], self.output_mode)
+        ev = predict_rules.evaluate_outputs(train["logits"], train["labels"], self.output_mode)
         out.update(ev.metrics)
         return out
 
-    @torch.no_grad()
     def evaluate(self, loader: Any, thresholds: Any = None, tune_thresholds: bool = False) -> EvalResult:
         """Loss and metrics on ``loader``; thresholds tuned on it when ``tune_thresholds`` (selection split),
         else ``thresholds`` (default: the best epoch's). Outputs are gathered across DDP ranks."""
-        self.model.eval()
-        parts: dict[str, list] = {k: [] for k in ("logits", "labels", "device", "site", "filename", "cycle_index")}
-        for batch in tqdm(loader, desc="eval", disable=not self.progress, leave=False):
-            spec, meta, _ = self._to_device(batch)
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-                logits = self.model(spec, meta)
-            parts["logits"].append(logits.float().cpu().numpy())
-            parts["labels"].append(batch["label"].numpy())
-            parts["device"].append(batch["device"].numpy())
-            parts["site"].append(batch["site"].numpy())
-            parts["filename"].append(np.asarray(batch["filename"], dtype=object))
-            parts["cycle_index"].append(np.asarray(batch["cycle_index"]))
-        arrays = self._gather({k: np.concatenate(v) for k, v in parts.items()})
+        out = run_inference(self.model, loader, self.device, precision=self.precision, ctx=self.ctx)
         # The mean loss over the unique cycles (after DDP's padding duplicates are dropped), in one call.
-        mean_loss = float(self.loss_fn(torch.from_numpy(arrays["logits"]).to(self.device),
-                                       torch.from_numpy(arrays["labels"]).to(self.device)))
-
+        with torch.no_grad():
+            mean_loss = float(self.loss_fn(torch.from_numpy(out.logits).to(self.device),
+                                           torch.from_numpy(out.labels).to(self.device)))
         thr_cfg = self.tcfg.thresholds
         if tune_thresholds and thr_cfg.mode == "tuned":
-            ev = _rules().evaluate_outputs(arrays["logits"], arrays["labels"], self.output_mode, threshold_cfg=thr_cfg)
+            ev = predict_rules.evaluate_outputs(out.logits, out.labels, self.output_mode, threshold_cfg=thr_cfg)
         else:
             chosen = self.best_thresholds if thresholds is None else thresholds
-            ev = _rules().evaluate_outputs(arrays["logits"], arrays["labels"], self.output_mode,
-                                           thresholds=chosen if self.output_mode.uses_thresholds else None)
-        arrays.update(y_true=ev.y_true, pred=ev.y_pred, probs=ev.probs)
-        return EvalResult(loss=mean_loss, metrics=ev.metrics, thresholds=ev.thresholds, outputs=arrays)
+            ev = predict_rules.evaluate_outputs(out.logits, out.labels, self.output_mode,
+                                                thresholds=chosen if self.output_mode.uses_thresholds else None)
+        return EvalResult(mean_loss, ev.metrics, ev.thresholds, out, ev.y_true, ev.y_pred, ev.probs)
 
     # =============================================================================================
     # Helpers (each a side concern of the loop)
@@ -306,41 +307,30 @@ class Trainer:
 
     def _begin_epoch(self, epoch: int) -> None:
         """Make everything random in this epoch a function of (seed, epoch, rank), then set the schedules."""
-        seed_everything(epoch_seed(self.cfg.seed, epoch, self.ctx.rank))
+        seed_everything(epoch_seed(self.seed, epoch, self.ctx.rank))
         if hasattr(self.loaders, "set_epoch"):
             self.loaders.set_epoch(epoch)  # augmentation streams and distributed samplers
         train = self.loaders.train
         for gen in (getattr(train, "generator", None), getattr(train.sampler, "generator", None)):
             if isinstance(gen, torch.Generator):  # shuffling order: not carried over from earlier epochs
-                gen.manual_seed(epoch_seed(self.cfg.seed, epoch))
-        self.mask_temperature = _schedules().apply_mask_temperature(self.model, self.tcfg, epoch)
-        self.epoch_weight_decay = _optim().apply_weight_decay_schedule(self.optimizer, epoch, self.tcfg)
-        self.epoch_lrs = _optim().group_lrs(self.optimizer)
+                gen.manual_seed(epoch_seed(self.seed, epoch))
+        model = unwrap(self.model)
+        if hasattr(model, "start_epoch"):
+            model.start_epoch(epoch, self.tcfg.epochs)
+        self.epoch_weight_decay = optim.apply_weight_decay_schedule(self.optimizer, epoch, self.tcfg)
+        self.epoch_lrs = optim.group_lrs(self.optimizer)
 
-    def _to_device(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-        spec = batch["spec"].to(self.device, non_blocking=True)
-        meta = {k: batch[k].to(self.device, non_blocking=True) for k in META_KEYS if k in batch}
-        return spec, meta, batch["label"].to(self.device, non_blocking=True)
-
-    def _check_finite(self, loss: torch.Tensor, epoch: int, batch_idx: int) -> None:
-        if any_rank(not bool(torch.isfinite(loss.detach())), self.ctx):
+    def _check_finite(self, first_bad: torch.Tensor, epoch: int) -> None:
+        bad = int(first_bad)  # the one host read: every NAN_CHECK_EVERY batches and at the end of the epoch
+        if any_rank(bad >= 0, self.ctx):
             last = self.run_dir / "last.pt"
             where = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
             self.tracker.end_run("FAILED")
+            at = f"batch {bad + 1}" if bad >= 0 else "a batch on another process"
             raise NonFiniteLossError(
-                f"loss is {float(loss.detach()):.4g} at epoch {epoch + 1}, batch {batch_idx + 1}; training stopped "
-                f"and {where} (try a lower training.optimizer.lr or enable training.grad_clip)"
+                f"the loss became non-finite at epoch {epoch + 1}, {at}; training stopped and {where} (try a "
+                "lower training.optimizer.lr or enable training.grad_clip)"
             )
-
-    def _gather(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self.ctx.enabled:
-            arrays = gather_arrays(arrays, self.ctx)
-        # Sorting by (file, cycle) makes outputs independent of the number of ranks and removes the items
-        # a DistributedSampler repeats to even out ranks.
-        key = np.array([f"{f}\x00{c:06d}" for f, c in zip(arrays["filename"], arrays["cycle_index"])])
-        arrays = dedupe_by_index({**arrays, "_key": key}, key="_key")
-        arrays.pop("_key")
-        return arrays
 
     def _remember_best(self, epoch: int, selection: EvalResult) -> None:
         self.best_score, self.best_epoch = selection.score, epoch + 1
@@ -369,13 +359,9 @@ class Trainer:
         # LR and WD used in this epoch (the scheduler has already moved on to the next epoch's values).
         rec.update({k.replace("lr_", "lr/", 1): v for k, v in self.epoch_lrs.items()})
         rec["weight_decay"] = self.epoch_weight_decay
-        if self.mask_temperature is not None:
-            rec["mask_temperature"] = float(self.mask_temperature)
         model = unwrap(self.model)
-        if hasattr(model, "mask_stats"):
-            rec.update({f"mask/{k}": float(v) for k, v in model.mask_stats().items() if _is_number(v)})
-        if hasattr(model, "gate_value"):
-            rec["gate"] = float(model.gate_value())
+        if hasattr(model, "epoch_stats"):
+            rec.update({k: float(v) for k, v in model.epoch_stats().items() if _is_number(v)})
         return rec
 
     def _print_epoch(self, epoch: int, rec: Mapping[str, float], improved: bool) -> None:
@@ -394,32 +380,19 @@ class Trainer:
             tqdm.write(text)
 
     # -- checkpoints -------------------------------------------------------------------------------
-    def _checkpoint_state(self, weights: Mapping[str, torch.Tensor], thresholds: Any, epoch: int) -> dict:
-        import ls
-
-        return {
-            "format": ckpt.CHECKPOINT_FORMAT,
-            "version": ls.__version__,
-            "variant": self.meta.get("variant", ""),
-            "config": self.config_dict,
-            "model": dict(weights),
-            "metadata_encoder": self.meta.get("metadata_encoder"),
-            "metadata_spec": self.meta.get("metadata_spec"),
-            "class_names": list(self.meta.get("class_names", [])),
-            "thresholds": _plain(thresholds),
-            "output_mode": self.output_mode.to_dict(),
-            "epoch": epoch + 1,
-            "best": self.best_score,
-            "best_epoch": self.best_epoch,
-            "selection": self.tcfg.selection,
+    def _checkpoint(self, weights: Mapping[str, torch.Tensor], thresholds: Any, epoch: int,
+                    resume: dict[str, Any] | None = None) -> dict:
+        return ckpt.make_checkpoint(
+            dict(weights), self.meta, thresholds=thresholds, output_mode=self.output_mode.to_dict(),
+            epoch=epoch + 1, best=self.best_score, best_epoch=self.best_epoch, selection=self.tcfg.selection,
             # the metric history so far and the tracking run: figures (training curves) from any checkpoint
-            "trainer": {"bad_epochs": self.bad_epochs, "history": list(self.history)},
-            "mlflow_run_id": getattr(self.tracker, "run_id", None),
-        }
+            trainer_state={"bad_epochs": self.bad_epochs, "history": list(self.history)},
+            mlflow_run_id=getattr(self.tracker, "run_id", None), resume=resume,
+        )
 
     def _write_best(self) -> None:
         """``best.pt``: the best epoch's weights and thresholds, with the history of every epoch run so far."""
-        state = self._checkpoint_state(self.best_state, self.best_thresholds, self.best_epoch - 1)
+        state = self._checkpoint(self.best_state, self.best_thresholds, self.best_epoch - 1)
         ckpt.save_checkpoint(state, self.run_dir / "best.pt")
 
     def _write_checkpoints(self, epoch: int, improved: bool) -> None:
@@ -428,19 +401,14 @@ class Trainer:
         if improved:
             self._write_best()
         weights = self.best_state if improved else ckpt.cpu_state_dict(self.model)  # no second copy
-        last = self._checkpoint_state(weights, self.best_thresholds, epoch)
-        last.update(
-            optimizer=self.optimizer.state_dict(),
-            scheduler=self.scheduler.state_dict(),
-            scaler=self.scaler.state_dict(),
-            rng=ckpt.capture_rng_state(),
-        )
-        ckpt.save_checkpoint(last, self.run_dir / "last.pt")
+        resume = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                  "scaler": self.scaler.state_dict(), "rng": ckpt.capture_rng_state()}
+        ckpt.save_checkpoint(self._checkpoint(weights, self.best_thresholds, epoch, resume), self.run_dir / "last.pt")
 
     def load_resume_state(self, path: str | Path) -> None:
         """Continue from ``last.pt``: weights, optimiser, scheduler, scaler, epoch, best, history, RNG."""
         state = ckpt.read_checkpoint(path)
-        ckpt.check_resumable(state, self.meta.get("variant", ""), self.config_dict, path)
+        ckpt.check_resumable(state, self.meta.get("variant", ""), self.meta.get("config") or {}, path)
         unwrap(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -500,14 +468,12 @@ class Trainer:
         )
 
     def _group_metrics(self, result: EvalResult) -> dict[str, float]:
-        """ICBHI Sp/Se/Score per recording device and per auscultation site (``device/<name>/icbhi_score``)."""
+        """Sp/Se/Score per value of every categorical factor (``<factor>/<value>/icbhi_score``, ...)."""
         groups = {}
-        for group in ("device", "site"):
-            names = self.group_names.get(group)
-            ids = result.outputs[group]
-            groups[group] = [names[i] if names is not None and i < len(names) else str(i) for i in ids]
-        y = result.outputs
-        return _metrics().group_metrics(y["y_true"], y["pred"], groups, self.output_mode.n_classes)
+        for factor, ids in result.outputs.meta.items():
+            names = self.group_names.get(factor)
+            groups[factor] = [names[i] if names is not None and i < len(names) else str(i) for i in ids]
+        return metrics.group_metrics(result.y_true, result.pred, groups, self.output_mode.n_classes)
 
 
 # -- small pure helpers ----------------------------------------------------------------------------
@@ -518,8 +484,12 @@ def _apply_freeze(model: nn.Module, fcfg: Any) -> None:
         fcfg.strategy,
         until_block=fcfg.until_block,
         trainable_blocks=fcfg.trainable_blocks,
-        freeze_conditioning=fcfg.freeze_film,
+        freeze_conditioning=fcfg.freeze_conditioning,
     )
+
+
+def _auxiliary_losses(model: nn.Module) -> dict[str, torch.Tensor]:
+    return model.auxiliary_losses() if hasattr(model, "auxiliary_losses") else {}
 
 
 def _train_labels(loader: Any) -> np.ndarray:
@@ -530,48 +500,5 @@ def _train_labels(loader: Any) -> np.ndarray:
     return np.stack([np.asarray(ds[i]["label"]) for i in range(len(ds))])
 
 
-def _plain(v: Any) -> Any:
-    if v is None or isinstance(v, (int, float, str)):
-        return v
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
-
-
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-
-
-# Late imports of ls.engine's pure parts (kept in one place: the seams the loop depends on).
-def _rules():
-    from ls.engine import predict_rules
-
-    return predict_rules
-
-
-def _losses():
-    from ls.engine import losses
-
-    return losses
-
-
-def _optim():
-    from ls.engine import optim
-
-    return optim
-
-
-def _schedules():
-    from ls.engine import schedules
-
-    return schedules
-
-
-def _metrics():
-    from ls.engine import metrics
-
-    return metrics

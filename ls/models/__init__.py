@@ -2,10 +2,12 @@
 
 >>> from ls.models import build_model
 >>> model = build_model(cfg.model("ast_film_soft"), datasets.metadata_spec)
->>> logits, info = model(batch["spec"], {k: batch[k] for k in ls.types.META_KEYS}, return_info=True)
+>>> logits, info = model(batch["spec"], batch["meta"], return_info=True)
 
-The names below are exported lazily (module ``__getattr__``): ``ls.config`` imports ``ls.models.config`` and
-``ls.models.names`` without torch; ``from ls.models import build_model`` imports the model stack.
+The variant table (:mod:`ls.models.variants`) lists the variants; :func:`register_variant` adds one from
+outside ``ls``. The names below are exported lazily (module ``__getattr__``): ``ls.config`` imports
+``ls.models.options`` and ``ls.models.variants`` without torch; ``from ls.models import build_model`` imports
+the model stack.
 """
 
 from __future__ import annotations
@@ -22,49 +24,59 @@ _EXPORTS = {
     "NoConditioning": "conditioning",
     "SoftFactorizedFiLM": "conditioning",
     "TokenAwareFiLM": "conditioning",
-    "ModelConfig": "config",
-    "WeightsConfig": "config",
     "ClassifierHead": "heads",
-    "HeadSpec": "heads",
     "MetadataError": "meta",
     "MetadataFeatures": "meta",
     "MetadataMLP": "meta",
     "PerFeatureContinuousEncoder": "meta",
     "ConditionedAST": "model",
     "build_model": "model",
-    "VARIANT_ALIASES": "names",
-    "VARIANTS": "names",
-    "canonical_variant": "names",
-    "VARIANT_REGISTRY": "registry",
-    "Variant": "registry",
-    "get_variant": "registry",
-    "register_variant": "registry",
+    "FiLMOptions": "options",
+    "GRFOptions": "options",
+    "MetadataOptions": "options",
+    "ModelConfig": "options",
+    "SoftFiLMOptions": "options",
+    "TAFiLMOptions": "options",
+    "WeightsConfig": "options",
+    "VARIANTS": "variants",
+    "HeadSpec": "variants",
+    "Variant": "variants",
+    "canonical_variant": "variants",
+    "display_name": "variants",
+    "get_variant": "variants",
+    "register_variant": "variants",
+    "unregister_variant": "variants",
 }
 
 __all__ = [
     "VARIANTS",
-    "VARIANT_ALIASES",
-    "VARIANT_REGISTRY",
     "ClassifierHead",
     "ConditionedAST",
     "Conditioning",
     "FiLM",
+    "FiLMOptions",
+    "GRFOptions",
     "GatedResidualFusion",
     "HeadSpec",
     "MetadataError",
     "MetadataFeatures",
     "MetadataMLP",
+    "MetadataOptions",
     "ModelConfig",
     "NoConditioning",
     "PerFeatureContinuousEncoder",
     "SoftFactorizedFiLM",
+    "SoftFiLMOptions",
+    "TAFiLMOptions",
     "TokenAwareFiLM",
     "Variant",
     "WeightsConfig",
     "build_model",
     "canonical_variant",
+    "display_name",
     "get_variant",
     "register_variant",
+    "unregister_variant",
 ]
 
 if TYPE_CHECKING:
@@ -76,12 +88,28 @@ if TYPE_CHECKING:
         SoftFactorizedFiLM,
         TokenAwareFiLM,
     )
-    from ls.models.config import ModelConfig, WeightsConfig
-    from ls.models.heads import ClassifierHead, HeadSpec
+    from ls.models.heads import ClassifierHead
     from ls.models.meta import MetadataError, MetadataFeatures, MetadataMLP, PerFeatureContinuousEncoder
     from ls.models.model import ConditionedAST, build_model
-    from ls.models.names import VARIANT_ALIASES, VARIANTS, canonical_variant
-    from ls.models.registry import VARIANT_REGISTRY, Variant, get_variant, register_variant
+    from ls.models.options import (
+        FiLMOptions,
+        GRFOptions,
+        MetadataOptions,
+        ModelConfig,
+        SoftFiLMOptions,
+        TAFiLMOptions,
+        WeightsConfig,
+    )
+    from ls.models.variants import (
+        VARIANTS,
+        HeadSpec,
+        Variant,
+        canonical_variant,
+        display_name,
+        get_variant,
+        register_variant,
+        unregister_variant,
+    )
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -2,18 +2,15 @@
 
 Every variant of the paper ends in the same shape of head, LN -> Dropout -> Linear -> act -> Dropout ->
 Linear, but with a different activation and hidden width per variant (ReLU/64 for AST, FiLM and SoftFiLM,
-GELU/64 for TAFiLM, GELU/``hidden_dim`` (32) for GRF). The per-variant choice lives in the registry;
-``models.<variant>.head: common`` gives every variant the same head (defect 11.4-4).
+GELU/64 for TAFiLM, GELU/32 for GRF). Each variant's head is in the variant table (``ls.models.variants``);
+``models.<variant>.head_hidden_dim`` / ``head_activation`` override it, e.g. to compare variants with one head.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import nn
 
-#: Hidden width of the paper's heads for AST, FiLM, TAFiLM and SoftFiLM (hard-coded in the reference).
-PAPER_HEAD_HIDDEN_DIM = 64
+from ls.models.variants import HeadSpec
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU}
 
@@ -24,19 +21,6 @@ def make_activation(name: str) -> nn.Module:
         return _ACTIVATIONS[name]()
     except KeyError:
         raise ValueError(f"unknown activation {name!r}; expected one of {', '.join(_ACTIVATIONS)}") from None
-
-
-@dataclass(frozen=True)
-class HeadSpec:
-    """Shape of a classifier head: hidden width and activation between the two Linear layers."""
-
-    hidden_dim: int
-    activation: str = "relu"
-
-    def __post_init__(self) -> None:
-        if self.hidden_dim < 1:
-            raise ValueError(f"head hidden_dim must be >= 1, got {self.hidden_dim}")
-        make_activation(self.activation)  # validates the name
 
 
 class ClassifierHead(nn.Sequential):

@@ -1,28 +1,28 @@
-"""Metadata encoders: from the batched metadata dict to feature vectors the conditioning modules use.
+"""Metadata encoders: from the batch's ``meta`` dict to feature vectors the conditioning modules use.
 
-A batch carries ``meta = {"device": [B] int64, "site": [B] int64, "cont": [B, C] float32}`` (see
-``ls.types.META_KEYS``). Vocabulary sizes and ``C`` come from the fitted :class:`ls.types.MetadataSpec`, never
-from constants (defect 11.3-8); id 0 (``ls.types.UNKNOWN_ID``) is a trained row like any other and is what
-devices/sites never seen in training map to.
+``meta = {<factor>: int64 [B] for every categorical factor, "cont": float [B, C]}``; which factors exist and
+their vocabulary sizes come from the fitted :class:`ls.types.MetadataSpec` (ICBHI: ``device``, ``site``), never
+from constants. Id 0 (``ls.types.UNKNOWN_ID``) is a trained row like any other and is what values never seen
+in training map to.
 
 Building blocks:
 
-- :class:`PerFeatureContinuousEncoder`: the "improved" continuous encoder of FiLM/TAFiLM (spec 3.2).
+- :class:`PerFeatureContinuousEncoder`: the "improved" continuous encoder of FiLM/TAFiLM.
 - :func:`continuous_encoder`: one of raw / LayerNorm / per-feature encoding of ``cont``.
-- :class:`MetadataFeatures`: ``meta`` -> ``[E_d(device); E_s(site); g(cont)]`` with parts switchable.
+- :class:`MetadataFeatures`: ``meta`` -> ``[E_1(factor_1); ...; E_k(factor_k); g(cont)]``.
 - :class:`MetadataMLP`: ``LN -> Linear -> act -> Dropout -> Linear -> act`` (FiLM, TAFiLM, SoftFiLM encoders).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from ls.models.heads import make_activation
-from ls.types import UNKNOWN_ID, MetadataSpec
+from ls.types import CONT_KEY, UNKNOWN_ID, MetadataSpec
 
 ContinuousKind = Literal["raw", "layernorm", "per_feature"]
 
@@ -39,8 +39,8 @@ def check_meta_tensor(meta: Mapping[str, Tensor] | None, key: str, *, vocab_size
     """
     if meta is None:
         raise MetadataError(
-            "this model is conditioned on metadata but got meta=None; pass meta={'device': [B] int64, "
-            "'site': [B] int64, 'cont': [B, C] float32} (ls.types.META_KEYS)"
+            "this model is conditioned on metadata but got meta=None; pass the batch's 'meta' dict "
+            "({<factor>: [B] int64 ids, 'cont': [B, C] float32})"
         )
     if key not in meta:
         raise MetadataError(f"meta has no key {key!r} (keys present: {', '.join(sorted(meta)) or 'none'})")
@@ -56,8 +56,10 @@ def check_meta_tensor(meta: Mapping[str, Tensor] | None, key: str, *, vocab_size
         return value
     if value.dim() != 1 or value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
         raise MetadataError(f"meta[{key!r}] must be an integer id tensor [B], got {value.dtype} {tuple(value.shape)}")
-    if vocab_size is not None and value.numel() > 0:
-        lo, hi = int(value.min()), int(value.max())  # one sync per batch: cheap next to the transformer
+    # The id range is checked on CPU tensors only: on a GPU the check would make every step wait for the device
+    # (an id out of range there still fails, in the embedding lookup, with a less specific message).
+    if vocab_size is not None and value.numel() > 0 and value.device.type == "cpu":
+        lo, hi = int(value.min()), int(value.max())
         if lo < 0 or hi >= vocab_size:
             raise MetadataError(
                 f"meta[{key!r}] has ids in [{lo}, {hi}] but the vocabulary has {vocab_size} entries "
@@ -67,7 +69,7 @@ def check_meta_tensor(meta: Mapping[str, Tensor] | None, key: str, *, vocab_size
 
 
 class PerFeatureContinuousEncoder(nn.Module):
-    """Encode each continuous feature on its own, then mix (spec 3.2, FiLM/TAFiLM's "improved" encoder).
+    """Encode each continuous feature on its own, then mix (FiLM/TAFiLM's "improved" encoder).
 
     Each scalar feature ``i`` goes through ``Linear(1, k) -> LN(k) -> ReLU -> Dropout`` with
     ``k = max(1, hidden_dim // num_features)``; the ``num_features * k`` outputs are concatenated and mixed by
@@ -119,56 +121,61 @@ def continuous_encoder(kind: ContinuousKind, cont_dim: int, hidden_dim: int = 0,
 
 
 class MetadataFeatures(nn.Module):
-    """``meta`` dict -> one vector per cycle: ``[E_d(device); E_s(site); g(cont)]`` (enabled parts only).
+    """``meta`` dict -> one vector per cycle: ``[E_1(factor_1); ...; E_k(factor_k); g(cont)]``.
 
     Args:
-        spec: fitted metadata spec; gives the vocabulary sizes (incl. the unknown id 0) and ``cont_dim``.
-        dev_emb_dim, site_emb_dim: embedding widths (N(0, 1) init, PyTorch's default, as the reference).
-        use_device, use_site, use_continuous: which parts to include (ablations).
-        continuous: how ``cont`` is encoded (see :func:`continuous_encoder`).
-        continuous_hidden_dim, dropout: for the ``per_feature`` encoder.
+        spec: fitted metadata spec: the factors, their vocabulary sizes (incl. the unknown id 0) and ``C``.
+        factors: the categorical factors to embed, in ``spec`` order (a subset: ablations).
+        emb_dims: embedding width per embedded factor (N(0, 1) init, PyTorch's default, as the reference).
+        use_continuous: whether ``cont`` is part of the vector, encoded as ``continuous``
+            (see :func:`continuous_encoder`; ``continuous_hidden_dim`` and ``dropout`` are for ``per_feature``).
 
-    Output ``[B, out_dim]``; ``out_dim`` = sum of the enabled parts' widths.
+    Each factor's embedding is the attribute ``<factor>_embedding`` (ICBHI: ``device_embedding``,
+    ``site_embedding``), so parameter names say what they embed. Output ``[B, out_dim]``.
     """
 
     def __init__(
         self,
         spec: MetadataSpec,
         *,
-        dev_emb_dim: int = 0,
-        site_emb_dim: int = 0,
-        use_device: bool = True,
-        use_site: bool = True,
+        factors: Sequence[str] = (),
+        emb_dims: Mapping[str, int] | None = None,
         use_continuous: bool = True,
         continuous: ContinuousKind = "raw",
         continuous_hidden_dim: int = 0,
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        self.num_devices, self.num_sites, self.cont_dim = spec.num_devices, spec.num_sites, spec.cont_dim
-        self.device_embedding = nn.Embedding(spec.num_devices, dev_emb_dim) if use_device else None
-        self.site_embedding = nn.Embedding(spec.num_sites, site_emb_dim) if use_site else None
+        order = [f for f in spec.factor_names if f in set(factors)]
+        if len(order) != len(set(factors)):
+            missing = sorted(set(factors) - set(spec.factor_names))
+            raise ValueError(f"factors {missing} are not in the metadata spec ({', '.join(spec.factor_names)})")
+        emb_dims = dict(emb_dims or {})
+        self.factors = tuple(order)
+        self.vocab_sizes = {name: spec.factor(name).size for name in self.factors}
+        self.cont_dim = spec.cont_dim
+        out_dim = 0
+        for name in self.factors:
+            self.add_module(f"{name}_embedding", nn.Embedding(self.vocab_sizes[name], emb_dims[name]))
+            out_dim += emb_dims[name]
         self.continuous: nn.Module | None = None
-        out_dim = (dev_emb_dim if use_device else 0) + (site_emb_dim if use_site else 0)
         if use_continuous:
             if spec.cont_dim < 1:
                 raise ValueError("use_continuous is true but the metadata spec has no continuous features")
             self.continuous, cont_out = continuous_encoder(continuous, spec.cont_dim, continuous_hidden_dim, dropout)
             out_dim += cont_out
         if out_dim == 0:
-            raise ValueError("no metadata part enabled: set at least one of use_device, use_site, use_continuous")
+            raise ValueError("no metadata part enabled: use at least one factor or the continuous features")
         self.out_dim = out_dim
 
     def forward(self, meta: Mapping[str, Tensor] | None) -> Tensor:
-        """``meta`` (``device [B]``, ``site [B]``, ``cont [B, C]``; only the used keys are needed) -> ``[B, out_dim]``."""
+        """``meta`` (only the used keys are needed) -> ``[B, out_dim]``."""
         parts: list[Tensor] = []
-        if self.device_embedding is not None:
-            parts.append(self.device_embedding(check_meta_tensor(meta, "device", vocab_size=self.num_devices)))
-        if self.site_embedding is not None:
-            parts.append(self.site_embedding(check_meta_tensor(meta, "site", vocab_size=self.num_sites)))
+        for name in self.factors:
+            ids = check_meta_tensor(meta, name, vocab_size=self.vocab_sizes[name])
+            parts.append(getattr(self, f"{name}_embedding")(ids))
         if self.continuous is not None:
-            cont = check_meta_tensor(meta, "cont", cont_dim=self.cont_dim)
-            parts.append(self.continuous(cont))
+            parts.append(self.continuous(check_meta_tensor(meta, CONT_KEY, cont_dim=self.cont_dim)))
         return torch.cat(parts, dim=-1)
 
 

@@ -1,7 +1,7 @@
 """The model every variant shares: AST backbone + a conditioning mechanism + a classifier head.
 
 ``build_model(model_cfg, metadata_spec)`` is the single factory; the variant (``model_cfg.variant``) picks
-the conditioning mechanism and the paper's head through :mod:`ls.models.registry`.
+the conditioning mechanism and its head through the variant table, :mod:`ls.models.variants`.
 """
 
 from __future__ import annotations
@@ -14,13 +14,12 @@ from torch import Tensor, nn
 
 from ls.models.backbone import ASTBackbone
 from ls.models.conditioning import Conditioning
-from ls.models.config import ModelConfig
-from ls.models.heads import ClassifierHead, HeadSpec
-from ls.models.names import canonical_variant
-from ls.models.registry import get_variant, head_spec
-from ls.types import META_KEYS, MetadataSpec
+from ls.models.heads import ClassifierHead
+from ls.models.options import ModelConfig
+from ls.models.variants import HeadSpec, get_variant
+from ls.types import CONT_KEY, MetadataSpec
 
-#: Freezing defaults of the reference when the config leaves the block count unset (spec 4.10).
+#: Freezing defaults of the reference when the config leaves the block count unset.
 DEFAULT_UNTIL_BLOCK = 9
 DEFAULT_TRAINABLE_BLOCKS = 2
 FREEZE_STRATEGIES = ("none", "all", "until_block", "trainable_blocks")
@@ -40,7 +39,8 @@ class ConditionedAST(nn.Module):
 
     Analysis methods of the mechanism (``gate_value`` for GRF; ``set_mask_temperature``, ``mask_stats`` and
     ``masks`` for SoftFiLM) are available on the model itself; ``hasattr(model, "gate_value")`` tells whether
-    the variant has them.
+    the variant has them. The generic hooks every model has, for whatever trains it: ``start_epoch``,
+    ``epoch_stats`` and ``auxiliary_losses``.
     """
 
     def __init__(self, backbone: ASTBackbone, conditioning: Conditioning, classifier: nn.Module,
@@ -71,15 +71,16 @@ class ConditionedAST(nn.Module):
 
         Args:
             spec: normalised log-mel spectrogram ``[B, T, F]``.
-            meta: ``device [B]`` int64, ``site [B]`` int64, ``cont [B, C]`` float (ignored by the baseline).
+            meta: the batch's ``meta``: ``<factor> [B]`` int64 per categorical factor, ``cont [B, C]`` float
+                (ignored by the baseline).
             return_info: also return ``info`` with
 
                 - ``embedding`` ``[B, D]``: the representation fed to the head (after GRF's fusion);
                 - ``backbone_embedding`` ``[B, D]``: the pooled backbone output (before fusion);
                 - FiLM / SoftFiLM: ``gamma``, ``beta`` ``{layer: [B, D]}``;
                 - TAFiLM: ``gamma_cls``, ``beta_cls``, ``gamma_patch``, ``beta_patch`` ``{layer: [B, D]}``;
-                - SoftFiLM: ``masks`` ``{"shared" | "layer_<l>": {"dev", "site", "rest": [D]}}`` at the current
-                  temperature, ``mask_stats`` (see ``mask_stats()``);
+                - SoftFiLM: ``masks`` ``{"shared" | "layer_<l>": {<factor key>: [D]}}`` at the current
+                  temperature (ICBHI keys ``dev``, ``site``, ``rest``), ``mask_stats`` (see ``mask_stats()``);
                 - GRF: ``gate`` (float), ``metadata_projection`` ``[B, D]``.
         """
         if self.conditioning.requires_metadata:
@@ -103,18 +104,27 @@ class ConditionedAST(nn.Module):
         if meta is None:
             return None  # the conditioning raises a message that says what to pass
         batch = spec.shape[0]
-        for key in META_KEYS:
-            value = meta.get(key)
+        for key, value in meta.items():
             if isinstance(value, Tensor) and (value.dim() == 0 or value.shape[0] != batch):
                 raise ValueError(f"meta[{key!r}] has shape {tuple(value.shape)} but spec has batch size {batch}")
-        cont = meta.get("cont")
+        cont = meta.get(CONT_KEY)
         if isinstance(cont, Tensor) and cont.is_floating_point() and cont.dtype != spec.dtype:
-            meta = {**meta, "cont": cont.to(spec.dtype)}  # loaders give float32; follow the model's precision
+            meta = {**meta, CONT_KEY: cont.to(spec.dtype)}  # loaders give float32; follow the model's precision
         return meta
+
+    # -- hooks for whatever trains the model (the engine knows no mechanism) -----------------------------------
 
     def auxiliary_losses(self) -> dict[str, Tensor]:
         """Weighted regularisers to add to the task loss (SoftFiLM: ``mask_overlap``, ``mask_coverage``)."""
         return self.conditioning.auxiliary_losses()
+
+    def start_epoch(self, epoch: int, epochs: int) -> None:
+        """Before training epoch ``epoch`` (0-based) of ``epochs`` (SoftFiLM sets its mask temperature)."""
+        self.conditioning.start_epoch(epoch, epochs)
+
+    def epoch_stats(self) -> dict[str, float]:
+        """Numbers to log once per epoch (SoftFiLM: ``mask_temperature``, ``mask/<stat>``; GRF: ``gate``)."""
+        return self.conditioning.epoch_stats()
 
     # -- optimisation helpers -------------------------------------------------------------------------------
 
@@ -138,7 +148,7 @@ class ConditionedAST(nn.Module):
 
     def freeze(self, strategy: str, until_block: int | None = None, trainable_blocks: int | None = None,
                freeze_conditioning: bool = False) -> None:
-        """Set ``requires_grad`` for a freezing strategy (spec 4.10); works for every variant (fix 11.2-7).
+        """Set ``requires_grad`` for a freezing strategy; works for every variant (docs/fixes.md 11.2-7).
 
         Everything is made trainable first, then:
 
@@ -175,19 +185,28 @@ class ConditionedAST(nn.Module):
 
 
 def build_model(model_cfg: ModelConfig, metadata_spec: MetadataSpec | None = None, *,
-                backbone: ASTBackbone | None = None) -> ConditionedAST:
+                backbone: ASTBackbone | None = None, label_dim: int | None = None) -> ConditionedAST:
     """Build the model of ``model_cfg.variant`` (aliases accepted) for data described by ``metadata_spec``.
 
-    Vocabulary sizes and the continuous width come from ``metadata_spec`` (required for conditioned
-    variants). The backbone is built from the config's AST fields, and pretrained weights are loaded into it
-    through :mod:`ls.models.weights` when ``model_cfg.weights.source != "none"`` (local files only).
-    ``backbone`` replaces that step with an already built one (e.g. ``ls.models.weights.backbone_from_hf``
-    for a checkpoint whose size is no preset), used as it is.
+    ``model_cfg`` is the variant's options (``cfg.model(variant)`` of a loaded config, where the input size and
+    ``label_dim`` are already derived from the data and the output mode). The factors' vocabularies and the
+    continuous width come from ``metadata_spec`` (required for conditioned variants). The backbone is built
+    from the config's AST fields, and pretrained weights are loaded into it through :mod:`ls.models.weights`
+    when ``model_cfg.weights.source != "none"`` (local files only). ``backbone`` replaces that step with an
+    already built one (e.g. ``ls.models.weights.backbone_from_hf``), used as it is; ``label_dim`` overrides
+    the config's.
     """
     if not model_cfg.variant:
         raise ValueError("model config has no variant; load it through ls.config (models.<variant>) or set variant")
-    variant = get_variant(canonical_variant(model_cfg.variant))
+    variant = get_variant(model_cfg.variant)
+    label_dim = label_dim or model_cfg.label_dim
+    if label_dim is None:
+        raise ValueError(f"models.{variant.name}.label_dim is unset: load the config through ls.config (it derives "
+                         "label_dim from the output mode) or pass build_model(..., label_dim=N)")
     if backbone is None:
+        if model_cfg.input_fdim is None or model_cfg.input_tdim is None:
+            raise ValueError(f"models.{variant.name}: the input size is unset: load the config through ls.config "
+                             "(it takes it from audio.n_mels and dataset.w) or set input_fdim and input_tdim")
         backbone = ASTBackbone(
             model_size=model_cfg.model_size,
             input_fdim=model_cfg.input_fdim,
@@ -200,11 +219,12 @@ def build_model(model_cfg: ModelConfig, metadata_spec: MetadataSpec | None = Non
             from ls.models.weights import load_pretrained
 
             load_pretrained(backbone, model_cfg.weights, variant.name)
-    conditioning = variant.conditioning.from_config(model_cfg, metadata_spec, backbone.embed_dim, backbone.depth)
-    head = build_head(model_cfg, backbone.embed_dim, head_spec(model_cfg, variant))
+    conditioning = variant.conditioning_class().from_config(model_cfg, metadata_spec, backbone.embed_dim,
+                                                             backbone.depth)
+    head = build_head(model_cfg, backbone.embed_dim, variant.head_spec(model_cfg), label_dim)
     return ConditionedAST(backbone, conditioning, head, variant.name)
 
 
-def build_head(model_cfg: ModelConfig, embed_dim: int, spec: HeadSpec) -> ClassifierHead:
+def build_head(model_cfg: ModelConfig, embed_dim: int, spec: HeadSpec, label_dim: int) -> ClassifierHead:
     """Classifier head ``[B, embed_dim]`` -> ``[B, label_dim]`` with the model's dropout."""
-    return ClassifierHead(embed_dim, model_cfg.label_dim, spec, model_cfg.dropout)
+    return ClassifierHead(embed_dim, label_dim, spec, model_cfg.dropout)

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ls.models.backbone import NUM_PREFIX_TOKENS, PATCH_SIZE, TIMM_NAMES, ASTBackbone, ViTArch, patch_grid
-from ls.models.config import WeightsConfig
+from ls.models.options import WeightsConfig
 
 log = logging.getLogger(__name__)
 

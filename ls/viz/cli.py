@@ -35,10 +35,6 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-VARIANT_LABELS = {"ast": "AST", "ast_fus": "GRF-AST", "ast_film": "FiLM-AST", "ast_tafilm": "TAFiLM-AST",
-                  "ast_film_soft": "SoftFiLM-AST"}
-FILM_VARIANTS = ("ast_film", "ast_tafilm", "ast_film_soft")
-MASK_VARIANTS = ("ast_film_soft",)
 FIGURES = ("mask_analysis", "tsne", "film_params", "performance")
 
 
@@ -64,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", help="MLflow run to attach the figures to (artifact folder 'figures')")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--num-batches", type=int, default=None, help="use only the first N batches of the split")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--compute-device", default="auto", choices=("auto", "cpu", "cuda"), help="where models run")
     p.add_argument("--seed", type=int, default=42, help="t-SNE seed")
     return p
 
@@ -74,8 +70,18 @@ class ModelRun:
     """One checkpoint loaded and run over the split."""
 
     name: str  # label in figures and file names
-    ctx: Any  # ls.evaluate.InferenceContext
-    outputs: Any  # ls.evaluate.InferenceOutputs
+    ctx: Any  # ls.inference.InferenceContext
+    outputs: Any  # ls.engine.inference.InferenceOutputs (extra: embedding, film)
+
+
+def has_masks(model: Any) -> bool:
+    """SoftFiLM-type models expose their soft masks (``masks()``)."""
+    return hasattr(model, "masks")
+
+
+def has_film(model: Any) -> bool:
+    """Models that modulate transformer blocks (FiLM, TAFiLM, SoftFiLM) report gamma/beta."""
+    return bool(getattr(getattr(model, "conditioning", None), "conditioned_layers", ()))
 
 
 def requested_figures(args: argparse.Namespace) -> list[str]:
@@ -85,23 +91,24 @@ def requested_figures(args: argparse.Namespace) -> list[str]:
     return list(FIGURES) if args.all or not chosen else chosen
 
 
-def check_request(figures: Sequence[str], explicit: bool, conditioned_variant: str | None,
-                  has_conditioned: bool, has_baseline: bool) -> list[str]:
-    """The figures to draw. An explicitly requested figure that the checkpoints cannot give is an error
-    saying why; under ``--all`` such figures are skipped with a note."""
+def check_request(figures: Sequence[str], explicit: bool, conditioned: Any | None, has_baseline: bool) -> list[str]:
+    """The figures to draw (``conditioned``: the ``--checkpoint`` context). An explicitly requested figure that
+    the checkpoints cannot give is an error saying why; under ``--all`` such figures are skipped with a note."""
     plan = []
+    has_conditioned = conditioned is not None
+    variant = conditioned.variant if has_conditioned else None
     for fig in figures:
         problem = None
         if fig in ("mask_analysis", "film_params", "tsne") and not has_conditioned:
             problem = f"--{fig.replace('_', '-')} needs --checkpoint (the metadata-conditioned model)"
         elif fig == "tsne" and not has_baseline:
             problem = "--tsne needs --baseline-ckpt as well as --checkpoint (the two models are compared)"
-        elif fig == "mask_analysis" and conditioned_variant not in MASK_VARIANTS:
-            problem = (f"--mask-analysis needs a SoftFiLM checkpoint (variant ast_film_soft); --checkpoint is "
-                       f"variant {conditioned_variant!r}, which has no soft masks")
-        elif fig == "film_params" and conditioned_variant not in FILM_VARIANTS:
-            problem = (f"--film-params needs a FiLM, TAFiLM or SoftFiLM checkpoint; --checkpoint is variant "
-                       f"{conditioned_variant!r}, which has no gamma/beta")
+        elif fig == "mask_analysis" and not has_masks(conditioned.model):
+            problem = (f"--mask-analysis needs a model with soft masks (SoftFiLM, ast_film_soft); --checkpoint is "
+                       f"variant {variant!r}, which has none")
+        elif fig == "film_params" and not has_film(conditioned.model):
+            problem = (f"--film-params needs a model that modulates transformer blocks (FiLM, TAFiLM, SoftFiLM); "
+                       f"--checkpoint is variant {variant!r}, which has no gamma/beta")
         elif fig == "performance" and not (has_conditioned or has_baseline):
             problem = "--performance needs --checkpoint and/or --baseline-ckpt"
         if problem is None:
@@ -114,20 +121,26 @@ def check_request(figures: Sequence[str], explicit: bool, conditioned_variant: s
 
 
 def _groupings(run: ModelRun) -> dict[str, list[str]]:
+    """``{"Class": [...], <Factor>: [...]}`` per cycle: the class and every categorical metadata factor."""
     from ls.engine.predict_rules import target_classes
-    from ls.evaluate import names_of
+    from ls.inference import factor_columns
 
-    spec = run.ctx.loaded.metadata_spec
     y = target_classes(run.outputs.labels, run.ctx.mode)
-    return {
-        "Class": [run.ctx.class_names[c] for c in y],
-        "Device": names_of(run.outputs.device, spec.device_names if spec else None),
-        "Site": names_of(run.outputs.site, spec.site_names if spec else None),
-    }
+    groups = {"Class": [run.ctx.class_names[c] for c in y]}
+    for factor, values in factor_columns(run.outputs, run.ctx.vocabularies()).items():
+        groups[factor_label(factor)] = values
+    return groups
+
+
+def factor_label(factor: str) -> str:
+    """Display name of a metadata factor (``device`` -> ``Device``)."""
+    return factor.replace("_", " ").capitalize()
 
 
 def _model_name(ctx: Any, taken: Sequence[str]) -> str:
-    name = VARIANT_LABELS.get(ctx.variant, ctx.variant)
+    from ls.models.variants import display_name
+
+    name = display_name(ctx.variant)
     return name if name not in taken else f"{name} ({Path(ctx.path).stem})"
 
 
@@ -169,7 +182,7 @@ def tsne_figure(baseline: ModelRun, conditioned: ModelRun, out_dir: Path, seed: 
         raise FigureError("the two checkpoints share fewer than 2 evaluated cycles; pass the same --config")
     pos = {run.name: {k: i for i, k in enumerate(keys(run))} for run in (baseline, conditioned)}
     idx = {name: np.array([p[k] for k in common]) for name, p in pos.items()}
-    embeddings = {run.name: run.outputs.embedding[idx[run.name]] for run in (baseline, conditioned)}
+    embeddings = {run.name: run.outputs.extra["embedding"][idx[run.name]] for run in (baseline, conditioned)}
     groups = {g: [v[i] for i in idx[conditioned.name]] for g, v in _groupings(conditioned).items()}
     result = plot_tsne_comparison(embeddings, groups, out_dir, "tsne_comparison", seed=seed)
     for model, sil in result["silhouette"].items():
@@ -181,9 +194,10 @@ def tsne_figure(baseline: ModelRun, conditioned: ModelRun, out_dir: Path, seed: 
 def film_figures(run: ModelRun, out_dir: Path) -> list[Path]:
     from ls.viz.film import film_params_figures
 
-    if run.outputs.film is None:
+    film = run.outputs.extra.get("film")
+    if not film:
         raise FigureError(f"{run.ctx.path}: the model reported no FiLM parameters")
-    return film_params_figures(run.outputs.film, _groupings(run), out_dir, prefix="film_params")
+    return film_params_figures(film, _groupings(run), out_dir, prefix="film_params")
 
 
 def training_history(ctx: Any) -> list[dict] | dict | None:
@@ -224,9 +238,9 @@ def performance_figures(run: ModelRun, out_dir: Path) -> list[Path]:
     title = f"{run.name}: Sp {100 * m['specificity']:.1f}, Se {100 * m['sensitivity']:.1f}, " \
             f"Score {100 * m['icbhi_score']:.1f}"
     paths = plot_confusion_matrix(report.confusion, report.class_names, out_dir, f"{stem}_confusion", title)
-    for factor in ("device", "site"):
+    for factor in run.outputs.meta:
         scores = group_scores(report.group_metrics, factor)
-        paths += plot_group_scores(scores, factor.capitalize(), out_dir, f"{stem}_score_by_{factor}", run.name)
+        paths += plot_group_scores(scores, factor_label(factor), out_dir, f"{stem}_score_by_{factor}", run.name)
     history = training_history(run.ctx)
     if history:
         paths += plot_training_curves(history, out_dir, f"{stem}_curves", run.name)
@@ -251,28 +265,33 @@ def attach_to_run(paths: Sequence[Path], run_id: str, cfg: Any) -> None:
 # -- entry point ------------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> list[Path]:
     """Draw the requested figures; returns the written files."""
-    from ls.evaluate import build_split_loader, load_for_inference, run_inference
+    from ls.inference import build_split_loader, load_for_inference, run_inference
+    from ls.viz.film import summarise_film_info
 
     figures = requested_figures(args)
     explicit = not args.all and any(getattr(args, f) for f in FIGURES)
     contexts = {}
     if args.checkpoint:
-        contexts["conditioned"] = load_for_inference(args.checkpoint, args.config, args.device)
+        contexts["conditioned"] = load_for_inference(args.checkpoint, args.config, args.compute_device)
     if args.baseline_ckpt:
-        contexts["baseline"] = load_for_inference(args.baseline_ckpt, args.config, args.device)
+        contexts["baseline"] = load_for_inference(args.baseline_ckpt, args.config, args.compute_device)
         if contexts["baseline"].variant != "ast":
             print(f"note: --baseline-ckpt is variant {contexts['baseline'].variant!r}, not the plain AST",
                   file=sys.stderr)
-    cond = contexts.get("conditioned")
-    plan = check_request(figures, explicit, cond.variant if cond else None, cond is not None,
-                         "baseline" in contexts)
+    plan = check_request(figures, explicit, contexts.get("conditioned"), "baseline" in contexts)
     if not plan:
         raise FigureError("nothing to draw with the given checkpoints")
+
+    def keep(info: Any, batch: Any) -> dict[str, Any]:
+        kept = {"embedding": info["embedding"]}
+        if any(k.startswith(("gamma", "beta")) for k in info):
+            kept["film"] = summarise_film_info(info)
+        return kept
 
     runs: dict[str, ModelRun] = {}
     for role, ctx in contexts.items():
         loader = build_split_loader(ctx, args.split)
-        outputs = run_inference(ctx.model, loader, ctx.device, args.num_batches, collect_info=True)
+        outputs = run_inference(ctx.model, loader, ctx.device, max_batches=args.num_batches, info_fn=keep)
         runs[role] = ModelRun(_model_name(ctx, [r.name for r in runs.values()]), ctx, outputs)
 
     out_dir = Path(args.out)

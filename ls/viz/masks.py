@@ -1,4 +1,4 @@
-"""SoftFiLM mask analysis (spec section 7.1): how the soft masks split the embedding dimensions between factors.
+"""SoftFiLM mask analysis (the paper's mask figure): how the soft masks split the embedding dimensions between factors.
 
 Inputs are the mask weights ``w_k = sigmoid(a_k / tau)`` as the model reports them in ``info["masks"]``, i.e.
 at the temperature the model actually runs at (the reference recomputed them at tau = 1, which is not what the

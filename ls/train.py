@@ -1,4 +1,6 @@
-"""Experiment runner: config -> data -> model -> trainer -> tracker, for one run, several seeds or k folds.
+"""Training from the command line: config -> data -> model -> trainer -> tracker, for one run, several seeds or
+k folds. The application layer above ``ls.engine``: it knows datasets (``ls.data``), models (``ls.models``) and
+files; the trainer it drives knows none of them.
 
 Each root script (``ast_train.py``, ``ast_film_soft.py``, ...) is ``sys.exit(main("<variant>"))``:
 
@@ -34,17 +36,14 @@ from ls.engine.checkpoint import read_checkpoint
 from ls.engine.distributed import DistContext, barrier, cleanup_distributed, init_distributed
 from ls.engine.tracking import NullTracker, Tracker, build_tracker
 from ls.engine.trainer import FitResult, Trainer, resolve_device, seed_everything
-from ls.models.names import canonical_variant
+from ls.models.variants import VARIANTS, canonical_variant, get_variant
 from ls.utils.io import atomic_write_text
+from ls.utils.trees import to_dict
 
-#: Which root script trains which variant (the paper's entry points).
-SCRIPTS = {
-    "ast": "ast_train.py",
-    "ast_fus": "ast_meta_fus_train.py",
-    "ast_film": "ast_film_train.py",
-    "ast_tafilm": "ast_tafilm_train.py",
-    "ast_film_soft": "ast_film_soft.py",
-}
+
+def scripts() -> dict[str, str]:
+    """Which root script trains which variant (read from the variant table)."""
+    return {v.name: v.script for v in VARIANTS.values() if v.script}
 
 
 @dataclass
@@ -83,7 +82,7 @@ def train_run(
     from ls.models import build_model
 
     variant = canonical_variant(variant)
-    check_input_size(cfg, variant)  # before any data is built
+    cfg.model(variant)  # a missing models.<variant> block fails before any data is built
     ctx = ctx or DistContext()
     tracker = tracker if (tracker is not None and ctx.is_main) else NullTracker()
     run_name = run_name or default_run_name(cfg, variant, None if fold is None else fold[0])
@@ -93,34 +92,37 @@ def train_run(
     seed_everything(cfg.seed)
     datasets = build_datasets(cfg) if fold is None else build_fold_datasets(cfg, fold[0], fold[1])
     loaders = build_loaders(cfg, datasets, rank=ctx.rank, world_size=ctx.world_size)
-    model = build_model(cfg.model(variant), datasets.metadata_spec)
+    spec = datasets.metadata_spec
+    model = build_model(cfg.model(variant), spec)
 
     if resume_state is not None and resume_state.get("mlflow_run_id"):
         tracker.start_run(run_id=resume_state["mlflow_run_id"])
     else:
         tracker.start_run(run_name, tags=_tags(cfg, variant, None if fold is None else fold[0]))
         tracker.log_params(flatten(cfg))
-    spec = datasets.metadata_spec
     trainer = Trainer(
         model,
         loaders,
-        cfg,
+        cfg.training,
+        cfg.output_mode,
         tracker,
+        seed=cfg.seed,
         checkpoint_meta={
             "variant": variant,
+            "config": to_dict(cfg),
             "metadata_encoder": datasets.encoder.state_dict() if datasets.encoder is not None else None,
             "metadata_spec": spec.to_dict() if spec is not None else None,
             "class_names": list(datasets.class_names),
         },
         run_dir=run_dir,
-        group_names={"device": list(spec.device_names), "site": list(spec.site_names)} if spec else None,
+        group_names=spec.vocabularies() if spec is not None else None,
         ctx=ctx,
         progress=progress,
     )
     try:
         result = trainer.fit(resume_from=resume)
         if ctx.is_main:
-            log_run_artifacts(tracker, trainer, result, cfg)
+            log_run_artifacts(tracker, trainer, result, cfg, variant)
     except BaseException:
         tracker.end_run("FAILED")
         raise
@@ -130,21 +132,6 @@ def train_run(
     test["loss"] = result.test.loss if result.test is not None else float("nan")
     return RunOutcome(variant, cfg.seed, test, result.best_epoch, run_dir,
                       getattr(tracker, "run_id", None), None if fold is None else fold[0], result)
-
-
-def check_input_size(cfg: Config, variant: str) -> None:
-    """The features (``dataset.h`` mel bins x ``dataset.w`` frames) must be the model's input
-    (``models.<variant>.input_fdim`` x ``input_tdim``); raise ``ConfigError`` naming both keys otherwise."""
-    from ls.config import ConfigError
-
-    model_cfg = cfg.model(variant)
-    key = next((k for k, m in cfg.models.items() if m is model_cfg), variant)
-    pairs = (("h", cfg.dataset.h, "input_fdim", model_cfg.input_fdim),
-             ("w", cfg.dataset.w, "input_tdim", model_cfg.input_tdim))  # fmt: skip
-    bad = [f"dataset.{d} = {dv} but models.{key}.{m} = {mv}" for d, dv, m, mv in pairs if dv != mv]
-    if bad:
-        raise ConfigError("the model input must match the features: " + "; ".join(bad)
-                          + " (dataset.h/w are the mel bins/frames fed to the model; set both keys alike)")
 
 
 def default_run_name(cfg: Config, variant: str, fold: int | None = None) -> str:
@@ -185,8 +172,9 @@ def _git_commit() -> str | None:
 # =================================================================================================
 # Artifacts
 # =================================================================================================
-def log_run_artifacts(tracker: Any, trainer: Trainer, result: FitResult, cfg: Config) -> None:
-    """Resolved config, best checkpoint, confusion matrix, training curves and test predictions."""
+def log_run_artifacts(tracker: Any, trainer: Trainer, result: FitResult, cfg: Config, variant: str) -> None:
+    """Resolved config, best checkpoint, confusion matrix, training curves, test predictions and ``run.json``
+    (what ``ls.report`` reads: variant, seed, selection, test metrics)."""
     run_dir = Path(result.run_dir or trainer.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / "config.yaml"
@@ -196,13 +184,37 @@ def log_run_artifacts(tracker: Any, trainer: Trainer, result: FitResult, cfg: Co
         tracker.log_artifact(run_dir / "best.pt", "checkpoints")
     if result.test is None:
         return
-    out = result.test.outputs
     names = list(trainer.output_mode.class_names)
     preds_path = run_dir / "test_predictions.csv"
-    write_predictions_csv(preds_path, out, trainer.output_mode, names, trainer.group_names)
+    write_predictions_csv(preds_path, result.test, trainer.output_mode, names, trainer.group_names)
     tracker.log_artifact(preds_path)
+    summary_path = run_dir / "run.json"
+    atomic_write_text(summary_path, json.dumps(run_summary(cfg, variant, result, names, trainer.group_names,
+                                                           getattr(tracker, "run_id", None)), indent=2) + "\n")
+    tracker.log_artifact(summary_path)
     for path in run_figures(result, names, run_dir, say=trainer._say):
         tracker.log_artifact(path, "figures")
+
+
+def run_summary(cfg: Config, variant: str, result: FitResult, class_names: Sequence[str],
+                group_names: dict[str, list[str]], run_id: str | None) -> dict[str, Any]:
+    """``run.json`` of a finished run: what it was and how it did on test."""
+    test = result.test
+    metrics = {k: float(v) for k, v in (test.metrics.items() if test is not None else [])}
+    if test is not None:
+        metrics["loss"] = float(test.loss)
+    return {
+        "variant": variant,
+        "display_name": get_variant(variant).display_name,
+        "seed": cfg.seed,
+        "selection": cfg.training.selection,
+        "epochs": cfg.training.epochs,
+        "best_epoch": result.best_epoch,
+        "run_id": run_id,
+        "class_names": list(class_names),
+        "factors": list(group_names),
+        "test": metrics,
+    }
 
 
 def run_figures(result: FitResult, class_names: Sequence[str], run_dir: Path, say: Any = print) -> list[Path]:
@@ -221,7 +233,7 @@ def run_figures(result: FitResult, class_names: Sequence[str], run_dir: Path, sa
     test = result.test
     if test is not None:
         m = test.metrics
-        cm = confusion_matrix(test.outputs["y_true"], test.outputs["pred"], len(class_names))
+        cm = confusion_matrix(test.y_true, test.pred, len(class_names))
         title = (f"test (best epoch {result.best_epoch}): Sp {100 * m.get('specificity', np.nan):.1f}, "
                  f"Se {100 * m.get('sensitivity', np.nan):.1f}, Score {100 * m.get('icbhi_score', np.nan):.1f}")
         paths += performance.plot_confusion_matrix(cm, class_names, run_dir, "confusion_matrix", title)
@@ -235,25 +247,14 @@ def run_figures(result: FitResult, class_names: Sequence[str], run_dir: Path, sa
     return paths
 
 
-def write_predictions_csv(path: Path, out: dict[str, np.ndarray], mode: Any, class_names: Sequence[str],
+def write_predictions_csv(path: Path, test: Any, mode: Any, class_names: Sequence[str],
                           group_names: dict[str, list[str]] | None = None) -> Path:
-    """One row per test cycle: file, cycle, device, site, true and predicted class, and the probability
-    columns of ``ls.evaluate`` (``p_<class>``, plus the raw sigmoids), so both CSVs mean the same thing."""
-    import pandas as pd
+    """One row per test cycle (``ls.evaluate.predictions_table``: file, cycle, patient, each metadata factor,
+    true and predicted class, probabilities), so both CSVs mean the same thing."""
+    from ls.inference import predictions_table
 
-    from ls.evaluate import names_of, probability_columns
-    from ls.utils.io import atomic_write_text
-
-    group_names = group_names or {}
-    table = pd.DataFrame({
-        "filename": out["filename"],
-        "cycle_index": np.asarray(out["cycle_index"], dtype=int),
-        "device": names_of(out["device"], group_names.get("device")),
-        "site": names_of(out["site"], group_names.get("site")),
-        "true": [class_names[int(i)] for i in out["y_true"]],
-        "pred": [class_names[int(i)] for i in out["pred"]],
-        **probability_columns(np.asarray(out["probs"]), mode, class_names),
-    })  # fmt: skip
+    table = predictions_table(test.outputs, test.y_true, test.pred, test.probs, mode, class_names,
+                              dict(group_names or {}))
     atomic_write_text(path, table.to_csv(index=False, float_format="%.6f"))
     return path
 
@@ -343,8 +344,8 @@ def format_summary(outcomes: Sequence[RunOutcome], summary: dict[str, float], wh
 # =================================================================================================
 def build_parser(variant: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=SCRIPTS.get(variant, variant),
-        description=f"Train the {variant} variant on ICBHI 2017 (ls library).",
+        prog=get_variant(variant).script or variant,
+        description=f"Train the {get_variant(variant).display_name} ({variant}) variant (ls library).",
     )
     p.add_argument("--config", required=True, help="YAML run config (e.g. configs/ast_film_soft_config.yaml)")
     p.add_argument("--mlflow-config", default=None,
@@ -376,7 +377,7 @@ def main(variant: str, argv: Sequence[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, overrides=args.overrides)
         try:
-            check_input_size(cfg, variant)  # a missing block for this variant or a size mismatch fails now
+            cfg.model(variant)  # a missing block for this variant fails now
         except ConfigError as exc:
             raise ConfigError(f"{args.config}: {exc}") from exc
         return _run_cli(variant, args, cfg)
@@ -418,16 +419,16 @@ def _run_cli(variant: str, args: argparse.Namespace, cfg: Config) -> int:
 
 
 __all__ = [
-    "SCRIPTS",
     "RunOutcome",
     "build_parser",
-    "check_input_size",
     "default_run_name",
     "log_run_artifacts",
     "main",
     "run_figures",
     "run_kfold",
     "run_seeds",
+    "run_summary",
+    "scripts",
     "summarize",
     "train_run",
     "write_predictions_csv",

@@ -1,0 +1,70 @@
+"""Numeric precision of a run: mixed precision (autocast) on CUDA, TF32 for fp32 matmuls, never on CPU.
+
+``training.amp``:
+
+- ``auto`` (or ``true``): bf16 autocast on CUDA devices that support it (no gradient scaler needed: bf16 has
+  fp32's exponent range); fp16 autocast with a ``GradScaler`` on older GPUs;
+- ``bf16`` / ``fp16``: that one (bf16 on a GPU without it is an error naming the device);
+- ``false``: fp32.
+
+On CPU every setting means fp32: bf16 on this project's CPUs is hundreds of times slower than fp32.
+``training.tf32`` lets fp32 matmuls and convolutions on CUDA use TF32 tensor cores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Precision:
+    """``dtype``: the autocast dtype (None: fp32); ``scaler``: whether gradients need a ``GradScaler`` (fp16)."""
+
+    dtype: torch.dtype | None = None
+    scaler: bool = False
+
+    @property
+    def name(self) -> str:
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "fp32")  # type: ignore[arg-type]
+
+    def autocast(self, device_type: str) -> contextlib.AbstractContextManager:
+        """Autocast context for a forward pass (a no-op for fp32)."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type, dtype=self.dtype)
+
+
+FP32 = Precision()
+
+
+def resolve_precision(amp: bool | str, device: torch.device,
+                      bf16_supported: Callable[[], bool] | None = None) -> Precision:
+    """The precision ``training.amp`` means on ``device`` (see the module docstring)."""
+    if device.type != "cuda" or amp is False or amp == "false":
+        return FP32
+    supported = bf16_supported if bf16_supported is not None else torch.cuda.is_bf16_supported
+    if amp in (True, "auto"):
+        return Precision(torch.bfloat16) if supported() else Precision(torch.float16, scaler=True)
+    if amp == "bf16":
+        if not supported():
+            raise ValueError(f"training.amp is 'bf16' but {torch.cuda.get_device_name(device)} has no bf16 "
+                             "support; use 'fp16' or 'auto'")
+        return Precision(torch.bfloat16)
+    if amp == "fp16":
+        return Precision(torch.float16, scaler=True)
+    raise ValueError(f"training.amp must be auto, bf16, fp16, true or false; got {amp!r}")
+
+
+def configure_tf32(enabled: bool, device: torch.device) -> None:
+    """TF32 tensor-core matmuls/convolutions for fp32 work on CUDA (no effect on CPU)."""
+    if device.type != "cuda":
+        return
+    torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
+    torch.backends.cudnn.allow_tf32 = bool(enabled)
+
+
+__all__ = ["FP32", "Precision", "configure_tf32", "resolve_precision"]

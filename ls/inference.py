@@ -1,0 +1,232 @@
+"""Checkpoint -> model, and the data to run it on: what ``ls.evaluate``, ``ls.predict``, the figures and the
+reports share.
+
+>>> ctx = load_for_inference("checkpoints/<run>/best.pt")          # model, config, encoder, thresholds
+>>> outputs = run_inference(ctx.model, build_split_loader(ctx, "test"), ctx.device)
+
+A checkpoint fixes the model, its output mode and decision thresholds, the features (its ``audio`` section)
+and the fitted metadata encoder (with the feature statistics of ``mel_norm: dataset``); a config given
+alongside only says where the data is (its ``dataset`` section). Nothing is re-fitted or re-tuned here. The
+inference loop itself is :func:`ls.engine.inference.run_inference`, the one the trainer evaluates with.
+
+Checkpoints of ls 0.1 (format 1) load too: their config is upgraded to today's keys.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ls.engine.checkpoint import CheckpointError, read_checkpoint
+from ls.engine.inference import InferenceOutputs, run_inference
+from ls.engine.modes import OutputMode, resolve_output_mode
+
+log = logging.getLogger(__name__)
+
+#: Dataset fields that must come from the checkpoint: they decide labels and input shape the model was trained on.
+MODEL_BOUND_DATASET_FIELDS = ("n_cls", "multi_label", "h", "w")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class InferenceContext:
+    """A trained model ready to run, with everything its checkpoint says about its inputs and outputs.
+
+    ``cfg`` is the checkpoint's config with the ``dataset`` section of the config given at load time (if any);
+    ``class_names`` are display names (``Normal, Crackle, ...``); ``thresholds`` the decision thresholds chosen
+    in training (None for softmax outputs).
+    """
+
+    path: Path
+    model: torch.nn.Module
+    variant: str
+    cfg: Any  # ls.config.Config
+    checkpoint_cfg: Any  # the checkpoint's own Config
+    encoder: Any  # ls.data.MetadataEncoder or None
+    metadata_spec: Any  # ls.types.MetadataSpec or None
+    mode: OutputMode
+    class_names: list[str]
+    thresholds: Any
+    normalizer: Any  # ls.data.FeatureNormalizer
+    device: torch.device
+    state: dict = dataclasses.field(default_factory=dict, repr=False)  # the checkpoint without its weights
+
+    def vocabularies(self) -> dict[str, list[str]]:
+        """``{factor: [name by id]}`` of the metadata encoder (empty without one)."""
+        return self.metadata_spec.vocabularies() if self.metadata_spec is not None else {}
+
+
+def display_class_names(mode: OutputMode) -> list[str]:
+    """Class names for figures and CSVs: ``Normal, Crackle, Wheeze, Both`` (indexed by class id, so label 2 is
+    'Wheeze' and 3 'Both'; the reference mapped both to 'Normal': docs/fixes.md 11.2-6)."""
+    return [name[:1].upper() + name[1:] for name in mode.class_names]
+
+
+def _config_of(state: dict, path: Path) -> tuple[Any, dict | None]:
+    """The checkpoint's ``Config`` (format 1 configs upgraded) and the feature statistics format 1 kept in it."""
+    from ls.config import config_from_dict
+    from ls.config.upgrade import upgrade_config_v1
+
+    raw, stats = dict(state["config"]), None
+    if state["format"] == 1:
+        raw, stats = upgrade_config_v1(raw)
+    return config_from_dict(raw, source=f"config stored in {path}"), stats
+
+
+def load_for_inference(checkpoint: str | Path, config: str | Path | Any | None = None,
+                       device: str = "auto") -> InferenceContext:
+    """Load ``checkpoint`` strictly (weights must fit the variant exactly) and prepare its data config.
+
+    Args:
+        checkpoint: an ``ls`` checkpoint (``best.pt`` / ``last.pt``).
+        config: a YAML path or ``Config`` supplying the ``dataset`` section; None: the checkpoint's own.
+        device: ``auto`` (CUDA if available), ``cpu`` or ``cuda``.
+
+    Pretrained-weight files named in the stored config are not needed: the checkpoint holds the fine-tuned
+    weights. Weights load with ``strict=True``: a key mismatch is an error naming the keys (the original's
+    ``strict=False`` silently skipped the whole backbone: docs/fixes.md 11.2-5).
+    """
+    from ls.config import load_config
+    from ls.data.features import FeatureNormalizer
+    from ls.data.metadata import MetadataEncoder
+    from ls.engine.trainer import resolve_device
+    from ls.models import build_model
+    from ls.types import MetadataSpec
+
+    path = Path(checkpoint)
+    dev = resolve_device(device)
+    state = read_checkpoint(path, map_location=dev)
+    cfg, legacy_stats = _config_of(state, path)
+    model_cfg = cfg.model(state["variant"])
+    model_cfg.weights.source, model_cfg.weights.path = "none", None
+    spec = MetadataSpec.from_dict(state["metadata_spec"]) if state["metadata_spec"] else None
+    model = build_model(model_cfg, spec)
+    result = model.load_state_dict(state["model"], strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(f"weights in {path} do not fit variant {state['variant']!r}: missing "
+                              f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}")
+    model.to(dev).eval()
+    encoder = None
+    if state["metadata_encoder"]:
+        encoder = MetadataEncoder.from_state_dict(state["metadata_encoder"], feature_stats=legacy_stats)
+    mode = (OutputMode.from_dict(state["output_mode"]) if state.get("output_mode")
+            else resolve_output_mode(cfg.dataset.n_cls, cfg.dataset.multi_label, cfg.training.loss))
+    data_cfg = load_config(config) if isinstance(config, (str, Path)) else config
+    merged = merge_data_config(cfg, data_cfg)
+    normalizer = FeatureNormalizer.from_config(cfg.audio, encoder.feature_stats if encoder else None)
+    return InferenceContext(
+        path=path, model=model, variant=state["variant"], cfg=merged, checkpoint_cfg=cfg, encoder=encoder,
+        metadata_spec=spec, mode=mode, class_names=display_class_names(mode),
+        thresholds=state["thresholds"] if mode.uses_thresholds else None, normalizer=normalizer, device=dev,
+        state={k: v for k, v in state.items() if k != "model"},
+    )
+
+
+def merge_data_config(ckpt_cfg: Any, data_cfg: Any | None) -> Any:
+    """The config to build evaluation data with: the checkpoint's config, with the ``dataset`` section of
+    ``data_cfg`` (data location, split strategy, batch sizes, cache) when given.
+
+    ``n_cls``, ``multi_label``, ``h`` and ``w`` always stay the checkpoint's (they fix the labels and the
+    input shape the weights expect); a different value in ``data_cfg`` is reported and ignored.
+    """
+    if data_cfg is None:
+        return ckpt_cfg
+    dataset = dataclasses.replace(data_cfg.dataset)
+    for name in MODEL_BOUND_DATASET_FIELDS:
+        want, got = getattr(ckpt_cfg.dataset, name), getattr(dataset, name)
+        if want != got:
+            log.warning("dataset.%s = %r in --config ignored: the checkpoint was trained with %r", name, got, want)
+            setattr(dataset, name, want)
+    return dataclasses.replace(ckpt_cfg, dataset=dataset)
+
+
+def build_split_loader(ctx: InferenceContext, split: str) -> Any:
+    """A non-shuffled loader over ``split`` encoded with the *checkpoint's* metadata encoder (never re-fitted).
+
+    Raises ``ValueError`` when the split is empty or absent (e.g. ``val`` with ``dataset.val_fraction: 0``).
+    """
+    from torch.utils.data import DataLoader
+
+    from ls.data import build_datasets
+
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    cfg = copy.deepcopy(ctx.cfg)
+    cfg.audio.raw_augment = False  # the training split is evaluated as it is, never augmented
+    datasets = build_datasets(cfg, encoder=ctx.encoder)
+    dataset = getattr(datasets, split)
+    if dataset is None or len(dataset) == 0:
+        raise ValueError(f"split {split!r} is empty for the data in {ctx.cfg.dataset.data_folder}")
+    batch = ctx.cfg.dataset.eval_batch_size or ctx.cfg.dataset.batch_size
+    return DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=ctx.cfg.dataset.num_workers)
+
+
+# -- per-cycle tables ------------------------------------------------------------------------------------------
+def names_of(ids: np.ndarray, vocab: Sequence[str] | None) -> list[str]:
+    """Vocabulary names of metadata ids (the id itself as text when there is no vocabulary or it is out of range)."""
+    if not vocab:
+        return [str(int(i)) for i in ids]
+    return [vocab[int(i)] if 0 <= int(i) < len(vocab) else str(int(i)) for i in ids]
+
+
+def probability_columns(probs: np.ndarray, mode: Any, class_names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Per-cycle probability columns: ``p_<class>`` for every class and, for sigmoid outputs, the raw
+    outputs the thresholds apply to (``sigmoid_crackle``/``sigmoid_wheeze``; binary: ``sigmoid_abnormal``).
+
+    Multilabel composite class probabilities assume independent crackle/wheeze bits
+    (``ls.engine.predict_rules.class_probabilities``).
+    """
+    from ls.engine.predict_rules import class_probabilities
+
+    cols = {f"p_{name.lower()}": col for name, col in zip(class_names, class_probabilities(probs, mode).T)}
+    if mode.kind == "multilabel":
+        cols["sigmoid_crackle"], cols["sigmoid_wheeze"] = probs[:, 0], probs[:, 1]
+    elif mode.kind == "binary":
+        cols["sigmoid_abnormal"] = probs
+    return cols
+
+
+def factor_columns(out: Any, vocabularies: dict[str, list[str]]) -> dict[str, list[str]]:
+    """``{factor: [value name per cycle]}`` of the categorical metadata of a pass (e.g. device, site)."""
+    return {factor: names_of(ids, vocabularies.get(factor)) for factor, ids in out.meta.items()}
+
+
+def predictions_table(out: Any, y_true: np.ndarray, y_pred: np.ndarray, probs: np.ndarray, mode: Any,
+                      class_names: Sequence[str], vocabularies: dict[str, list[str]]) -> pd.DataFrame:
+    """One row per cycle: ``filename, cycle_index, patient``, one column per metadata factor, ``true, pred``
+    (class names), ``correct`` and the probability columns (:func:`probability_columns`). The same table is
+    written by training runs (``test_predictions.csv``) and by ``ls.evaluate``."""
+    table = pd.DataFrame({
+        "filename": out.filename, "cycle_index": np.asarray(out.cycle_index, dtype=np.int64),
+        "patient": np.asarray(out.pid).astype(str),
+        **factor_columns(out, vocabularies),
+        "true": [class_names[c] for c in y_true], "pred": [class_names[c] for c in y_pred],
+        "correct": np.asarray(y_true) == np.asarray(y_pred),
+    })  # fmt: skip
+    for name, values in probability_columns(np.asarray(probs), mode, class_names).items():
+        table[name] = values
+    return table
+
+
+__all__ = [
+    "InferenceContext",
+    "InferenceOutputs",
+    "build_split_loader",
+    "display_class_names",
+    "factor_columns",
+    "load_for_inference",
+    "merge_data_config",
+    "names_of",
+    "predictions_table",
+    "probability_columns",
+    "run_inference",
+]

@@ -1,0 +1,132 @@
+"""Imports only go down the layers: types/utils -> data, models -> engine -> application -> scripts.
+
+Every ``import`` statement of the package is read (also those inside functions), so a lazy import counts.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "ls"
+#: Modules of the application layer: they may use everything below; nothing below may use them.
+APPLICATION = ("ls.train", "ls.inference", "ls.evaluate", "ls.predict", "ls.quickstart", "ls.report", "ls.study",
+               "ls.tracking", "ls.viz.cli")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_module(dotted: str) -> bool:
+    path = PACKAGE.parent / dotted.replace(".", "/")
+    return path.with_suffix(".py").exists() or path.is_dir()
+
+
+def _runtime_nodes(tree: ast.AST):
+    """Every node except those under ``if TYPE_CHECKING:`` (type-checker imports never run)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            node.body = []
+        yield node
+
+
+def imports() -> dict[str, set[str]]:
+    """``{module: {imported ls module, ...}}`` for every module of ``ls`` at run time."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = module_name(path)
+        found: set[str] = set()
+        for node in _runtime_nodes(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name.split(".")[0] == "ls"}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "ls":
+                # `from ls.engine import checkpoint` imports the submodule; `from ls.x import y` the module ls.x
+                subs = {f"{node.module}.{a.name}" for a in node.names if _is_module(f"{node.module}.{a.name}")}
+                found |= subs if len(subs) == len(node.names) else subs | {node.module}
+        graph[name] = found - {name}
+    return graph
+
+
+def _under(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+GRAPH = imports()
+
+
+def test_the_graph_is_read():
+    assert "ls.engine.trainer" in GRAPH and "ls.engine.checkpoint" in GRAPH["ls.engine.trainer"]
+    assert "ls.models.variants" in GRAPH["ls.config"]
+
+
+def test_types_imports_nothing_from_ls():
+    assert GRAPH["ls.types"] == set()
+
+
+@pytest.mark.parametrize(("layer", "allowed"), [
+    ("ls.utils", ("ls.utils",)),
+    ("ls.data", ("ls.data", "ls.types", "ls.utils")),
+    ("ls.models", ("ls.models", "ls.types", "ls.utils")),
+    ("ls.engine", ("ls.engine", "ls.types", "ls.utils", "ls.config")),
+])
+def test_each_layer_imports_only_what_lies_below_it(layer, allowed):
+    bad = {m: sorted(i for i in deps if i != "ls" and not _under(i, allowed))
+           for m, deps in GRAPH.items() if _under(m, (layer,))}
+    bad = {m: deps for m, deps in bad.items() if deps}
+    assert not bad, f"{layer} imports from above its layer: {bad}"
+
+
+def test_the_engine_uses_no_application_module_and_no_figure():
+    for module, deps in GRAPH.items():
+        if _under(module, ("ls.engine",)):
+            assert not any(_under(d, APPLICATION + ("ls.viz",)) for d in deps), (module, deps)
+
+
+def test_figures_other_than_the_command_line_use_no_application_module():
+    for module, deps in GRAPH.items():
+        if _under(module, ("ls.viz",)) and module != "ls.viz.cli":
+            assert not any(_under(d, APPLICATION) for d in deps), (module, deps)
+
+
+def test_there_are_no_import_cycles():
+    """Module-level cycles (a strongly connected component of more than one module) are errors."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+    counter = [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in GRAPH.get(v, ()):
+            if w not in GRAPH:
+                continue
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in GRAPH:
+        if v not in index:
+            visit(v)
+    assert not cycles, f"import cycles: {cycles}"
