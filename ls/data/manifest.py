@@ -144,9 +144,11 @@ def _number(text: str) -> float | None:
 
 
 class _Problems:
+    """Problems found so far; ``lines`` lists them by row (file-level first), in the order found per row."""
+
     def __init__(self, source: Path) -> None:
         self.source = source
-        self.lines: list[str] = []
+        self._found: list[tuple[int, str]] = []
 
     def add(self, row: int | None, column: str | None, message: str) -> None:
         where = [str(self.source)]
@@ -154,7 +156,11 @@ class _Problems:
             where.append(f"row {row}")
         if column is not None:
             where.append(f"column {column}")
-        self.lines.append(f"{', '.join(where)}: {message}")
+        self._found.append((-1 if row is None else int(row), f"{', '.join(where)}: {message}"))
+
+    @property
+    def lines(self) -> list[str]:
+        return [line for _, line in sorted(self._found, key=lambda item: item[0])]  # stable within a row
 
 
 def _audio_location(text: str, folder: str) -> tuple[str | None, str | None, str | None]:
