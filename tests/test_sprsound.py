@@ -267,6 +267,7 @@ NORMAL = _ev("1", "9")
     "text, fragment",
     [
         ("{not json", "not valid JSON"),
+        (b"\xff\xfe{", "not valid JSON"),
         ("[1, 2]", "expected a JSON object"),
         (json.dumps({"event_annotation": []}), "missing key 'record_annotation'"),
         (json.dumps({"recording_annotation": "Normal", "event_annotation": []}), "found 'recording_anno"),
@@ -287,7 +288,7 @@ NORMAL = _ev("1", "9")
 )  # fmt: skip
 def test_read_annotation_rejects_bad_files_naming_file_and_key(tmp_path, text, fragment):
     path = tmp_path / f"{STEM}.json"
-    path.write_text(text)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(SprsoundFormatError, match=fragment) as err:
         read_annotation(path)
     assert str(path) in str(err.value)

@@ -205,7 +205,7 @@ def read_annotation(path: str | Path) -> Annotation:
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SprsoundFormatError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise SprsoundFormatError(
