@@ -11,6 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LS_SHARED_DIR", REPO.parent / "shared"))
 ICBHI_SAMPLE = SHARED / "data" / "icbhi-sample"
 ICBHI_META = SHARED / "data" / "icbhi-meta"
+SPRSOUND_ANNOTATIONS = SHARED / "data" / "sprsound-annotations"
 
 
 def _require(path: Path) -> Path:
@@ -29,6 +30,13 @@ def icbhi_sample_dir() -> Path:
 def icbhi_meta_dir() -> Path:
     """Whole-database metadata files, incl. icbhi_metadata.csv (../shared/data/icbhi-meta)."""
     return _require(ICBHI_META)
+
+
+@pytest.fixture(scope="session")
+def sprsound_annotations_dir() -> Path:
+    """24 real SPRSound JSON annotation files in the BioCAS 2022 layout, no audio
+    (../shared/data/sprsound-annotations)."""
+    return _require(SPRSOUND_ANNOTATIONS)
 
 
 @pytest.fixture(scope="session")
