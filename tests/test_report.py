@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +24,6 @@ from ls.report.render import (
     scores_figure,
     summary_frame,
     summary_table,
-    write_report,
 )
 from ls.report.runs import Run, align_runs, load_mlflow_runs, load_runs, parse_run
 from ls.report.stats import (
@@ -367,19 +367,6 @@ def test_latex_escapes_special_characters():
     assert markdown_table((["a|b"], [["x|y"]])).splitlines()[0] == r"| a\|b |"
 
 
-def test_written_files_round_trip(tmp_path):
-    report = _report()
-    paths = write_report(report, tmp_path)
-    names = {p.name for p in paths}
-    assert {"report.md", "report.tex", "summary.csv", "comparison.csv", "scores.png", "scores.pdf"} <= names
-    summary = pd.read_csv(tmp_path / "summary.csv")
-    pd.testing.assert_frame_equal(summary, summary_frame(report), check_dtype=False)
-    comp = pd.read_csv(tmp_path / "comparison.csv", keep_default_na=False, na_values=[""])
-    assert comp["mean_diff"].to_numpy() == pytest.approx(comparison_frame(report)["mean_diff"].to_numpy())
-    assert (tmp_path / "report.md").read_text() == markdown_report(report)
-    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temp files
-
-
 # =================================================================================================
 # Loading: folder tree and MLflow give the same report
 # =================================================================================================
@@ -452,6 +439,16 @@ def test_folder_tree_and_mlflow_store_give_the_same_report(tmp_path, small_study
 
     with pytest.raises(ReportError, match="no experiment named 'nope'"):
         load_mlflow_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "nope")
+    with pytest.raises(ReportError, match="no database file"):
+        load_mlflow_runs(f"sqlite:///{tmp_path / 'typo.db'}", "icbhi")
+    assert not (tmp_path / "typo.db").exists()
+    # the CLI's MLflow path: same comparison as from the folder tree
+    out = tmp_path / "out"
+    assert main(["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--experiment", "icbhi", "--parent",
+                 parent.info.run_id, "--bootstrap", "200", "--metric", "icbhi_score", "sensitivity",
+                 "--out", str(out)]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(out / "comparison.csv"), comparison_frame(a).pipe(
+        lambda f: pd.read_csv(io.StringIO(f.to_csv(index=False)))))
 
 
 def test_loading_errors_name_the_file_and_what_is_missing(tmp_path, small_study):
@@ -551,17 +548,30 @@ def test_cli_missing_folder_is_one_error_line(tmp_path, capsys):
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
-def test_cli_writes_the_report(tmp_path, capsys, small_study):
+def test_cli_writes_the_report_and_the_files_round_trip(tmp_path, capsys, small_study):
     for run in small_study:
         _write_run_folder(tmp_path / "runs" / f"{run.variant}_{run.seed}", run)
     out = tmp_path / "out"
-    code = main(["--runs", str(tmp_path / "runs"), "--out", str(out), "--bootstrap", "200",
-                 "--metric", "icbhi_score", "binary_icbhi_score", "--selection", "strict"])
-    assert code == 0
+    argv = ["--runs", str(tmp_path / "runs"), "--out", str(out), "--bootstrap", "200",
+            "--metric", "icbhi_score", "binary_icbhi_score", "--selection", "strict"]
+    assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "| Variant | Metric | n pairs |" in printed and "2-class Score" in printed
-    for name in ("report.md", "report.tex", "summary.csv", "comparison.csv", "scores.png", "scores.pdf"):
+    for name in ("report.md", "report.tex", "summary.csv", "comparison.csv", "runs.csv", "scores.png",
+                 "scores.pdf"):
         assert (out / name).stat().st_size > 0
-    assert len(pd.read_csv(out / "comparison.csv")) == 2
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temp files
+    # the files hold what the report objects hold
+    runs, _ = load_runs(tmp_path / "runs")
+    report = build_report(runs, Settings(n_boot=200, metrics=("icbhi_score", "binary_icbhi_score"),
+                                         selection="strict"), source=f"folder {tmp_path / 'runs'}")
+    assert (out / "report.md").read_text() == markdown_report(report)
+    assert printed == markdown_report(report) + "\n"
+    assert (out / "report.tex").read_text() == latex_report(report)
+    pd.testing.assert_frame_equal(pd.read_csv(out / "summary.csv"), summary_frame(report), check_dtype=False)
+    comp = pd.read_csv(out / "comparison.csv", keep_default_na=False, na_values=[""])
+    assert len(comp) == 2
+    assert comp["mean_diff"].to_numpy() == pytest.approx(comparison_frame(report)["mean_diff"].to_numpy())
+    assert comp["ci_low"].to_numpy() == pytest.approx(comparison_frame(report)["ci_low"].to_numpy())
     assert main(["--runs", str(tmp_path / "runs"), "--out", str(out), "--baseline", "resnet"]) == 2
     assert "error: baseline 'resnet' has no runs" in capsys.readouterr().err

@@ -10,9 +10,12 @@ line naming the file or run and what is wrong.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import tempfile
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -191,6 +194,29 @@ def load_mlflow_runs(tracking_uri: str, experiment: str, parent: str | None = No
     precedence over ``run.json``; a tag that contradicts ``run.json`` is an error. Other runs (e.g. parents
     of seed sweeps) are skipped with a note.
     """
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).is_file():
+        # MLflow would create an empty database there and then report a missing experiment
+        raise ReportError(f"MLflow at {tracking_uri}: no database file {tracking_uri[len('sqlite:///'):]}")
+    with _quiet_mlflow():
+        return _load_mlflow_runs(tracking_uri, experiment, parent)
+
+
+@contextmanager
+def _quiet_mlflow() -> Iterator[None]:
+    """MLflow's INFO logs and deprecation warnings would break the one-line error contract of the CLI."""
+    logger = logging.getLogger("mlflow")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _load_mlflow_runs(tracking_uri: str, experiment: str, parent: str | None) -> tuple[list[Run], list[str]]:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
