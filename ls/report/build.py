@@ -178,6 +178,10 @@ def _comparison_notes(comparison: pd.DataFrame, display: dict[str, str], setting
             seen_unpaired.add(row["variant"])
             notes.append(f"{name} vs {display[row['baseline']]}: unpaired runs left out of the comparison "
                          f"({row['unpaired']}); paired: {row['seeds'] or 'none'}")
+        untested = [f"{test} {row[col]}" for test, col in (("t-test", "t_note"), ("Wilcoxon", "wilcoxon_note"))
+                    if str(row[col]).startswith("not computed")]
+        if untested:
+            notes.append(f"{name}, {row['metric']}: {'; '.join(untested)}")
         dropped = int(row["n_boot_dropped"])
         if row["n_pairs"] and dropped:
             share = dropped / settings.n_boot

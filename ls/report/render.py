@@ -236,7 +236,8 @@ def _comparison_note(section: Section, settings: Settings) -> str:
 
 
 def _section_heading(section: Section) -> str:
-    return (f"Selection `{section.selection}`: {len(section.runs)} runs, test set of {section.n_cycles} cycles "
+    n = len(section.runs)
+    return (f"Selection `{section.selection}`: {n} run{'' if n == 1 else 's'}, test set of {section.n_cycles} cycles "
             f"from {section.n_patients} patients")
 
 
