@@ -1,0 +1,240 @@
+"""From loaded runs to a report: one section per model-selection protocol, each with per-run metrics, the
+mean ± SD summary, the paired comparison with the baseline, the test-set composition and notes.
+
+Nothing here draws or writes files (see :mod:`ls.report.render`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ls.report.runs import Run, align_runs, split_by_selection
+from ls.report.stats import (
+    BASE_METRICS,
+    ReportError,
+    TestSet,
+    compare_to_baseline,
+    format_keys,
+    min_wilcoxon_p,
+    parse_metric,
+    run_metrics,
+    summarise,
+)
+
+#: Logged and recomputed test metrics may differ by this much (fractions) before a note is written.
+LOGGED_TOLERANCE = 5e-5
+#: Fewer bootstrap replicates than this get a note: the interval's ends are then noisy.
+FEW_REPLICATES = 1000
+#: Above this share of undefined replicates, a note says the interval is conditional on definedness.
+DROPPED_WARNING = 0.01
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the report was asked for."""
+
+    baseline: str = "ast"
+    metrics: tuple[str, ...] = ("icbhi_score",)
+    confidence: float = 0.95
+    n_boot: int = 2000
+    seed: int = 0
+    selection: str | None = None
+
+
+@dataclass
+class Section:
+    """The report of the runs of one selection protocol (``strict`` or ``paper``) on one test set."""
+
+    selection: str
+    variants: list[str]  # baseline first (when present), then by name
+    display_names: dict[str, str]
+    baseline: str | None  # None when this selection has no baseline runs
+    runs: pd.DataFrame  # one row per run: variant, display_name, seed, fold, run_id, source, <metrics>
+    metrics: list[str]  # every metric column of ``runs`` (fractions)
+    summary: pd.DataFrame  # variant, display_name, metric, mean, std, n
+    comparison: pd.DataFrame  # stats.COMPARISON_COLUMNS (+ display_name); empty without baseline
+    composition: pd.DataFrame  # factor, value, patients, cycles, normal, abnormal
+    factors: list[str]
+    n_cycles: int
+    n_patients: int
+    notes: list[str] = field(default_factory=list)
+
+    def factor_metrics(self, factor: str, base: str = "icbhi_score") -> list[tuple[str, str]]:
+        """``(value, metric key)`` of ``factor`` that are defined for some run, in value order."""
+        prefix = f"{factor}/"
+        out = []
+        for key in self.metrics:
+            if key.startswith(prefix) and key.endswith(f"/{base}") and self.runs[key].notna().any():
+                out.append((key[len(prefix):-len(base) - 1], key))
+        return out
+
+
+@dataclass
+class Report:
+    sections: list[Section]
+    settings: Settings
+    source: str = ""
+    notes: list[str] = field(default_factory=list)  # loading notes (e.g. skipped MLflow runs)
+
+
+def variant_order(variants: Sequence[str], baseline: str | None) -> list[str]:
+    distinct = list(dict.fromkeys(variants))
+    return ([baseline] if baseline in distinct else []) + sorted(v for v in distinct if v != baseline)
+
+
+def composition(test_set: TestSet) -> pd.DataFrame:
+    """Patients, cycles, normal and abnormal cycles of the whole test set and of every factor value."""
+    y, clusters = test_set.y_true, test_set.clusters
+    rows = [("all", "all", np.ones(y.shape[0], dtype=bool))]
+    for factor, values in test_set.groups.items():
+        values = np.asarray(values).astype(str)
+        rows += [(factor, v, values == v) for v in sorted(np.unique(values).tolist())]
+    return pd.DataFrame(
+        [{"factor": f, "value": v, "patients": int(np.unique(clusters[m]).size), "cycles": int(m.sum()),
+          "normal": int(np.sum(m & (y == 0))), "abnormal": int(np.sum(m & (y > 0)))} for f, v, m in rows],
+        columns=["factor", "value", "patients", "cycles", "normal", "abnormal"],
+    )  # fmt: skip
+
+
+def _logged_mismatches(runs: Sequence[Run], point: pd.DataFrame) -> list[str]:
+    notes = []
+    for r, run in enumerate(runs):
+        bad = []
+        for key, logged in run.test.items():
+            value = point.at[r, key] if key in point.columns else np.nan
+            if np.isfinite(value) and abs(value - logged) > LOGGED_TOLERANCE:
+                bad.append(f"{key} {100 * logged:.2f} logged vs {100 * value:.2f} recomputed")
+        if bad:
+            notes.append(f"{run.source}: logged test metrics differ from those recomputed from its predictions "
+                         f"(the report uses the recomputed ones): {'; '.join(bad[:4])}"
+                         + (f"; and {len(bad) - 4} more" if len(bad) > 4 else ""))
+    return notes
+
+
+def build_section(runs: Sequence[Run], settings: Settings) -> Section:
+    """The report of runs that share one selection protocol and one test set."""
+    aligned = align_runs(runs)
+    notes = list(aligned.notes)
+    selection = runs[0].selection
+    point = run_metrics(aligned.test_set, aligned.preds)
+    notes += _logged_mismatches(aligned.runs, point)
+    table = pd.concat([aligned.table, point], axis=1)
+    baseline = settings.baseline if settings.baseline in set(table["variant"]) else None
+    variants = variant_order(table["variant"], baseline)
+    display: dict[str, str] = {}
+    for variant, name in zip(table["variant"], table["display_name"], strict=True):
+        if display.setdefault(variant, name) != name:
+            notes.append(f"{variant}: runs use different display names ({display[variant]!r}, {name!r}); "
+                         f"the first is used")
+    table["display_name"] = table["variant"].map(display)
+    order = {v: i for i, v in enumerate(variants)}
+    table = table.assign(_o=table["variant"].map(order)).sort_values(["_o", "seed", "fold"], kind="stable")
+    preds = aligned.preds[table.index.to_numpy()]
+    table = table.drop(columns="_o").reset_index(drop=True)
+    metrics = list(point.columns)
+    summary = summarise(table[["variant", *metrics]], by="variant", metrics=metrics)
+    summary.insert(1, "display_name", summary["variant"].map(display))
+
+    for variant in variants:
+        seeds = table.loc[table["variant"] == variant]
+        if len(seeds) < 2:
+            notes.append(f"{display[variant]}: {len(seeds)} run, so no standard deviation")
+
+    if baseline is None:
+        notes.append(f"no runs of the baseline {settings.baseline!r} with selection {selection!r}: "
+                     f"no paired comparison")
+        comparison = pd.DataFrame()
+    else:
+        wanted = list(settings.metrics)
+        undefined = [m for m in wanted if m not in point.columns]
+        if undefined:
+            raise ReportError(f"selection {selection}: metric(s) {', '.join(undefined)} are not defined on this "
+                              f"test set (defined: {', '.join(metrics[:12])}{', ...' if len(metrics) > 12 else ''})")
+        comparison = compare_to_baseline(aligned.test_set, preds, table, wanted, baseline, point=table[metrics],
+                                         n_boot=settings.n_boot, confidence=settings.confidence, seed=settings.seed)
+        comparison.insert(1, "display_name", comparison["variant"].map(display))
+        notes += _comparison_notes(comparison, display, settings)
+    if selection == "paper":
+        notes.append("selection 'paper': epochs and thresholds were chosen on the test split, so these test "
+                     "numbers are optimistic; use them only to compare with published results")
+    return Section(
+        selection=selection, variants=variants, display_names=display, baseline=baseline, runs=table,
+        metrics=metrics, summary=summary, comparison=comparison, composition=composition(aligned.test_set),
+        factors=list(aligned.test_set.groups), n_cycles=aligned.test_set.n_cycles,
+        n_patients=aligned.test_set.n_clusters, notes=notes,
+    )  # fmt: skip
+
+
+def _comparison_notes(comparison: pd.DataFrame, display: dict[str, str], settings: Settings) -> list[str]:
+    notes = []
+    seen_unpaired = set()
+    for _, row in comparison.iterrows():
+        name = display[row["variant"]]
+        if row["unpaired"] and row["variant"] not in seen_unpaired:
+            seen_unpaired.add(row["variant"])
+            notes.append(f"{name} vs {display[row['baseline']]}: unpaired runs left out of the comparison "
+                         f"({row['unpaired']}); paired: {row['seeds'] or 'none'}")
+        untested = [f"{test} {row[col]}" for test, col in (("t-test", "t_note"), ("Wilcoxon", "wilcoxon_note"))
+                    if str(row[col]).startswith("not computed")]
+        if untested:
+            notes.append(f"{name}, {row['metric']}: {'; '.join(untested)}")
+        dropped = int(row["n_boot_dropped"])
+        if row["n_pairs"] and dropped:
+            share = dropped / settings.n_boot
+            text = (f"{name}, {row['metric']}: {dropped} of {settings.n_boot} bootstrap replicates dropped because "
+                    f"the metric was undefined in them (no normal or no abnormal cycle of its scope drawn)")
+            if share > DROPPED_WARNING:
+                text += "; the interval is conditional on the metric being defined"
+            notes.append(text)
+    n_pairs = sorted({int(n) for n in comparison["n_pairs"] if n >= 2})
+    for n in n_pairs:
+        floor = min_wilcoxon_p(n)
+        if floor > 1.0 - settings.confidence:
+            notes.append(f"with {n} pairs the exact Wilcoxon test cannot give p below {floor:.4g} "
+                         f"(all {n} differences of one sign), so it cannot reach p < {1 - settings.confidence:.2g}")
+    if settings.n_boot < FEW_REPLICATES:
+        notes.append(f"only {settings.n_boot} bootstrap replicates: the interval ends are noisy "
+                     f"(use >= {FEW_REPLICATES}, default 2000)")
+    if len(comparison) > 1 and comparison["t_p"].notna().sum() > 1:
+        notes.append(f"p-values and intervals are per comparison; 'Holm' adjusts the t-test p-values for the "
+                     f"{int(comparison['t_p'].notna().sum())} comparisons of this table")
+    return notes
+
+
+def build_report(runs: Sequence[Run], settings: Settings | None = None, *, source: str = "",
+                 notes: Sequence[str] = ()) -> Report:
+    """The report of ``runs``: one :class:`Section` per selection protocol (or only ``settings.selection``).
+
+    Raises :class:`ReportError` when the baseline has no runs at all, a metric is unknown, or runs of one
+    selection do not share class names and test set.
+    """
+    settings = settings or Settings()
+    for metric in settings.metrics:
+        parse_metric(metric)
+    if not 0.0 < settings.confidence < 1.0:
+        raise ReportError(f"--confidence must be in (0, 1), got {settings.confidence}")
+    if settings.n_boot < 1:
+        raise ReportError(f"--bootstrap must be >= 1, got {settings.n_boot}")
+    groups = split_by_selection(runs, settings.selection)
+    if not any(r.variant == settings.baseline for rs in groups.values() for r in rs):
+        found = sorted({r.variant for rs in groups.values() for r in rs})
+        raise ReportError(f"baseline {settings.baseline!r} has no runs (variants: {', '.join(found)})")
+    sections = [build_section(group, settings) for group in groups.values()]
+    return Report(sections=sections, settings=settings, source=source, notes=list(notes))
+
+
+__all__ = [
+    "BASE_METRICS",
+    "Report",
+    "Section",
+    "Settings",
+    "build_report",
+    "build_section",
+    "composition",
+    "format_keys",
+    "variant_order",
+]

@@ -1,0 +1,524 @@
+"""Rendering a :class:`~ls.report.build.Report`: Markdown, LaTeX (booktabs) and CSV tables, the scores figure,
+and writing them all (atomically) into one folder.
+
+Values are fractions in the report objects; everything rendered here is in percent (metrics) or percent
+points (differences), with two decimals in tables and full precision in the CSV files.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ls.report.build import Report, Section, Settings
+from ls.report.stats import BASE_METRICS, format_keys
+from ls.utils.io import atomic_write_text
+from ls.viz.style import category_colors, figure, paper_style, save_figure
+
+#: Short labels of the whole-test-set metrics.
+METRIC_LABELS = {
+    "specificity": "Sp",
+    "sensitivity": "Se",
+    "icbhi_score": "Score",
+    "binary_specificity": "2-class Sp",
+    "binary_sensitivity": "2-class Se",
+    "binary_icbhi_score": "2-class Score",
+}
+#: Colour-blind-safe colours (Okabe & Ito) for the variants; the baseline is dark grey.
+VARIANT_PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#8C564B", "#9467BD")
+BASELINE_COLOR = "#4d4d4d"
+NOT_COMPUTED = "n/c"
+
+Table = tuple[list[str], list[list[str]]]
+
+
+# =================================================================================================
+# Cell formatting
+# =================================================================================================
+def metric_label(key: str) -> str:
+    """``icbhi_score`` -> ``Score``; ``device/Meditron/icbhi_score`` -> ``Score (device Meditron)``."""
+    if "/" not in key:
+        return METRIC_LABELS.get(key, key)
+    factor, rest = key.split("/", 1)
+    value, base = rest.rsplit("/", 1)
+    return f"{METRIC_LABELS.get(base, base)} ({factor} {value})"
+
+
+def _finite(x: float | None) -> bool:
+    return x is not None and not (isinstance(x, float) and math.isnan(x)) and not pd.isna(x)
+
+
+def fmt_pct(x: float | None, digits: int = 2, sign: bool = False) -> str:
+    """A fraction as percent (``0.61234`` -> ``61.23``); ``n/a`` when undefined."""
+    if not _finite(x):
+        return "n/a"
+    return f"{100.0 * float(x):+.{digits}f}" if sign else f"{100.0 * float(x):.{digits}f}"
+
+
+def fmt_mean_sd(mean: float, std: float, n: int, digits: int = 2) -> str:
+    """``61.23 ± 1.05 (n=5)`` (percent); the SD is ``n/a`` for a single run."""
+    if not n:
+        return "n/a (n=0)"
+    return f"{fmt_pct(mean, digits)} ± {fmt_pct(std, digits)} (n={n})"
+
+
+def fmt_p(p: float | None) -> str:
+    """``0.012``, ``<0.001``, or ``n/c`` (not computed)."""
+    if not _finite(p):
+        return NOT_COMPUTED
+    return "<0.001" if p < 0.001 else f"{p:.3g}"
+
+
+# =================================================================================================
+# Tables (header + rows of text cells), shared by Markdown and LaTeX
+# =================================================================================================
+def _summary_cell(section: Section, variant: str, metric: str) -> str:
+    s = section.summary
+    row = s[(s["variant"] == variant) & (s["metric"] == metric)]
+    if row.empty:
+        return "n/a (n=0)"
+    r = row.iloc[0]
+    return fmt_mean_sd(r["mean"], r["std"], int(r["n"]))
+
+
+def summary_table(section: Section) -> Table:
+    """Variant x whole-test-set metric, ``mean ± SD (n=runs)`` in percent."""
+    metrics = [m for m in BASE_METRICS if m in section.metrics]
+    header = ["Variant", *[METRIC_LABELS[m] for m in metrics]]
+    rows = [[section.display_names[v], *[_summary_cell(section, v, m) for m in metrics]] for v in section.variants]
+    return header, rows
+
+
+def factor_table(section: Section, factor: str) -> Table:
+    """Variant x value of ``factor``: ICBHI Score ``mean ± SD (n=runs)`` in percent."""
+    values = section.factor_metrics(factor)
+    header = ["Variant", *[v for v, _ in values]]
+    rows = [[section.display_names[v], *[_summary_cell(section, v, key) for _, key in values]]
+            for v in section.variants]
+    return header, rows
+
+
+def comparison_table(section: Section) -> Table:
+    """One row per (variant, metric): pairs, mean difference and interval (pp), p-values."""
+    conf = _confidence_label(section)
+    header = ["Variant", "Metric", "n pairs", "Mean diff (pp)", f"{conf} CI low", f"{conf} CI high",
+              "t-test p", "Wilcoxon p", "t-test p (Holm)"]
+    rows = []
+    for _, r in section.comparison.iterrows():
+        rows.append([r["display_name"], metric_label(r["metric"]), str(int(r["n_pairs"])),
+                     fmt_pct(r["mean_diff"], sign=True), fmt_pct(r["ci_low"], sign=True),
+                     fmt_pct(r["ci_high"], sign=True), fmt_p(r["t_p"]), fmt_p(r["wilcoxon_p"]),
+                     fmt_p(r["t_p_holm"])])
+    return header, rows
+
+
+def seed_difference_table(section: Section) -> Table:
+    """Per-seed differences variant - baseline (pp) of every compared metric; blank = not paired."""
+    keys = sorted({k for ks in section.comparison.get("pair_keys", []) for k in ks},
+                  key=lambda k: (k[0], -1 if k[1] is None else k[1]))
+    header = ["Variant", "Metric", *[format_keys([k]) for k in keys]]
+    rows = []
+    for _, r in section.comparison.iterrows():
+        by_key = dict(zip(r["pair_keys"], r["diffs"], strict=True))
+        rows.append([r["display_name"], metric_label(r["metric"]),
+                     *[fmt_pct(by_key[k], sign=True) if k in by_key else "" for k in keys]])
+    return header, rows
+
+
+def composition_table(section: Section) -> Table:
+    header = ["Factor", "Value", "Patients", "Cycles", "Normal", "Abnormal"]
+    rows = [[str(r.factor), str(r.value), str(r.patients), str(r.cycles), str(r.normal), str(r.abnormal)]
+            for r in section.composition.itertuples()]
+    return header, rows
+
+
+def _confidence_label(section: Section | Settings) -> str:
+    conf = section.comparison["confidence"].iloc[0] if isinstance(section, Section) and len(section.comparison) \
+        else getattr(section, "confidence", 0.95)
+    return f"{100 * float(conf):g}%"
+
+
+# =================================================================================================
+# Markdown and LaTeX
+# =================================================================================================
+def _md_cell(text: str) -> str:
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(table: Table) -> str:
+    header, rows = table
+    align = ["---"] + ["--:" if i >= 1 else "---" for i in range(1, len(header))]
+    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+    "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}",
+    "±": r"$\pm$",
+}  # fmt: skip
+_LATEX_RE = re.compile("|".join(re.escape(k) for k in _LATEX_SPECIAL))
+
+
+def latex_escape(text: str) -> str:
+    """Text safe in LaTeX text mode (``_`` -> ``\\_``, ``%`` -> ``\\%``, ``±`` -> ``$\\pm$``, ...)."""
+    return _LATEX_RE.sub(lambda m: _LATEX_SPECIAL[m.group(0)], str(text))
+
+
+def latex_table(table: Table, caption: str, label: str, note: str = "") -> str:
+    """A booktabs ``table`` environment (needs ``\\usepackage{booktabs}``); every cell escaped."""
+    header, rows = table
+    spec = "l" + ("l" if len(header) > 1 and header[1] == "Metric" else "r") + "r" * max(0, len(header) - 2)
+    spec = spec[: len(header)]
+    lines = [
+        r"\begin{table}[tbp]",
+        r"\centering",
+        r"\small",
+        rf"\caption{{{latex_escape(caption)}}}",
+        rf"\label{{{label}}}",
+        rf"\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+        " & ".join(latex_escape(h) for h in header) + r" \\",
+        r"\midrule",
+    ]
+    lines += [" & ".join(latex_escape(c) for c in row) + r" \\" for row in rows]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if note:
+        lines += [r"\par\smallskip", rf"{{\footnotesize {latex_escape(note)}\par}}"]
+    lines.append(r"\end{table}")
+    return "\n".join(lines)
+
+
+def _label(*parts: str) -> str:
+    return "tab:" + "-".join(re.sub(r"[^A-Za-z0-9]+", "-", p).strip("-").lower() for p in parts)
+
+
+def methods_text(settings: Settings) -> str:
+    """The statistical methods, as one paragraph."""
+    conf = f"{100 * settings.confidence:g}%"
+    return (
+        "Metrics are recomputed from each run's per-cycle test predictions with ls.engine.metrics (ICBHI "
+        "specificity, sensitivity and score; the 2-class normal-vs-abnormal view; the score per value of each "
+        "metadata factor). Per variant we report the mean and the sample standard deviation (n-1) over runs "
+        "(seeds), with n. Each variant is compared with the baseline on the seeds both have (paired by seed "
+        "number, and fold for k-fold runs; unpaired runs are listed and left out). The difference is the mean "
+        f"over paired seeds of (variant - baseline). Its {conf} confidence interval is a percentile interval "
+        f"from a paired, patient-level (cluster) bootstrap of the test set: each of {settings.n_boot} "
+        "replicates draws the test patients with replacement, keeps all cycles of a drawn patient together, "
+        "applies the same draw to every run of both models, recomputes the metric for every seed and averages "
+        "the per-seed differences; replicates in which the metric is undefined (no normal or no abnormal "
+        f"cycle of its scope drawn) are dropped and counted (RNG seed {settings.seed}). This interval reflects "
+        "the sampling of test patients with the trained models held fixed. The p-values reflect the variation "
+        "between training seeds with the test set held fixed: the two-sided paired t-test on the per-seed "
+        "differences (scipy.stats.ttest_rel) and, as a non-parametric companion, the two-sided Wilcoxon "
+        "signed-rank test with its exact null distribution (zero differences dropped; with tied absolute "
+        "differences the exact permutation distribution of mid-ranks). Neither test is computed with fewer "
+        "than two pairs or when the differences have no spread. 'Holm' adjusts the t-test p-values for the "
+        "number of comparisons in the table; intervals are not adjusted."
+    )
+
+
+def _summary_note(section: Section) -> str:
+    return "Mean ± sample SD over runs (seeds), percent; n = runs with the metric defined."
+
+
+def _comparison_note(section: Section, settings: Settings) -> str:
+    return (f"Differences {('to ' + section.display_names[section.baseline]) if section.baseline else ''} in "
+            f"percent points, mean over paired seeds. CI: {100 * settings.confidence:g}% percentile interval, "
+            f"paired patient-level bootstrap ({settings.n_boot} replicates). p: two-sided paired t-test; "
+            f"exact Wilcoxon signed-rank; Holm-adjusted t-test. {NOT_COMPUTED} = not computed.")
+
+
+def _section_heading(section: Section) -> str:
+    n = len(section.runs)
+    return (f"Selection `{section.selection}`: {n} run{'' if n == 1 else 's'}, test set of {section.n_cycles} cycles "
+            f"from {section.n_patients} patients")
+
+
+def _runs_line(section: Section) -> str:
+    parts = []
+    for v in section.variants:
+        rows = section.runs[section.runs["variant"] == v]
+        keys = [(int(s), None if pd.isna(f) else int(f)) for s, f in zip(rows["seed"], rows["fold"], strict=True)]
+        parts.append(f"{section.display_names[v]} (`{v}`): {format_keys(keys)}")
+    return "; ".join(parts)
+
+
+def markdown_report(report: Report) -> str:
+    """The whole report as Markdown."""
+    s = report.settings
+    out = ["# Variant comparison over seeds", ""]
+    if report.source:
+        out.append(f"Runs from {report.source}.")
+    out.append(f"Baseline `{s.baseline}`; compared metric(s): {', '.join(metric_label(m) for m in s.metrics)}; "
+               f"{s.n_boot} patient-level bootstrap replicates (seed {s.seed}), {100 * s.confidence:g}% "
+               f"percentile intervals. Metrics in percent, differences in percent points (pp).")
+    out.append("")
+    for section in report.sections:
+        out += [f"## {_section_heading(section)}", "", f"Runs: {_runs_line(section)}.", ""]
+        out += ["### Test metrics (mean ± SD over seeds, %)", "", markdown_table(summary_table(section)), ""]
+        for factor in section.factors:
+            if section.factor_metrics(factor):
+                out += [f"### ICBHI Score per {factor} (mean ± SD over seeds, %)", "",
+                        markdown_table(factor_table(section, factor)), ""]
+        if section.baseline is not None and len(section.comparison):
+            base = section.display_names[section.baseline]
+            out += [f"### Paired differences to {base} (variant - baseline, pp)", "",
+                    markdown_table(comparison_table(section)), "", _comparison_note(section, s), ""]
+            out += [f"### Per-seed differences to {base} (pp)", "", markdown_table(seed_difference_table(section)),
+                    ""]
+        out += ["### Test set composition", "", markdown_table(composition_table(section)), ""]
+        if section.notes:
+            out += ["### Notes", "", *[f"- {n}" for n in section.notes], ""]
+    if report.notes:
+        out += ["## Loading notes", "", *[f"- {n}" for n in report.notes], ""]
+    out += ["## Methods", "", methods_text(s), ""]
+    return "\n".join(out)
+
+
+def latex_report(report: Report) -> str:
+    """Every table as a booktabs LaTeX fragment (``\\input`` it; needs ``\\usepackage{booktabs}``)."""
+    s = report.settings
+    out = ["% Generated by python -m ls.report; requires \\usepackage{booktabs}.", ""]
+    for section in report.sections:
+        sel = section.selection
+        out += [latex_table(summary_table(section), f"Test metrics over seeds ({sel} selection), percent.",
+                            _label("summary", sel), _summary_note(section)), ""]
+        for factor in section.factors:
+            if section.factor_metrics(factor):
+                out += [latex_table(factor_table(section, factor),
+                                    f"ICBHI Score per {factor} over seeds ({sel} selection), percent.",
+                                    _label(factor, sel), _summary_note(section)), ""]
+        if section.baseline is not None and len(section.comparison):
+            base = section.display_names[section.baseline]
+            out += [latex_table(comparison_table(section),
+                                f"Paired differences to {base} ({sel} selection), percent points.",
+                                _label("comparison", sel), _comparison_note(section, s)), ""]
+    out += ["% Methods: " + methods_text(s).replace("%", r"\%"), ""]
+    return "\n".join(out)
+
+
+# =================================================================================================
+# CSV
+# =================================================================================================
+def summary_frame(report: Report) -> pd.DataFrame:
+    """Long table: selection, variant, display_name, metric, label, mean, std (percent), n, unit."""
+    frames = []
+    for section in report.sections:
+        f = section.summary.copy()
+        f.insert(0, "selection", section.selection)
+        f.insert(4, "label", f["metric"].map(metric_label))
+        f["mean"] = 100.0 * f["mean"]
+        f["std"] = 100.0 * f["std"]
+        f["unit"] = "%"
+        frames.append(f)
+    return pd.concat(frames, ignore_index=True)
+
+
+def comparison_frame(report: Report) -> pd.DataFrame:
+    """One row per (selection, variant, metric); differences and interval in percent points."""
+    frames = []
+    for section in report.sections:
+        c = section.comparison
+        if c.empty:
+            continue
+        f = pd.DataFrame({
+            "selection": section.selection,
+            "variant": c["variant"],
+            "display_name": c["display_name"],
+            "baseline": c["baseline"],
+            "metric": c["metric"],
+            "label": c["metric"].map(metric_label),
+            "n_pairs": c["n_pairs"],
+            "seeds": c["seeds"],
+            "per_seed_diff": [";".join(f"{100 * d:.6g}" for d in ds) for ds in c["diffs"]],
+            "unpaired": c["unpaired"],
+            "mean_diff": 100.0 * c["mean_diff"],
+            "sd_diff": 100.0 * c["sd_diff"],
+            "ci_low": 100.0 * c["ci_low"],
+            "ci_high": 100.0 * c["ci_high"],
+            "unit": "pp",
+            "confidence": c["confidence"],
+            "ci_method": "percentile, paired patient-level bootstrap",
+            "n_boot": c["n_boot"],
+            "n_boot_dropped": c["n_boot_dropped"],
+            "t_stat": c["t_stat"],
+            "t_p": c["t_p"],
+            "t_p_holm": c["t_p_holm"],
+            "t_test": "paired t-test, two-sided",
+            "t_note": c["t_note"],
+            "wilcoxon_stat": c["wilcoxon_stat"],
+            "wilcoxon_p": c["wilcoxon_p"],
+            "wilcoxon_n": c["wilcoxon_n"],
+            "wilcoxon_test": "Wilcoxon signed-rank, exact, two-sided",
+            "wilcoxon_note": c["wilcoxon_note"],
+        })  # fmt: skip
+        frames.append(f)
+    if not frames:
+        return pd.DataFrame(columns=["selection", "variant", "display_name", "baseline", "metric"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def runs_frame(report: Report) -> pd.DataFrame:
+    """One row per run with every recomputed metric in percent."""
+    frames = []
+    for section in report.sections:
+        f = section.runs.copy()
+        f.insert(0, "selection", section.selection)
+        f[section.metrics] = 100.0 * f[section.metrics]
+        frames.append(f)
+    return pd.concat(frames, ignore_index=True)
+
+
+# =================================================================================================
+# Figure
+# =================================================================================================
+def variant_colors(variants: Sequence[str], baseline: str | None) -> dict[str, str]:
+    """A fixed colour per variant name (stable across figures); the baseline is dark grey."""
+    colors = category_colors([v for v in variants if v != baseline], VARIANT_PALETTE)
+    if baseline is not None:
+        colors[baseline] = BASELINE_COLOR
+    return colors
+
+
+def _runs_of(section: Section, variant: str, metric: str) -> np.ndarray:
+    v = section.runs.loc[section.runs["variant"] == variant, metric].to_numpy(dtype=float)
+    return 100.0 * v[np.isfinite(v)]
+
+
+def _stats_of(section: Section, variant: str, metric: str) -> tuple[float, float]:
+    v = _runs_of(section, variant, metric)
+    mean = float(np.mean(v)) if v.size else math.nan
+    std = float(np.std(v, ddof=1)) if v.size >= 2 else 0.0
+    return mean, std
+
+
+def scores_figure(section: Section):
+    """Whole-test-set metrics per variant (mean ± SD over seeds as marker and error bar, seeds as dots) and
+    one panel per factor (bars of the mean ICBHI Score per value per variant, ± SD, seeds as dots).
+
+    Returns the matplotlib ``Figure`` (``1 + len(factors)`` axes, one legend entry per variant, placed
+    below the panels, outside every axes).
+    """
+    factors = [f for f in section.factors if section.factor_metrics(f)]
+    colors = variant_colors(section.variants, section.baseline)
+    n_var = len(section.variants)
+    jitter = np.random.default_rng(0)
+    with paper_style():
+        fig = figure("text", aspect=0.36 * (1 + len(factors)) + 0.08)
+        axes = np.atleast_1d(fig.subplots(1 + len(factors), 1))
+        # --- panel 1: whole-test-set metrics, dot + whisker (differences of 1-3 points stay visible)
+        ax = axes[0]
+        metrics = [m for m in BASE_METRICS if m in section.metrics]
+        width = 0.8 / n_var
+        handles = []
+        for i, variant in enumerate(section.variants):
+            offset = (i - (n_var - 1) / 2) * width
+            x = np.arange(len(metrics)) + offset
+            stats = [_stats_of(section, variant, m) for m in metrics]
+            h = ax.errorbar(x, [s[0] for s in stats], yerr=[s[1] for s in stats], fmt="o", ms=3.5, capsize=2,
+                            lw=0.9, color=colors[variant], label=section.display_names[variant], zorder=3)
+            handles.append(h)
+            xs, ys = [], []
+            for j, m in enumerate(metrics):
+                v = _runs_of(section, variant, m)
+                xs += list(x[j] + width * 0.28 + jitter.uniform(-0.06, 0.06, v.size) * width)
+                ys += list(v)
+            ax.scatter(xs, ys, s=5, color=colors[variant], alpha=0.55, linewidths=0, zorder=2)
+        ax.set_xticks(range(len(metrics)), [METRIC_LABELS[m] for m in metrics])
+        ax.set_xlim(-0.5, len(metrics) - 0.5)
+        ax.set_ylabel("Test metric (%)")
+        ax.set_title("Whole test set: mean ± SD over seeds (dots: individual seeds)")
+        ax.grid(axis="y", lw=0.3, alpha=0.5)
+        # --- one panel per factor: bars of the per-value Score
+        for ax, factor in zip(axes[1:], factors, strict=True):
+            values = section.factor_metrics(factor)
+            for i, variant in enumerate(section.variants):
+                offset = (i - (n_var - 1) / 2) * width
+                x = np.arange(len(values)) + offset
+                stats = [_stats_of(section, variant, key) for _, key in values]
+                ax.bar(x, [s[0] for s in stats], width=width * 0.9, yerr=[s[1] for s in stats],
+                       color=colors[variant], alpha=0.85, capsize=1.5, error_kw={"lw": 0.7},
+                       label=section.display_names[variant])
+                xs, ys = [], []
+                for j, (_, key) in enumerate(values):
+                    v = _runs_of(section, variant, key)
+                    xs += list(x[j] + jitter.uniform(-0.15, 0.15, v.size) * width)
+                    ys += list(v)
+                ax.scatter(xs, ys, s=3, color="black", alpha=0.45, linewidths=0, zorder=3)
+            labels = [v for v, _ in values]
+            ax.set_xticks(range(len(values)), labels, rotation=30 if len(values) > 8 else 0,
+                          ha="right" if len(values) > 8 else "center")
+            ax.set_xlim(-0.5, len(values) - 0.5)
+            ax.set_ylim(0, 100)
+            ax.set_ylabel("ICBHI Score (%)")
+            ax.set_title(f"ICBHI Score per {factor}: mean ± SD over seeds (dots: seeds)")
+            ax.grid(axis="y", lw=0.3, alpha=0.5)
+        fig.suptitle(f"Test split, {section.selection} selection ({section.n_cycles} cycles, "
+                     f"{section.n_patients} patients)")
+        fig.legend(handles, [section.display_names[v] for v in section.variants], loc="outside lower center",
+                   ncols=min(n_var, 5), frameon=False)
+    return fig
+
+
+# =================================================================================================
+# Writing everything
+# =================================================================================================
+def figure_name(section: Section, report: Report) -> str:
+    """``scores``, or ``scores_<selection>`` when the report has several selections."""
+    if len(report.sections) == 1:
+        return "scores"
+    return "scores_" + re.sub(r"[^A-Za-z0-9_.-]+", "-", section.selection)
+
+
+def write_report(report: Report, out_dir: str | Path) -> list[Path]:
+    """Write ``report.md``, ``report.tex``, ``summary.csv``, ``comparison.csv``, ``runs.csv`` and the scores
+    figure(s) (PNG + PDF) into ``out_dir``, each atomically. Returns the written paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in (
+        ("report.md", markdown_report(report)),
+        ("report.tex", latex_report(report)),
+        ("summary.csv", summary_frame(report).to_csv(index=False)),
+        ("comparison.csv", comparison_frame(report).to_csv(index=False)),
+        ("runs.csv", runs_frame(report).to_csv(index=False)),
+    ):
+        atomic_write_text(out / name, text)
+        written.append(out / name)
+    for section in report.sections:
+        written += save_figure(scores_figure(section), out, figure_name(section, report))
+    return written
+
+
+__all__ = [
+    "METRIC_LABELS",
+    "comparison_frame",
+    "comparison_table",
+    "composition_table",
+    "factor_table",
+    "fmt_mean_sd",
+    "fmt_p",
+    "fmt_pct",
+    "latex_escape",
+    "latex_report",
+    "latex_table",
+    "markdown_report",
+    "markdown_table",
+    "methods_text",
+    "metric_label",
+    "runs_frame",
+    "scores_figure",
+    "seed_difference_table",
+    "summary_frame",
+    "summary_table",
+    "variant_colors",
+    "write_report",
+]
+
