@@ -7,8 +7,11 @@ is not installed) so that wrong credentials, and a server that disappears mid-ru
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import http.server
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -38,11 +41,98 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-class _AuthProxy:
-    """Forward HTTP to the MLflow server if the Basic credentials match; ``down=True`` drops connections."""
+def _wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
 
-    def __init__(self, upstream_port: int) -> None:
+
+class _MlflowServer:
+    """``mlflow server`` in its own process group, so that :meth:`kill` takes down uvicorn too (a crash)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = _free_port()
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.uri}/health", timeout=2):
+                return True
+        except OSError:
+            return False
+
+    def launch(self) -> None:
+        """Start the server (same port, same backend store each time) without waiting for it."""
+        self.starts += 1
+        log = (self.root / f"server{self.starts}.log").open("w")
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job runner: faster start
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+             "--backend-store-uri", f"sqlite:///{self.root}/mlflow.db",
+             "--artifacts-destination", str(self.root / "artifacts"), "--workers", "1"],
+            cwd=self.root, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+        log.close()
+
+    def wait_healthy(self, timeout: float = 180) -> bool:
+        _wait_until(lambda: self._healthy() or self.proc.poll() is not None, timeout, 0.2)
+        return self._healthy()
+
+    def log_tail(self) -> str:
+        return (self.root / f"server{self.starts}.log").read_text()[-3000:]
+
+    def start(self) -> None:
+        for _ in range(3):  # the free port may be taken between probing and binding: try another one
+            self.launch()
+            if self.wait_healthy():
+                return
+            self.stop()
+            if "address already in use" not in self.log_tail().lower():
+                break
+            self.port = _free_port()
+        pytest.fail("mlflow server did not start:\n" + self.log_tail())
+
+    def kill(self) -> None:
+        """SIGKILL the whole server (mlflow CLI + uvicorn worker): a crash, nothing is shut down cleanly."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=20)
+        assert _wait_until(lambda: not self._healthy(), 10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=20)
+
+
+class _AuthProxy:
+    """Forward HTTP to the MLflow server if the Basic credentials match.
+
+    ``down=True`` drops every connection; ``hang=True`` accepts connections and never answers (a hung
+    server); ``fail_next=n`` answers the next n requests with 503. ``requests`` counts what arrived.
+    """
+
+    def __init__(self, backend: _MlflowServer) -> None:
+        self.backend = backend
         self.down = False
+        self.hang = False
+        self.fail_next = 0
+        self.requests = 0
+        self.release = threading.Event()  # set at teardown: hung handlers return
         proxy = self
         expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 
@@ -51,9 +141,20 @@ class _AuthProxy:
                 pass
 
             def _forward(self):
+                proxy.requests += 1
+                if proxy.hang:
+                    proxy.release.wait(120)
+                    self.close_connection = True
+                    return
                 if proxy.down:
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if proxy.fail_next > 0:
+                    proxy.fail_next -= 1
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
                     return
                 if self.headers.get("Authorization") != expected:
                     self.send_response(401)
@@ -62,11 +163,17 @@ class _AuthProxy:
                     self.end_headers()
                     return
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=30)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "authorization")}
-                conn.request(self.command, self.path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
+                try:
+                    conn = http.client.HTTPConnection("127.0.0.1", proxy.backend.port, timeout=30)
+                    skip = ("host", "authorization")
+                    headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    resp = conn.getresponse()
+                    data = resp.read()
+                except OSError:  # the server behind is dead: behave like it
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
                     if k.lower() not in ("transfer-encoding", "connection", "content-length"):
@@ -78,6 +185,7 @@ class _AuthProxy:
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -85,37 +193,34 @@ class _AuthProxy:
     def uri(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def reset(self) -> None:
+        self.down = self.hang = False
+        self.fail_next = 0
+        self.release.set()
+        self.release = threading.Event()
+
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
-    """A real MLflow tracking server (sqlite store, proxied artifacts) behind the auth proxy."""
-    root = tmp_path_factory.mktemp("mlflow_server")
-    port = _free_port()
-    log = (root / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts"),
-         "--workers", "1"],
-        cwd=root, stdout=log, stderr=subprocess.STDOUT,
-    )
-    deadline = time.time() + 180
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail("mlflow server did not start:\n" + (root / "server.log").read_text()[-3000:])
-            time.sleep(0.5)
-    proxy = _AuthProxy(port)
+    """A real MLflow tracking server (sqlite store, proxied artifacts) behind the auth proxy.
+
+    ``mlflow_server.backend`` is the server itself (``uri``, ``kill()``, ``launch()``, ``wait_healthy()``).
+    """
+    backend = _MlflowServer(tmp_path_factory.mktemp("mlflow_server"))
+    backend.start()
+    proxy = _AuthProxy(backend)
     yield proxy
+    proxy.reset()
     proxy.server.shutdown()
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    backend.stop()
+
+
+@pytest.fixture
+def proxy(mlflow_server):
+    """The session server's proxy, restored to "up" after the test whatever happened."""
+    yield mlflow_server
+    mlflow_server.reset()
+    assert mlflow_server.backend.wait_healthy(180), "a test left the mlflow server down"
 
 
 @pytest.fixture
@@ -162,11 +267,13 @@ def test_settings_file_with_unknown_key_is_an_error(tmp_path):
 
 # -- failures before training ----------------------------------------------------------------------
 def test_unreachable_uri_fails_with_a_clear_message(tmp_path, fast_http):
-    uri = f"http://127.0.0.1:{_free_port()}"
-    tracker = Tracker(TrackingSettings(uri, "x", fallback_dir=str(tmp_path)))
-    t0 = time.time()
-    with pytest.raises(TrackingError, match="unreachable") as info:
-        tracker.check_connection()
+    with socket.socket() as closed:  # bound, never listening: connections are refused, and no other
+        closed.bind(("127.0.0.1", 0))  # process can take the port while the test runs
+        uri = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        tracker = Tracker(TrackingSettings(uri, "x", fallback_dir=str(tmp_path)))
+        t0 = time.time()
+        with pytest.raises(TrackingError, match="unreachable") as info:
+            tracker.check_connection()
     assert uri in str(info.value)
     assert time.time() - t0 < 30
 
