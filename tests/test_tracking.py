@@ -784,6 +784,36 @@ def test_no_secret_in_params_tags_artifacts_buffer_files_or_messages(proxy, tmp_
         assert PASSWORD not in text and REDACTED in text
 
 
+@pytest.mark.slow
+def test_replay_cli_creates_a_run_that_was_never_created(proxy, tmp_path, capsys, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from ls.tracking import main
+
+    tracker = Tracker(_settings(proxy, tmp_path, experiment="test-never-created", **FAST),
+                      buffer_dir=tmp_path / "run")
+    tracker.check_connection()
+    proxy.down = True  # away from the start of the run to its end
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert tracker.start_run("offline-all-along", tags={"variant": "ast"}) is None
+        tracker.log_params({"lr": 0.1})
+        tracker.log_metrics({"loss": 0.5}, step=1)
+        tracker.end_run("FAILED")
+    proxy.down = False
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", USER)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
+    assert main(["replay", str(tmp_path / "run"), "--experiment", "test-replayed-elsewhere"]) == 0
+    assert "ended FAILED" in capsys.readouterr().out
+    client = MlflowClient(proxy.uri)
+    exp = client.get_experiment_by_name("test-replayed-elsewhere")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.run_name == "offline-all-along" and run.info.status == "FAILED"
+    assert run.data.tags["variant"] == "ast" and run.data.params["lr"] == "0.1"
+    assert run.data.metrics["loss"] == 0.5
+
+
 def test_replay_cli_without_a_buffer_is_a_clear_error(tmp_path, capsys):
     from ls.tracking import main
 

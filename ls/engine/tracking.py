@@ -583,11 +583,13 @@ def _replay(
     link: _Link,
     *,
     experiment_id: str | None = None,
+    experiment_name: str | None = None,
     secrets: Iterable[str | None] = (),
 ) -> ReplayReport:
     """Upload the records of ``buf`` after its cursor, in order, moving the cursor after each one.
 
-    Call with the buffer's lock held. A record the server rejects is skipped (with a warning); a record
+    A run that was never created is created in ``experiment_id``, else in the experiment named
+    ``experiment_name`` (default: the recorded name). Call with the buffer's lock held. A record the server rejects is skipped (with a warning); a record
     that cannot be sent (server away again) stops the replay, to be continued later from that record.
     """
     meta = buf.read_meta()
@@ -612,7 +614,7 @@ def _replay(
 
             def make(spec=spec, holder=holder):
                 holder["id"] = _create_run(
-                    client, spec, experiment_id or meta.get("experiment_id"), meta.get("experiment_name")
+                    client, spec, experiment_id, experiment_name or meta.get("experiment_name")
                 )
 
             err = _attempt(make, settings, link)
@@ -681,9 +683,11 @@ def replay_buffer(
                 continue
             if uri not in clients:
                 clients[uri] = _make_client(settings_b)
-            same_store = uri == meta.get("tracking_uri")
+            # The recorded experiment id is only meaningful in the recorded store and experiment.
+            same = uri == meta.get("tracking_uri") and not explicit_experiment
             reports.append(_replay(buf, clients[uri], settings_b, _Link(),
-                                   experiment_id=meta.get("experiment_id") if same_store else None,
+                                   experiment_id=meta.get("experiment_id") if same else None,
+                                   experiment_name=settings_b.experiment_name,
                                    secrets=[base.password]))
     return reports
 
