@@ -168,7 +168,7 @@ class TrackingSettings:
     probe_interval_s: float = 20.0
     max_probe_interval_s: float = 300.0
     probe_timeout_s: float = 2.0
-    max_stall_s: float = 60.0
+    max_stall_s: float = 30.0
 
     @property
     def is_remote(self) -> bool:
@@ -1149,7 +1149,9 @@ class Tracker:
         resp = requests.get(
             url, auth=auth, headers=headers, timeout=self.settings.probe_timeout_s, verify=verify
         )
-        return resp.status_code == 200
+        # Any answer but a 5xx means something is serving (a reverse proxy may not route /health); the
+        # replay that follows tells whether the tracking API works.
+        return resp.status_code < 500
 
     def _upload_buffer(self) -> None:
         buf = self._ensure_buffer()
