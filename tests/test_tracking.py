@@ -284,10 +284,19 @@ def test_settings_file_with_unknown_key_is_an_error(tmp_path):
 
 
 # -- failures before training ----------------------------------------------------------------------
+def _bind_port_containing(sock: socket.socket, digits: str) -> int:
+    for port in range(20000, 65000):
+        if digits in str(port):
+            with contextlib.suppress(OSError):
+                sock.bind(("127.0.0.1", port))
+                return port
+    raise RuntimeError(f"no free port containing {digits}")
+
+
 def test_unreachable_uri_fails_with_a_clear_message(tmp_path, fast_http):
     with socket.socket() as closed:  # bound, never listening: connections are refused, and no other
-        closed.bind(("127.0.0.1", 0))  # process can take the port while the test runs
-        uri = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        # process can take the port while the test runs. Its number holds "401": that is no auth failure.
+        uri = f"http://127.0.0.1:{_bind_port_containing(closed, '401')}"
         tracker = Tracker(TrackingSettings(uri, "x", fallback_dir=str(tmp_path)))
         t0 = time.time()
         with pytest.raises(TrackingError, match="unreachable") as info:

@@ -350,11 +350,7 @@ def _failure_kind(exc: BaseException) -> str:
     """``rejected``: the server answered and refused this record (a 4xx other than auth/rate limit), so
     retrying or buffering cannot help; ``timeout``: no answer in time (hung server), do not retry;
     ``transient``: anything else (refused connection, 5xx, auth, database locked...): retry, then buffer."""
-    status = None
-    get_status = getattr(exc, "get_http_status_code", None)
-    if callable(get_status) and type(exc).__module__.startswith("mlflow"):
-        with contextlib.suppress(Exception):
-            status = int(get_status())
+    status = _http_status(exc)
     if status is not None and 400 <= status < 500 and status not in (401, 403, 408, 429):
         return "rejected"
     for e in _chain(exc):
@@ -363,6 +359,21 @@ def _failure_kind(exc: BaseException) -> str:
         if "timed out" in str(e).lower():
             return "timeout"
     return "transient"
+
+
+def _http_status(exc: BaseException) -> int | None:
+    get_status = getattr(exc, "get_http_status_code", None)
+    if callable(get_status) and type(exc).__module__.startswith("mlflow"):
+        with contextlib.suppress(Exception):
+            return int(get_status())
+    return None
+
+
+def _is_auth_failure(exc: BaseException) -> bool:
+    """The server answered 401/403 (by status, not by digits that may be part of a port or a run id)."""
+    if _http_status(exc) in (401, 403):
+        return True
+    return bool(re.search(r"\b(Unauthorized|Forbidden|PERMISSION_DENIED|UNAUTHENTICATED)\b", str(exc)))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -860,8 +871,7 @@ class Tracker:
             exp = self.client.get_experiment_by_name(name)
             self.experiment_id = exp.experiment_id if exp is not None else self.client.create_experiment(name)
         except Exception as exc:  # noqa: BLE001 -- MlflowException, requests, sqlalchemy errors...
-            text = str(exc)
-            if any(s in text for s in ("401", "403", "Unauthorized", "Permission", "credentials")):
+            if _is_auth_failure(exc):
                 why = (
                     "the server rejected the credentials; check tracking_username/tracking_password in the "
                     "mlflow config or MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD"
