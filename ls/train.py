@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import errno
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -34,10 +36,17 @@ import numpy as np
 from ls.config import Config, dump_yaml, flatten, load_config
 from ls.engine.checkpoint import read_checkpoint
 from ls.engine.distributed import DistContext, barrier, cleanup_distributed, init_distributed
-from ls.engine.tracking import NullTracker, Tracker, build_tracker
-from ls.engine.trainer import FitResult, Trainer, resolve_device, seed_everything
+from ls.engine.tracking import NullTracker, Tracker, build_tracker, is_credential_key
+from ls.engine.trainer import FitResult, Trainer, TrainingInterrupted, resolve_device, seed_everything
 from ls.models.variants import VARIANTS, canonical_variant, get_variant
-from ls.utils.io import atomic_write_text
+from ls.utils.cli import (
+    EXIT_INTERRUPTED,
+    add_traceback_option,
+    fail,
+    plain_warnings,
+    report_error,
+)
+from ls.utils.io import WriteError, atomic_write_text, write_failure_reason
 from ls.utils.trees import to_dict
 
 
@@ -77,6 +86,13 @@ def train_run(
     """Train one model of ``variant`` on ``cfg``; ``tracker`` must not have a run open (it opens one).
 
     ``fold=(i, k)``: validation is patient fold ``i`` of ``k`` on the training split (``build_fold_datasets``).
+
+    Before any data is built (seconds, not an epoch, into the run) it checks what would otherwise fail late:
+    the data folder and the pretrained-weights file (:func:`check_inputs`), a new run folder of its own that
+    is writable and has room for the checkpoints (:func:`prepare_run_dir`, which also writes ``config.yaml``),
+    and the tracking store (the run is opened then). Credentials never reach the params, ``config.yaml``,
+    ``run.json`` or the checkpoints (:func:`stored_config`). Ctrl-C ends the MLflow run as KILLED (and raises
+    :class:`ls.engine.trainer.TrainingInterrupted` once training has started), any other error as FAILED.
     """
     from ls.data import build_datasets, build_fold_datasets, build_loaders
     from ls.models import build_model
@@ -87,44 +103,60 @@ def train_run(
     tracker = tracker if (tracker is not None and ctx.is_main) else NullTracker()
     run_name = run_name or default_run_name(cfg, variant, None if fold is None else fold[0])
     resume_state = read_checkpoint(resume) if resume is not None else None
-    run_dir = Path(resume).parent if resume is not None else _new_run_dir(cfg, run_name)
-
-    seed_everything(cfg.seed)
-    datasets = build_datasets(cfg) if fold is None else build_fold_datasets(cfg, fold[0], fold[1])
-    loaders = build_loaders(cfg, datasets, rank=ctx.rank, world_size=ctx.world_size)
-    spec = datasets.metadata_spec
-    model = build_model(cfg.model(variant), spec)
-
-    if resume_state is not None and resume_state.get("mlflow_run_id"):
-        tracker.start_run(run_id=resume_state["mlflow_run_id"])
-    else:
-        tracker.start_run(run_name, tags=_tags(cfg, variant, None if fold is None else fold[0]))
-        tracker.log_params(flatten(cfg))
-    trainer = Trainer(
-        model,
-        loaders,
-        cfg.training,
-        cfg.output_mode,
-        tracker,
-        seed=cfg.seed,
-        checkpoint_meta={
-            "variant": variant,
-            "config": to_dict(cfg),
-            "metadata_encoder": datasets.encoder.state_dict() if datasets.encoder is not None else None,
-            "metadata_spec": spec.to_dict() if spec is not None else None,
-            "class_names": list(datasets.class_names),
-        },
-        run_dir=run_dir,
-        group_names=spec.vocabularies() if spec is not None else None,
-        ctx=ctx,
-        progress=progress,
-    )
+    stored = stored_config(cfg)
+    already_open = isinstance(tracker, _OpenRun)  # a nested run created by the parent (seeds, k-fold)
+    run_open = already_open
+    run_dir: Path | None = None
     try:
+        check_inputs(cfg, variant)
+        if ctx.is_main:
+            run_dir = prepare_run_dir(cfg, variant, run_name, stored,
+                                      existing=Path(resume).parent if resume is not None else None)
+        tracker.set_buffer_dir(run_dir)  # an offline buffer lives with the run it belongs to
+        if resume_state is not None and resume_state.get("mlflow_run_id"):
+            tracker.start_run(run_id=resume_state["mlflow_run_id"])
+        else:
+            tracker.start_run(run_name, tags=_tags(cfg, variant, None if fold is None else fold[0]))
+            run_open = True
+            tracker.log_params(flatten(stored))
+        run_open = True
+
+        seed_everything(cfg.seed)
+        t0 = time.perf_counter()
+        _say(ctx, f"building datasets from {cfg.dataset.data_folder} ...")
+        datasets = build_datasets(cfg) if fold is None else build_fold_datasets(cfg, fold[0], fold[1])
+        _say(ctx, f"datasets ready in {time.perf_counter() - t0:.0f} s: " + ", ".join(
+            f"{name} {len(ds)} cycles" for name, ds in zip(("train", "val", "test"), datasets) if ds is not None))
+        loaders = build_loaders(cfg, datasets, rank=ctx.rank, world_size=ctx.world_size)
+        spec = datasets.metadata_spec
+        model = build_model(cfg.model(variant), spec)
+        trainer = Trainer(
+            model,
+            loaders,
+            cfg.training,
+            cfg.output_mode,
+            tracker,
+            seed=cfg.seed,
+            checkpoint_meta={
+                "variant": variant,
+                "config": stored,
+                "metadata_encoder": datasets.encoder.state_dict() if datasets.encoder is not None else None,
+                "metadata_spec": spec.to_dict() if spec is not None else None,
+                "class_names": list(datasets.class_names),
+            },
+            run_dir=run_dir,
+            group_names=spec.vocabularies() if spec is not None else None,
+            ctx=ctx,
+            progress=progress,
+        )
         result = trainer.fit(resume_from=resume)
         if ctx.is_main:
             log_run_artifacts(tracker, trainer, result, cfg, variant)
-    except BaseException:
-        tracker.end_run("FAILED")
+    except BaseException as exc:
+        if run_open:
+            tracker.end_run("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        if run_dir is not None and resume is None:
+            _remove_if_unused(run_dir)  # a run that stopped before its first checkpoint leaves no folder
         raise
     tracker.end_run()
     barrier(ctx)
@@ -134,13 +166,134 @@ def train_run(
                       getattr(tracker, "run_id", None), None if fold is None else fold[0], result)
 
 
+def _say(ctx: DistContext, text: str) -> None:
+    if ctx.is_main:
+        print(text, flush=True)
+
+
+# =================================================================================================
+# Before the work: inputs, run folder, room, credentials
+# =================================================================================================
+def stored_config(cfg: Config) -> dict[str, Any]:
+    """The resolved config as it is stored (params, ``config.yaml``, checkpoints, ``run.json``): a plain dict
+    with every credential-like value (``mlflow.tracking_password``, ``tracking_username``, ...) set to None.
+
+    The tracker gets the credentials from the live config; nothing written or logged holds them.
+    """
+
+    def clean(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: (None if is_credential_key(k) and v is not None and not isinstance(v, (dict, list))
+                        else clean(v)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [clean(v) for v in node]
+        return node
+
+    return clean(to_dict(cfg))
+
+
+def check_inputs(cfg: Config, variant: str) -> None:
+    """The data folder exists and the pretrained-weights file of ``models.<variant>`` exists, is readable and
+    has the format of its ``weights.source`` (its first bytes only): seconds, before any data is built."""
+    from ls.models.weights import check_weights_file
+
+    data = Path(cfg.dataset.data_folder).expanduser()
+    if not data.is_dir():
+        where = "" if data.is_absolute() else f" (relative to the working directory {Path.cwd()})"
+        what = "is not a folder" if data.exists() else "does not exist"
+        raise FileNotFoundError(errno.ENOENT, f"dataset.data_folder={str(data)!r} {what}{where}; set "
+                                "--set dataset.data_folder=<folder with the recordings>")
+    options = cfg.model(variant)
+    check_weights_file(options.weights, variant, options.model_size)
+
+
+#: Bytes per parameter in the two checkpoints and the temp file of an atomic rewrite of last.pt:
+#: best.pt (weights) + last.pt (weights, AdamW's two moments) + a temporary copy of last.pt, all float32.
+_CHECKPOINT_BYTES_PER_PARAM = 4 * (1 + 3 + 3)
+#: Conditioning, heads and metadata encoders add a few percent to the backbone; pickling adds a little.
+_CHECKPOINT_MARGIN = 1.15
+
+
+def checkpoint_bytes(cfg: Config, variant: str) -> int:
+    """Disk space the checkpoints of one run need, estimated from the backbone's parameter count (built on
+    PyTorch's meta device: no memory, no weights)."""
+    import torch
+
+    from ls.models.backbone import ASTBackbone
+
+    o = cfg.model(variant)
+    with torch.device("meta"):
+        backbone = ASTBackbone(o.model_size, o.input_fdim, o.input_tdim, o.fstride, o.tstride)
+    params = sum(p.numel() for p in backbone.parameters())
+    return int(params * _CHECKPOINT_BYTES_PER_PARAM * _CHECKPOINT_MARGIN)
+
+
+def create_run_dir(parent: str | Path, run_name: str) -> Path:
+    """A new, empty run folder ``<parent>/<run_name>_<YYYYmmdd-HHMMSS>`` created exclusively: when another run
+    took that name (runs started in the same second), ``_2``, ``_3``, ... are tried. Never a shared folder."""
+    parent = Path(parent)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WriteError(exc.errno or errno.EIO, f"cannot create training.checkpoint_dir {parent}: "
+                         f"{write_failure_reason(exc, parent)}") from None
+    base = f"{run_name}_{time.strftime('%Y%m%d-%H%M%S')}"
+    for i in range(1, 10_000):
+        path = parent / (base if i == 1 else f"{base}_{i}")
+        try:
+            path.mkdir()  # atomic: exactly one process creates a given folder
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise WriteError(exc.errno or errno.EIO, f"cannot create a run folder in {parent}: "
+                             f"{write_failure_reason(exc, parent)}") from None
+        return path
+    raise WriteError(errno.EEXIST, f"no free run folder name {base}_N in {parent}")
+
+
+def prepare_run_dir(cfg: Config, variant: str, run_name: str, stored: dict[str, Any],
+                    existing: Path | None = None) -> Path:
+    """The run's folder, checked before the work: created exclusively (or ``existing``, when resuming), with
+    room for the checkpoints, and holding ``config.yaml`` (``stored``), whose write proves it writable.
+
+    A failure names the folder and says "no space left" or "read-only"; a new folder is removed again.
+    """
+    run_dir = existing if existing is not None else create_run_dir(cfg.training.checkpoint_dir, run_name)
+    try:
+        need = checkpoint_bytes(cfg, variant)
+        have = sum(f.stat().st_size for f in (run_dir / "best.pt", run_dir / "last.pt") if f.is_file())
+        free = shutil.disk_usage(run_dir).free
+        if free + have < need:
+            raise WriteError(errno.ENOSPC, (
+                f"not enough space for the checkpoints in {run_dir}: {_mb(free)} free, about {_mb(need - have)} "
+                f"needed (best.pt + last.pt of a {cfg.model(variant).model_size} model with optimiser state); "
+                "no space left for this run: free some or set training.checkpoint_dir"))
+        dump_yaml(stored, run_dir / "config.yaml")
+    except BaseException:
+        if existing is None:
+            _remove_if_unused(run_dir)
+        raise
+    return run_dir
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.0f} MB" if n < 1e10 else f"{n / 1e9:,.1f} GB"
+
+
+def _remove_if_unused(run_dir: Path) -> None:
+    """Remove a run folder that holds no checkpoint and no tracking buffer (only ``config.yaml``)."""
+    from ls.engine.tracking import BUFFER_FOLDER
+
+    try:
+        if not any(run_dir.glob("*.pt")) and not (run_dir / BUFFER_FOLDER).exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+    except OSError:
+        pass
+
+
 def default_run_name(cfg: Config, variant: str, fold: int | None = None) -> str:
     name = f"{variant}_{cfg.training.epochs}ep_{cfg.training.selection}_seed{cfg.seed}"
     return name + (f"_fold{fold}" if fold is not None else "")
-
-
-def _new_run_dir(cfg: Config, run_name: str) -> Path:
-    return Path(cfg.training.checkpoint_dir) / f"{run_name}_{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def _tags(cfg: Config, variant: str, fold: int | None) -> dict[str, str]:
@@ -178,7 +331,7 @@ def log_run_artifacts(tracker: Any, trainer: Trainer, result: FitResult, cfg: Co
     run_dir = Path(result.run_dir or trainer.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / "config.yaml"
-    dump_yaml(cfg, config_path)
+    dump_yaml(stored_config(cfg), config_path)  # without credentials
     tracker.log_artifact(config_path)
     if (run_dir / "best.pt").exists():
         tracker.log_artifact(run_dir / "best.pt", "checkpoints")
@@ -359,20 +512,30 @@ def build_parser(variant: str) -> argparse.ArgumentParser:
     p.add_argument("--kfold", type=int, default=None, metavar="K",
                    help="patient k-fold on the training split (official test fixed), one nested run per fold")
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    add_traceback_option(p)
     return p
 
 
 def main(variant: str, argv: Sequence[str] | None = None) -> int:
-    """Entry point of the root scripts: parse arguments, train, return an exit code."""
+    """Entry point of the root scripts: parse arguments, train, return an exit code.
+
+    Every user-facing problem is one ``error:`` line on stderr and exit code 2 (``--traceback`` or
+    ``LS_TRACEBACK=1`` adds the traceback); Ctrl-C says from where ``--resume`` continues and exits 130.
+    """
     variant = canonical_variant(variant)
     args = build_parser(variant).parse_args(argv)
+    with plain_warnings():
+        return _main(variant, args)
+
+
+def _main(variant: str, args: argparse.Namespace) -> int:
     if args.resume and (args.seeds or args.kfold):
-        raise SystemExit("--resume continues one run; it cannot be combined with --seeds or --kfold")
+        return fail("--resume continues one run; it cannot be combined with --seeds or --kfold")
     if args.seeds and args.kfold:
-        raise SystemExit("choose one of --seeds and --kfold")
+        return fail("choose one of --seeds and --kfold")
+    if args.kfold is not None and args.kfold < 2:
+        return fail(f"--kfold needs at least 2 folds, got {args.kfold}")
     from ls.config import ConfigError
-    from ls.engine.checkpoint import CheckpointError
-    from ls.engine.tracking import TrackingError
 
     try:
         cfg = load_config(args.config, overrides=args.overrides)
@@ -381,10 +544,14 @@ def main(variant: str, argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             raise ConfigError(f"{args.config}: {exc}") from exc
         return _run_cli(variant, args, cfg)
-    except (ConfigError, CheckpointError, TrackingError) as exc:
-        # Bad input: one clear line, no traceback.
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except TrainingInterrupted as exc:
+        print(str(exc), file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("interrupted before training started; nothing to resume", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - bad input of any layer: one clear line (ls.utils.cli)
+        return report_error(exc, args)
 
 
 def _run_cli(variant: str, args: argparse.Namespace, cfg: Config) -> int:
@@ -394,14 +561,18 @@ def _run_cli(variant: str, args: argparse.Namespace, cfg: Config) -> int:
         tracker = build_tracker(cfg.mlflow, args.mlflow_config, enabled=ctx.is_main and not args.no_tracking)
         if args.seeds or args.kfold:
             what = f"seeds{len(args.seeds)}" if args.seeds else f"{args.kfold}fold"
+            tracker.set_buffer_dir(cfg.training.checkpoint_dir)  # the members' buffers go in their run folders
             tracker.start_run(f"{variant}_{cfg.training.epochs}ep_{cfg.training.selection}_{what}",
                               tags={**_tags(cfg, variant, None), "group": what})
-            tracker.log_params(flatten(cfg))
+            tracker.log_params(flatten(stored_config(cfg)))
             try:
                 if args.seeds:
                     run_seeds(cfg, variant, args.seeds, tracker, ctx)
                 else:
                     run_kfold(cfg, variant, args.kfold, tracker, ctx)
+            except KeyboardInterrupt:
+                tracker.end_run("KILLED")
+                raise
             except BaseException:
                 tracker.end_run("FAILED")
                 raise
@@ -410,26 +581,58 @@ def _run_cli(variant: str, args: argparse.Namespace, cfg: Config) -> int:
             outcome = train_run(cfg, variant, tracker=tracker, resume=args.resume, ctx=ctx)
             if ctx.is_main and outcome.run_dir is not None:
                 print(f"checkpoints: {outcome.run_dir}")
-        if ctx.is_main and not args.no_tracking and isinstance(tracker, Tracker):
-            print(f"MLflow: {tracker.settings.tracking_uri} (experiment {tracker.settings.experiment_name!r}); "
-                  "open with `mlflow ui --backend-store-uri " + tracker.settings.tracking_uri + "`")
+        if ctx.is_main:
+            hint = tracking_hint(tracker, cfg.training.checkpoint_dir if (args.seeds or args.kfold) else None)
+            if hint:
+                print(hint, flush=True)
     finally:
         cleanup_distributed()
     return 0
 
 
+def tracking_hint(tracker: Any, group_dir: str | Path | None = None) -> str | None:
+    """The last line of a run: how to look at it (``tracker.open_hint()``: a URL for a server, an
+    ``mlflow ui`` command for a local store), or, when records are still only in a local buffer because the
+    server stayed away, the command that uploads them. ``group_dir``: the folder holding the buffers of the
+    nested runs of ``--seeds``/``--kfold``."""
+    from ls.engine.tracking import find_buffers, replay_command
+
+    if not isinstance(tracker, Tracker):
+        return None
+    pending = []
+    if group_dir is not None and Path(group_dir).is_dir():
+        for buf in find_buffers(group_dir):
+            try:
+                if json.loads((buf / "buffer.json").read_text()).get("state") == "pending":
+                    pending.append(buf)
+            except (OSError, ValueError):
+                continue
+    command = replay_command(group_dir) if pending else tracker.replay_command
+    if command:
+        return (f"MLflow: {tracker.settings.safe_uri} stayed unreachable; the records are kept locally. "
+                f"Upload them when it is back with:\n  {command}")
+    return (f"MLflow: {tracker.settings.safe_uri} (experiment {tracker.settings.experiment_name!r}); "
+            f"{tracker.open_hint()}")
+
+
 __all__ = [
     "RunOutcome",
     "build_parser",
+    "check_inputs",
+    "checkpoint_bytes",
+    "create_run_dir",
     "default_run_name",
     "log_run_artifacts",
     "main",
+    "prepare_run_dir",
     "run_figures",
     "run_kfold",
     "run_seeds",
     "run_summary",
     "scripts",
+    "stored_config",
     "summarize",
+    "tracking_hint",
     "train_run",
     "write_predictions_csv",
 ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -70,27 +69,6 @@ def test_a_full_disk_under_torch_save_is_named_as_such(tmp_path, monkeypatch):
     msg = str(info.value)
     assert msg == f"cannot write {tmp_path / 'c.pt'}: no space left on device"
     assert "inline_container" not in msg and not (tmp_path / "c.pt").exists()
-
-
-@pytest.fixture
-def readonly_dir(tmp_path):
-    """A folder this process cannot write to: chmod 555 for a normal user; a read-only tmpfs mount for root
-    (root ignores permissions). Skipped where neither is possible."""
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    if os.geteuid() != 0:
-        folder.chmod(0o555)
-        yield folder
-        folder.chmod(0o755)
-        return
-    if shutil.which("mount") is None or subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True, check=False
-    ).returncode != 0:
-        pytest.skip("running as root without permission to mount a read-only tmpfs")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=False)
 
 
 @pytest.fixture
