@@ -11,9 +11,9 @@ re-fitted or re-tuned here: evaluation on test uses exactly what training select
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +31,7 @@ from ls.inference import (
     predictions_table,
     run_inference,
 )
+from ls.utils.cli import add_traceback_option, run_command
 from ls.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -92,11 +93,27 @@ def write_report(report: EvaluationReport, ctx: InferenceContext, split: str, ou
     return [metrics_path, preds_path]
 
 
+def require_data_folder(ctx: InferenceContext, config: Any = None) -> Path:
+    """The data folder the evaluation reads, or an error saying where it was looked for and how to point
+    at the data (a checkpoint stores the folder as training was given it, often relative to where it ran)."""
+    folder = Path(ctx.cfg.dataset.data_folder).expanduser()
+    if folder.is_dir():
+        return folder
+    source = f"--config {config}" if isinstance(config, (str, Path)) else f"the checkpoint {ctx.path}"
+    where = "" if folder.is_absolute() else f" relative to the working directory {Path.cwd()}"
+    raise FileNotFoundError(
+        errno.ENOENT,
+        f"the data folder {str(folder)!r} named by {source} does not exist{where}; run from the folder training "
+        "ran in, or pass --config with a dataset section whose dataset.data_folder locates the data",
+    )
+
+
 def evaluate_checkpoint(checkpoint: str | Path, config: str | Path | Any | None = None, split: str = "test",
                         out_dir: str | Path | None = None, device: str = "auto",
                         max_batches: int | None = None) -> EvaluationReport:
     """Load, run and score ``checkpoint`` on ``split``; write the JSON/CSV when ``out_dir`` is given."""
     ctx = load_for_inference(checkpoint, config, device)
+    require_data_folder(ctx, config)
     out = run_inference(ctx.model, build_split_loader(ctx, split), ctx.device, max_batches=max_batches)
     report = evaluate_outputs(ctx, out)
     if out_dir is not None:
@@ -114,26 +131,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compute-device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where to run the model (not the stethoscope: that is a metadata factor)")
     p.add_argument("--max-batches", type=int, default=None, help="evaluate only the first N batches (smoke tests)")
+    add_traceback_option(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ls.config import ConfigError
-    from ls.engine.checkpoint import CheckpointError
-
+    """Command line; problems are one ``error:`` line and exit code 2 (``--traceback`` shows where)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     out_dir = Path(args.out) if args.out else Path(args.checkpoint).parent / "eval"
-    try:
+
+    def body() -> int:
         report = evaluate_checkpoint(args.checkpoint, args.config, args.split, out_dir, args.compute_device,
                                      args.max_batches)
-    except (CheckpointError, ConfigError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    m = report.metrics
-    print(f"{args.split}: {len(report.predictions)} cycles | Sp {100 * m['specificity']:.2f} | "
-          f"Se {100 * m['sensitivity']:.2f} | Score {100 * m['icbhi_score']:.2f} -> {out_dir}")
-    return 0
+        m = report.metrics
+        print(f"{args.split}: {len(report.predictions)} cycles | Sp {100 * m['specificity']:.2f} | "
+              f"Se {100 * m['sensitivity']:.2f} | Score {100 * m['icbhi_score']:.2f} -> {out_dir}")
+        return 0
+
+    return run_command(body, args)
 
 
 if __name__ == "__main__":

@@ -201,8 +201,8 @@ def check_inputs(cfg: Config, variant: str) -> None:
     if not data.is_dir():
         where = "" if data.is_absolute() else f" (relative to the working directory {Path.cwd()})"
         what = "is not a folder" if data.exists() else "does not exist"
-        raise FileNotFoundError(errno.ENOENT, f"dataset.data_folder={str(data)!r} {what}{where}; set "
-                                "--set dataset.data_folder=<folder with the recordings>")
+        raise FileNotFoundError(errno.ENOENT, f"dataset.data_folder={str(data)!r} {what}{where}; pass "
+                                "--set dataset.data_folder=<the folder with the recordings>")
     options = cfg.model(variant)
     check_weights_file(options.weights, variant, options.model_size)
 

@@ -229,7 +229,8 @@ def test_a_missing_data_folder_fails_before_anything_else(tmp_path, built, capsy
     path = tiny_yaml(tmp_path, tmp_path / "no-such-data")
     assert runner.main("ast", ["--config", str(path), "--no-tracking"]) == 2
     [line] = error_lines(capsys.readouterr().err)
-    assert f"dataset.data_folder='{tmp_path / 'no-such-data'}' does not exist" in line
+    assert line == (f"error: dataset.data_folder='{tmp_path / 'no-such-data'}' does not exist; pass "
+                    "--set dataset.data_folder=<the folder with the recordings>")
     assert built == [] and not (tmp_path / "ck").exists()
 
 

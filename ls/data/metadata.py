@@ -94,6 +94,10 @@ class MetadataEncoder:
         self.std: dict[str, float] = {}
         #: ``{"mean", "std"}`` of the raw training log-mel features (``audio.mel_norm: dataset``), else None.
         self.feature_stats: dict[str, float] | None = None
+        #: ``{feature: (min, max)}`` of the raw training values of each continuous feature (``duration``
+        #: included), so prediction can say when an input lies outside what the model saw. Empty for states
+        #: written before ranges were kept.
+        self.ranges: dict[str, tuple[float, float]] = {}
 
     @classmethod
     def from_config(cls, dataset_cfg: Any, schema: MetadataSchema = ICBHI_SCHEMA) -> MetadataEncoder:
@@ -152,6 +156,8 @@ class MetadataEncoder:
             x = self._imputed(name, raw, missing)
             self.mean[name] = float(x.mean())
             self.std[name] = float(x.std()) + 1e-6  # population std, as the reference
+        self.ranges = {name: (float(np.nanmin(v)), float(np.nanmax(v)))
+                       for name, v in raw.items() if np.isfinite(v).any()}
         return self
 
     def _imputed(self, name: str, raw: dict, missing: dict) -> np.ndarray:
@@ -249,6 +255,7 @@ class MetadataEncoder:
             "mean": dict(self.mean),
             "std": dict(self.std),
             "feature_stats": dict(self.feature_stats) if self.feature_stats else None,
+            "ranges": {k: list(v) for k, v in self.ranges.items()},
         }
 
     @classmethod
@@ -269,6 +276,7 @@ class MetadataEncoder:
             enc.std = {k: float(v) for k, v in state["std"].items()}
             stats = feature_stats or state.get("feature_stats")
             enc.feature_stats = {k: float(v) for k, v in stats.items()} if stats else None
+            enc.ranges = {k: (float(v[0]), float(v[1])) for k, v in (state.get("ranges") or {}).items()}
         except KeyError as exc:
             raise ValueError(f"metadata encoder state lacks key {exc}") from exc
         bad = [k for k, v in enc.vocabularies.items() if not v or v[UNKNOWN_ID] != UNKNOWN_TOKEN]

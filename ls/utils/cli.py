@@ -42,7 +42,9 @@ def want_traceback(args: Any = None) -> bool:
 
 def error_message(exc: BaseException) -> str:
     """The user-facing text of ``exc``: its message, with file errors as ``<path>: <reason>``."""
-    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+    if isinstance(exc, OSError) and exc.strerror:
+        if exc.filename is None:  # OSError(errno, message): the message says it all, "[Errno n]" does not
+            return str(exc.strerror)
         where = exc.filename if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
         return f"{where}: {exc.strerror}"
     if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):

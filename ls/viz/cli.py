@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+import ls.engine.tracking  # noqa: F401 - before anything imports mlflow: it turns MLflow's telemetry off
+
 log = logging.getLogger(__name__)
 
 FIGURES = ("mask_analysis", "tsne", "film_params", "performance")
@@ -62,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-batches", type=int, default=None, help="use only the first N batches of the split")
     p.add_argument("--compute-device", default="auto", choices=("auto", "cpu", "cuda"), help="where models run")
     p.add_argument("--seed", type=int, default=42, help="t-SNE seed")
+    p.add_argument("--traceback", action="store_true",
+                   help="on an error, print the Python traceback too (or set LS_TRACEBACK=1)")
     return p
 
 
@@ -265,6 +269,7 @@ def attach_to_run(paths: Sequence[Path], run_id: str, cfg: Any) -> None:
 # -- entry point ------------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> list[Path]:
     """Draw the requested figures; returns the written files."""
+    from ls.evaluate import require_data_folder
     from ls.inference import build_split_loader, load_for_inference, run_inference
     from ls.viz.film import summarise_film_info
 
@@ -281,6 +286,8 @@ def run(args: argparse.Namespace) -> list[Path]:
     plan = check_request(figures, explicit, contexts.get("conditioned"), "baseline" in contexts)
     if not plan:
         raise FigureError("nothing to draw with the given checkpoints")
+    for ctx in contexts.values():
+        require_data_folder(ctx, args.config)
 
     def keep(info: Any, batch: Any) -> dict[str, Any]:
         kept = {"embedding": info["embedding"]}
@@ -311,8 +318,8 @@ def run(args: argparse.Namespace) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ls.config import ConfigError
-    from ls.engine.checkpoint import CheckpointError
+    """``visualize.py``; problems are one ``error:`` line and exit code 2 (``--traceback`` shows where)."""
+    from ls.utils.cli import run_command
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -321,10 +328,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (args.checkpoint or args.baseline_ckpt):
         parser.error("give --checkpoint (alias --softfilm-ckpt) and/or --baseline-ckpt")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
+
+    def body() -> int:
         paths = run(args)
-    except (FigureError, CheckpointError, ConfigError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {len(paths)} files to {args.out}")
-    return 0
+        print(f"wrote {len(paths)} files to {args.out}")
+        return 0
+
+    return run_command(body, args)
