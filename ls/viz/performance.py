@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+import ls.engine.tracking  # noqa: F401 - before anything imports mlflow: it turns MLflow's telemetry off
 from ls.viz.style import (
     TEXT_WIDTH,
     category_colors,
