@@ -14,6 +14,12 @@ Each root script (``ast_train.py``, ``ast_film_soft.py``, ...) is ``sys.exit(mai
   validation split; the official test split stays fixed) and the mean/std over folds;
 - ``--resume``: continue an interrupted run from its ``last.pt`` in the same MLflow run;
 - under ``torchrun`` the same command trains with DistributedDataParallel (rank 0 logs and checkpoints).
+
+Every run gets a folder of its own, created exclusively (never shared with a run started in the same second);
+what would fail late (data folder, weights file, writable folder with room for the checkpoints, tracking
+store) is checked before any data is built; credentials are never stored (params, ``config.yaml``,
+checkpoints). Errors are one ``error:`` line and exit code 2 (``--traceback`` for the traceback); Ctrl-C says
+from where ``--resume`` continues (exit code 130) and ends the MLflow run as KILLED.
 """
 
 from __future__ import annotations

@@ -347,3 +347,25 @@ def test_argument_conflicts_are_error_lines(tmp_path, capsys):
         "error: --resume continues one run; it cannot be combined with --seeds or --kfold"]
     assert runner.main("ast", ["--config", "x.yaml", "--kfold", "1"]) == 2
     assert error_lines(capsys.readouterr().err) == ["error: --kfold needs at least 2 folds, got 1"]
+
+
+def test_after_seeds_or_kfold_the_hint_replays_every_member_still_buffered(tmp_path):
+    """A nested run that ended while the server was away keeps its records in its run folder; the last line
+    of the group names the command that uploads all of them, not the open hint."""
+    import json
+
+    from ls.engine.tracking import Tracker, TrackingSettings, replay_command
+
+    tracker = Tracker(TrackingSettings("http://host:5000", "ls"))
+    group = tmp_path / "ck"
+    done = group / "run_a" / "mlflow_buffer" / "r1"
+    done.mkdir(parents=True)
+    (done / "buffer.json").write_text(json.dumps({"state": "replayed"}))
+    assert runner.tracking_hint(tracker, group) == "MLflow: http://host:5000 (experiment 'ls'); open " \
+                                                   "http://host:5000 in a browser"
+    pending = group / "run_b" / "mlflow_buffer" / "r2"
+    pending.mkdir(parents=True)
+    (pending / "buffer.json").write_text(json.dumps({"state": "pending"}))
+    hint = runner.tracking_hint(tracker, group)
+    assert hint.endswith(f"Upload them when it is back with:\n  {replay_command(group)}")
+    assert runner.tracking_hint(runner.NullTracker(), group) is None

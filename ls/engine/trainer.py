@@ -21,6 +21,10 @@ Reproducibility: at the start of epoch ``e`` every RNG (python, numpy, torch) is
 ``(seed, e, rank)``, so data order, augmentation and dropout are functions of (seed, epoch); a run stopped
 after epoch k and resumed from ``last.pt`` ends with exactly the metrics of an uninterrupted run on CPU.
 
+Progress: tqdm bars on a terminal; otherwise (a log file) a line with samples/s and the epoch's ETA every
+``PROGRESS_EVERY_S`` seconds, every line flushed. Ctrl-C raises :class:`TrainingInterrupted`, which names the
+epoch ``last.pt`` holds, for ``--resume``.
+
 Speed: the step never waits for the host. Losses and logits stay on the device until the end of the epoch;
 the non-finite-loss check reads one flag every ``NAN_CHECK_EVERY`` batches and at the end of the epoch.
 """
