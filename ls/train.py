@@ -110,8 +110,7 @@ def train_run(
     run_name = run_name or default_run_name(cfg, variant, None if fold is None else fold[0])
     resume_state = read_checkpoint(resume) if resume is not None else None
     stored = stored_config(cfg)
-    already_open = isinstance(tracker, _OpenRun)  # a nested run created by the parent (seeds, k-fold)
-    run_open = already_open
+    run_open = isinstance(tracker, _OpenRun)  # a nested run the parent created (seeds, k-fold)
     run_dir: Path | None = None
     try:
         check_inputs(cfg, variant)
@@ -125,7 +124,7 @@ def train_run(
             tracker.start_run(run_name, tags=_tags(cfg, variant, None if fold is None else fold[0]))
             run_open = True
             tracker.log_params(flatten(stored))
-        run_open = True
+        run_open = True  # also a resumed run, reopened above
 
         seed_everything(cfg.seed)
         t0 = time.perf_counter()

@@ -369,3 +369,12 @@ def test_after_seeds_or_kfold_the_hint_replays_every_member_still_buffered(tmp_p
     hint = runner.tracking_hint(tracker, group)
     assert hint.endswith(f"Upload them when it is back with:\n  {replay_command(group)}")
     assert runner.tracking_hint(runner.NullTracker(), group) is None
+
+
+@pytest.mark.parametrize("override", [f"mlflow.tracking_pasword={PASSWORD}", f"mlflow.tracking_password=[{PASSWORD}",
+                                      f"mlflow.tracking_password=[{PASSWORD}]"])
+def test_a_bad_password_override_is_reported_without_the_password(tmp_path, override, capsys):
+    path = tiny_yaml(tmp_path, tmp_path)
+    assert runner.main("ast", ["--config", str(path), "--no-tracking", "--set", override]) == 2
+    err = capsys.readouterr().err
+    assert error_lines(err) and "mlflow.tracking_pas" in err and PASSWORD not in err
