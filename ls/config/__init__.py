@@ -119,9 +119,12 @@ class Config:
     @property
     def output_mode(self) -> Any:
         """How logits become predictions (``ls.engine.modes.OutputMode``): from the dataset's task and the loss."""
+        from ls.data.tasks import get_task
         from ls.engine.modes import resolve_output_mode
 
-        return resolve_output_mode(self.dataset.n_cls, self.dataset.multi_label, self.training.loss)
+        classes = get_task(self.dataset.task, self.dataset.classes).classes
+        return resolve_output_mode(self.dataset.n_cls, self.dataset.multi_label, self.training.loss,
+                                   class_names=classes)
 
 
 #: Keys of ls 0.1 configs that moved into the SoftFiLM options (the mechanism owns its schedule).
