@@ -121,8 +121,9 @@ def train_run(
     )
     try:
         result = trainer.fit(resume_from=resume)
+        split_of = _add_split_metrics(result, loaders.test.dataset, trainer, tracker)
         if ctx.is_main:
-            log_run_artifacts(tracker, trainer, result, cfg, variant)
+            log_run_artifacts(tracker, trainer, result, cfg, variant, split_of)
     except BaseException:
         tracker.end_run("FAILED")
         raise
@@ -132,6 +133,22 @@ def train_run(
     test["loss"] = result.test.loss if result.test is not None else float("nan")
     return RunOutcome(variant, cfg.seed, test, result.best_epoch, run_dir,
                       getattr(tracker, "run_id", None), None if fold is None else fold[0], result)
+
+
+def _add_split_metrics(result: FitResult, test_set: Any, trainer: Trainer, tracker: Any) -> dict[str, list[str]]:
+    """Test metrics per split of the dataset's own (``split/<name>/icbhi_score``, ...) when the test set gathers
+    several (SPRSound: test_inter and test_intra); they join ``result.test.metrics`` and are logged."""
+    from ls.engine.metrics import group_metrics
+    from ls.inference import split_groups
+
+    if result.test is None:
+        return {}
+    groups = split_groups(result.test.outputs, test_set)
+    if groups:
+        per_split = group_metrics(result.test.y_true, result.test.pred, groups, trainer.output_mode.n_classes)
+        result.test.metrics.update(per_split)
+        tracker.log_metrics({f"test/{k}": v for k, v in per_split.items()}, step=trainer.tcfg.epochs)
+    return groups
 
 
 def default_run_name(cfg: Config, variant: str, fold: int | None = None) -> str:
@@ -172,7 +189,8 @@ def _git_commit() -> str | None:
 # =================================================================================================
 # Artifacts
 # =================================================================================================
-def log_run_artifacts(tracker: Any, trainer: Trainer, result: FitResult, cfg: Config, variant: str) -> None:
+def log_run_artifacts(tracker: Any, trainer: Trainer, result: FitResult, cfg: Config, variant: str,
+                      extra_groups: dict[str, list[str]] | None = None) -> None:
     """Resolved config, best checkpoint, confusion matrix, training curves, test predictions and ``run.json``
     (what ``ls.report`` reads: variant, seed, selection, test metrics)."""
     run_dir = Path(result.run_dir or trainer.run_dir)
@@ -186,7 +204,7 @@ def log_run_artifacts(tracker: Any, trainer: Trainer, result: FitResult, cfg: Co
         return
     names = list(trainer.output_mode.class_names)
     preds_path = run_dir / "test_predictions.csv"
-    write_predictions_csv(preds_path, result.test, trainer.output_mode, names, trainer.group_names)
+    write_predictions_csv(preds_path, result.test, trainer.output_mode, names, trainer.group_names, extra_groups)
     tracker.log_artifact(preds_path)
     summary_path = run_dir / "run.json"
     atomic_write_text(summary_path, json.dumps(run_summary(cfg, variant, result, names, trainer.group_names,
@@ -248,13 +266,17 @@ def run_figures(result: FitResult, class_names: Sequence[str], run_dir: Path, sa
 
 
 def write_predictions_csv(path: Path, test: Any, mode: Any, class_names: Sequence[str],
-                          group_names: dict[str, list[str]] | None = None) -> Path:
+                          group_names: dict[str, list[str]] | None = None,
+                          extra_groups: dict[str, list[str]] | None = None) -> Path:
     """One row per test cycle (``ls.evaluate.predictions_table``: file, cycle, patient, each metadata factor,
-    true and predicted class, probabilities), so both CSVs mean the same thing."""
+    true and predicted class, probabilities; ``extra_groups`` such as the dataset's split after the patient),
+    so both CSVs mean the same thing."""
     from ls.inference import predictions_table
 
     table = predictions_table(test.outputs, test.y_true, test.pred, test.probs, mode, class_names,
                               dict(group_names or {}))
+    for name, values in (extra_groups or {}).items():
+        table.insert(3, name, values)
     atomic_write_text(path, table.to_csv(index=False, float_format="%.6f"))
     return path
 

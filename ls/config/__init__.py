@@ -168,6 +168,8 @@ def _resolve(cfg: Config, ctx: BuildContext) -> None:
     elif cfg.dataset.h != n_mels:
         ctx.error("dataset.h", f"is {cfg.dataset.h} but audio.n_mels is {n_mels}: the frequency axis is never "
                   "resized, leave dataset.h out (it follows audio.n_mels)")
+    if cfg.training.loss is None:
+        cfg.training.loss = "bce" if cfg.dataset.multi_label or cfg.dataset.n_cls == 2 else "ce"
     try:
         mode = cfg.output_mode
     except ValueError as exc:

@@ -94,7 +94,7 @@ class AudioConfig:
 class DatasetPart:
     """One dataset of a ``combined`` dataset (``dataset.parts``): where it is and how to read it."""
 
-    name: Literal["icbhi", "sprsound", "manifest"] = option(help="the kind of dataset")
+    name: str = option(help="the kind of dataset: icbhi, sprsound or manifest (or a registered reader's)")
     data_folder: str = option(help="its folder (SPRSound: the BioCAS 2022 root; manifest: the CSV's folder)")
     tag: str | None = option(None, "its value of the `dataset` metadata factor; null: the name")
     cycle_metadata_path: str | None = option(None, "icbhi: the cycle table; null: built from data_folder")
@@ -111,9 +111,9 @@ class DatasetConfig:
         help="the dataset's folder: ICBHI recordings (`<stem>.wav` + `<stem>.txt`) and helper files; SPRSound: the "
         "BioCAS 2022 root (train2022_wav/, train2022_json/, test2022_*); manifest: the CSV's folder; combined: "
         "where the shared feature cache goes")
-    name: Literal["icbhi", "sprsound", "manifest", "combined"] = option(
-        "icbhi", "the kind of dataset (docs/datasets.md): icbhi, sprsound, manifest (any dataset, from a CSV) or "
-        "combined (several, see parts)")
+    name: str = option(
+        "icbhi", "the kind of dataset (docs/datasets.md): icbhi, sprsound, manifest (any dataset, from a CSV), "
+        "combined (several, see parts), or a kind added with ls.data.sources.register_reader")
     task: str | None = option(
         None, "classification task (ls.data.tasks): icbhi4, icbhi2 (crackle/wheeze bits, any dataset that has "
         "them); SPRSound event2, event7, record3, record5; manifest: labels (its label column, classes below). "
@@ -186,13 +186,24 @@ class DatasetConfig:
         # so that ls.config stays light (these modules are only needed once a DatasetConfig is built).
         from ls.data.labels import resolve_task
         from ls.data.splits import check_split_config
+        from ls.data.tasks import DATASET_TASKS
+        from ls.utils.fields import FieldError
 
+        for name in [self.name, *(part.name for part in self.parts)]:
+            if name not in DATASET_TASKS:
+                raise FieldError("name", f"unknown kind of dataset {name!r}; known: {', '.join(DATASET_TASKS)}")
+        if any(part.name == "combined" for part in self.parts):
+            raise FieldError("parts", "a part of a combined dataset cannot itself be combined")
+        tags = [part.tag or part.name for part in self.parts]
+        if len(set(tags)) != len(tags):
+            raise FieldError("parts", f"two parts share the tag {min(t for t in tags if tags.count(t) > 1)!r}; "
+                             "give each part a distinct `tag`")
         check_split_config(self)
         resolve_task(self)  # fills task, n_cls and multi_label
         for name in ("batch_size", "w"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.name == "combined" and not self.parts:
-            raise ValueError("dataset.name is 'combined' but dataset.parts lists no dataset")
+            raise FieldError("parts", "dataset.name is 'combined' but no part is listed")
         if self.name != "combined" and self.parts:
-            raise ValueError(f"dataset.parts is for dataset.name: combined, not {self.name!r}")
+            raise FieldError("parts", f"is for dataset.name: combined, not {self.name!r}")

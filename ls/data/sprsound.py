@@ -26,22 +26,10 @@ Two tables in the canonical segment form (see ``docs/datasets.md``), one row per
 - :func:`build_record_table`: one row per recording, ``CycleStart`` 0, ``CycleEnd`` the audio duration,
   ``Label`` the record type.
 
-Tasks (:data:`TASKS`; :func:`class_ids` maps a table to int64 class ids; class 0 is always the normal class):
-
-========  ======  ==============================================================================
-task      level   classes (id order)
-========  ======  ==============================================================================
-event2    event   Normal, Adventitious (every other event type)
-event7    event   Normal, Rhonchi, Wheeze, Stridor, Coarse Crackle, Fine Crackle, Wheeze+Crackle
-icbhi4    event   normal, crackle, wheeze, both (class ``c + 2 w`` from the mapping below)
-record3   record  Normal, Adventitious (CAS, DAS, CAS & DAS), Poor Quality
-record5   record  Normal, CAS, DAS, CAS & DAS, Poor Quality
-========  ======  ==============================================================================
-
-ICBHI-compatible mapping of event types to (crackle, wheeze) bits, :data:`ICBHI_BITS`: crackles are the
-discontinuous sounds (Fine Crackle, Coarse Crackle), wheezes the continuous ones (Wheeze, Rhonchi, Stridor;
-ICBHI's annotators counted rhonchi as wheezes), Wheeze+Crackle is both, Normal neither. A model trained on
-ICBHI's four classes can thus be evaluated on SPRSound events and back.
+Tasks (``ls.data.tasks``: event2, event7, record3, record5, and ICBHI's icbhi4/icbhi2 on events): :func:`class_ids`
+maps a table to int64 class ids; class 0 is always the normal class. Events carry ICBHI-compatible
+(crackle, wheeze) bits, ``ls.data.tasks.ICBHI_BITS``: crackles are the discontinuous sounds, wheezes the continuous
+ones, so a model trained on ICBHI's four classes can be evaluated on SPRSound events and back.
 
 Nothing is dropped silently: a recording without events contributes no event rows and is counted in a log
 message (INFO for Poor Quality records, which are expected to have none; WARNING otherwise).

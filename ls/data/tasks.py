@@ -86,13 +86,14 @@ TASKS: Mapping[str, Task] = MappingProxyType({
     "record5": _label_task("record5", "record", RECORD_TYPES, {t: i for i, t in enumerate(RECORD_TYPES)}),
 })  # fmt: skip
 LABELS = "labels"
-#: The tasks each dataset kind can give (``combined``: what every part can give).
-DATASET_TASKS: Mapping[str, tuple[str, ...]] = MappingProxyType({
+#: The tasks each dataset kind can give (``combined``: what every part can give); readers registered with
+#: ``ls.data.sources.register_reader`` add their kind.
+DATASET_TASKS: dict[str, tuple[str, ...]] = {
     "icbhi": ("icbhi4", "icbhi2"),
     "sprsound": ("icbhi4", "icbhi2", "event2", "event7", "record3", "record5"),
     "manifest": ("icbhi4", "icbhi2", LABELS),
     "combined": ("icbhi4", "icbhi2"),
-})  # fmt: skip
+}
 
 
 def labels_task(classes: Sequence[str]) -> Task:
