@@ -112,6 +112,8 @@ def _comments(cfg: Config, translation: Translation, alias_of: dict[str, str]) -
         elif note.key == note.target:
             was.setdefault(target, []).append(show(note.value))
             why.setdefault(target, []).append(note.reason)
+        elif not note.moved:
+            why.setdefault(target, []).append(f"from {note.key}: {show(note.value)}, {note.reason}")
         elif show(note.value) == show(note.new):
             was.setdefault(target, []).append(_relative(note.key, note.target))
         else:

@@ -59,6 +59,7 @@ class Note:
     value: Any = None
     target: str | None = None
     new: Any = None
+    moved: bool = True  # the value moved from key to target; false: key decided target's value (training.n_cls)
 
     def line(self) -> str:
         if self.action == "ignored":
@@ -92,8 +93,8 @@ class Translation:
         return bool(self.markers)
 
     def add(self, key: str, action: Action, reason: str, value: Any = None, target: str | None = None,
-            new: Any = None) -> None:
-        self.notes.append(Note(key, action, reason, value, target, new))
+            new: Any = None, moved: bool = True) -> None:
+        self.notes.append(Note(key, action, reason, value, target, new, moved))
 
     def summary(self) -> str:
         """One line: which keys were translated (to what) and which ignored (an MLflow tag of the run)."""
@@ -486,7 +487,7 @@ class _Translator:
             for key, value in (("n_cls", n_cls), ("binary_mode", binary_mode)):
                 if value is not None:
                     self.out.add(f"training.{key}", "translated", f"it chose the original's training mode: {mode}",
-                                 value, "dataset.n_cls", 2 if binary else 4)
+                                 value, "dataset.n_cls", 2 if binary else 4, moved=False)
             why = f"training.n_cls {n_cls}" if binary_mode is None else "training.n_cls / binary_mode"
         else:
             dims = {block.get("label_dim") for _, block in self.blocks.values()}
