@@ -508,3 +508,19 @@ def test_original_keys_under_a_config_without_markers_keep_ls_validation(tmp_pat
     with pytest.raises(ConfigError, match="it is an option of ast_film_soft"):
         load_config(tmp_path / "c.yaml")
 
+
+
+def test_ls_keys_set_on_the_command_line_keep_their_ls_meaning():
+    """--set speaks ls: an override is never re-read as the original would have read it."""
+    path = FIXTURES / "ast_film_soft_config.yaml"
+    cfg = load_quietly(path, ["training.early_stopping=3", "models.ast_film_soft.mask_temperature=0.5",
+                              "training.optimizer.mask_lr_scale=2.0", "models.ast_film_soft.debug_film=true"])
+    assert cfg.training.early_stopping == 3 and cfg.training.optimizer.mask_lr_scale == 2.0
+    assert cfg.model("ast_film_soft").mask_temperature == 0.5
+    notes = notes_of(cfg)
+    assert "training.early_stopping" not in notes and "training.optimizer.mask_lr_scale" not in notes
+    assert notes["training.mask_temperature"] == "ignored"  # replaced by the --set
+    assert notes["models.ast_film_soft.debug_film"] == "ignored"  # not an ls key: still the original's
+    # an original key given with --set is translated like the file's
+    cfg = load_quietly(path, ["models.ast_film_soft.audioset_ckpt_path=/w/other.pth"])
+    assert cfg.model("ast_film_soft").weights.path == "/w/other.pth"

@@ -283,7 +283,7 @@ class _Translator:
         self.output_mode()
         self.audio()
         mlflow = self.data.get("mlflow")
-        if mlflow:  # an empty section is what every original config has
+        if mlflow and not self._overridden("mlflow"):  # an empty section is what every original config has
             self.data.pop("mlflow")
             self.out.add("mlflow", "ignored", "the original's scripts read tracking settings only from "
                          "--mlflow-config (pass the file there)", mlflow)
@@ -305,8 +305,11 @@ class _Translator:
         if "dropout_p" in READ[variant]:
             self.dropout_p(prefix, original, block)
         schedule_in_training = self.training is not None and "mask_temperature" in self.training
+        known = _accepted(get_variant(variant).options)
         for key in [k for k in block if k in MODEL_KEYS]:
             dotted = f"{prefix}.{key}"
+            if key in known and self._overridden(dotted):
+                continue  # an ls key given with --set means what it means in ls
             if key not in READ[variant]:
                 reason = _MODEL_REASONS.get(key) or f"not read by the original's builder for `{original}`"
                 if key == "dropout_p":
@@ -319,7 +322,6 @@ class _Translator:
             elif key == "mask_temperature" and schedule_in_training:
                 self.out.add(dotted, "ignored", "the original's schedule set the temperature from "
                              "training.mask_temperature before the first epoch", block.pop(key))
-        known = _accepted(get_variant(variant).options)
         for original_key, ls_key, value in BUILDER_DEFAULTS.get(variant, []):
             if original_key not in block and ls_key not in block and ls_key in known:
                 block[ls_key] = copy.deepcopy(value)
@@ -417,6 +419,8 @@ class _Translator:
         known = _accepted(TrainingConfig)
         for key in list(training):
             dotted = f"training.{key}"
+            if key in known and self._overridden(dotted):
+                continue  # an ls key given with --set means what it means in ls
             if key in _TRAINING_IGNORED:
                 self.out.add(dotted, "ignored", _TRAINING_IGNORED[key], training.pop(key))
             elif key in _SCHEDULE_KEYS:
@@ -434,6 +438,10 @@ class _Translator:
             self.out.add(f"training.{key}", "ignored", "only SoftFiLM's temperature schedule reads it", value)
             return
         for name, block in targets:
+            if self._overridden(f"models.{name}.{key}"):
+                self.out.add(f"training.{key}", "ignored", f"replaced by --set "
+                             f"{self.ctx.overrides.get(f'models.{name}.{key}')}", value)
+                continue
             block[key] = value
             self.ctx.alias_of[f"models.{name}.{key}"] = f"training.{key}"
             self.out.add(f"training.{key}", "translated", "the original's SoftFiLM schedule read it from training",
@@ -451,14 +459,17 @@ class _Translator:
 
     def optimizer(self, optimizer: dict) -> None:
         prefix = "training.optimizer"
-        kind = optimizer.get("type")
-        if kind is not None and str(kind).lower() != "adamw":
+
+        def given(key: str) -> bool:  # in the file, and not an ls key set with --set (which keeps its ls meaning)
+            return key in optimizer and not self._overridden(f"{prefix}.{key}")
+
+        if given("type") and str(optimizer["type"]).lower() != "adamw":
             self.out.add(f"{prefix}.type", "ignored", "the original always used AdamW", optimizer.pop("type"))
         for key in ("betas", "momentum"):
-            if key in optimizer:
+            if given(key):
                 self.out.add(f"{prefix}.{key}", "ignored", "the original's AdamW used torch's defaults "
                              "(betas 0.9, 0.999)", optimizer.pop(key))
-        if "mask_lr_multiplier" in optimizer:
+        if given("mask_lr_multiplier"):
             self.out.add(f"{prefix}.mask_lr_multiplier", "ignored", _MODEL_REASONS["mask_lr_multiplier"],
                          optimizer.pop("mask_lr_multiplier"))
         try:
@@ -466,7 +477,7 @@ class _Translator:
         except _Bad as exc:
             self.ctx.error(f"{prefix}.use_differential_lr", str(exc))
             return
-        if "mask_lr_scale" in optimizer and not differential:
+        if given("mask_lr_scale") and not differential:
             self.out.add(f"{prefix}.mask_lr_scale", "ignored", "the original applied it only under "
                          "use_differential_lr, which is off (ls would apply it)", optimizer.pop("mask_lr_scale"))
 
@@ -515,7 +526,7 @@ class _Translator:
         if training is None:
             return
         loss = training.get("loss")
-        if loss is None:
+        if loss is None or self._overridden("training.loss"):
             return
         name = str(loss).strip().lower()
         if binary and name not in ("bce", "default"):
@@ -532,7 +543,7 @@ class _Translator:
         audio = self.data.get("audio")
         if not isinstance(audio, dict):
             return
-        norm = audio.get("mel_norm")
+        norm = None if self._overridden("audio.mel_norm") else audio.get("mel_norm")
         if isinstance(norm, str) and norm.lower() == "hf":
             # the original's `hf` divided by one standard deviation; ls's `hf` divides by two, like `mit`
             audio.update(mel_norm="custom", custom_mean=AUDIOSET_MEAN, custom_std=AUDIOSET_STD)
@@ -547,7 +558,7 @@ class _Translator:
             if not isinstance(entries, list):
                 continue
             for i, entry in enumerate(entries):
-                p = entry.get("p") if isinstance(entry, dict) else None
+                p = entry.get("p") if isinstance(entry, dict) and not self._overridden(f"audio.{section}") else None
                 if isinstance(p, (int, float)) and not isinstance(p, bool) and p != 0 and not 0 < p < 1:
                     entry["p"] = 0.0
                     self.out.add(f"audio.{section}[{i}].p", "translated", "the original dropped an augmentation "
