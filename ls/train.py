@@ -174,6 +174,8 @@ def _tags(cfg: Config, variant: str, fold: int | None) -> dict[str, str]:
         tags["git_commit"] = commit
     if fold is not None:
         tags["fold"] = str(fold)
+    if cfg.translation.notes:  # the run's config was written for the original implementation
+        tags["config_translation"] = cfg.translation.summary()[:5000]  # MLflow's tag limit
     return tags
 
 
@@ -381,6 +383,9 @@ def build_parser(variant: str) -> argparse.ArgumentParser:
     p.add_argument("--kfold", type=int, default=None, metavar="K",
                    help="patient k-fold on the training split (official test fixed), one nested run per fold")
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    p.add_argument("--strict-config", action="store_true",
+                   help="accept only ls keys: a config in the original implementation's format is an error instead "
+                        "of being translated with a warning (docs/original_configs.md)")
     return p
 
 
@@ -397,7 +402,7 @@ def main(variant: str, argv: Sequence[str] | None = None) -> int:
     from ls.engine.tracking import TrackingError
 
     try:
-        cfg = load_config(args.config, overrides=args.overrides)
+        cfg = _load_run_config(args)
         try:
             cfg.model(variant)  # a missing block for this variant fails now
         except ConfigError as exc:
@@ -407,6 +412,22 @@ def main(variant: str, argv: Sequence[str] | None = None) -> int:
         # Bad input: one clear line, no traceback.
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _load_run_config(args: argparse.Namespace) -> Config:
+    """The run's config; a file in the original implementation's format is translated, and the one warning
+    saying how is printed once per run (by rank 0 under torchrun), or is an error under --strict-config."""
+    import os
+    import warnings
+
+    from ls.config import OriginalConfigWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OriginalConfigWarning)
+        cfg = load_config(args.config, overrides=args.overrides, strict=args.strict_config or None)
+    if cfg.translation.notes and os.environ.get("RANK", "0") == "0":
+        print(f"warning: {cfg.translation.report()}", file=sys.stderr, flush=True)
+    return cfg
 
 
 def _run_cli(variant: str, args: argparse.Namespace, cfg: Config) -> int:

@@ -11,6 +11,7 @@ value given for them elsewhere must agree. The model's input height is ``audio.n
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,6 +28,7 @@ from ls.config.loader import (
     read_yaml,
     to_dict,
 )
+from ls.config.original import OriginalConfigWarning, Translation, translate
 from ls.data.config import AudioConfig, AugmentConfig, DatasetConfig
 from ls.engine.config import MlflowConfig, TrainingConfig
 from ls.models.options import ModelConfig, WeightsConfig
@@ -102,8 +104,17 @@ class Config:
     training: TrainingConfig = option(TrainingConfig, "loss, thresholds, optimiser, schedules, selection, device")
     mlflow: MlflowConfig | None = option(
         None, "tracking settings (also from `--mlflow-config` or `MLFLOW_*` variables)")
+    strict_config: bool = option(
+        False, "only ls keys: a config in the original implementation's format is an error instead of being "
+        "translated with a warning (also --strict-config; docs/original_configs.md)")
 
     __builders__: ClassVar[dict[str, Any]] = {"models": _build_models}
+
+    @property
+    def translation(self) -> Translation:
+        """What was translated from the original implementation's format when this config was loaded (no notes
+        for a config written in ls's keys). Not a config key: it is neither dumped nor logged as a param."""
+        return self.__dict__.get("_translation") or Translation(source="")
 
     def model(self, variant: str) -> ModelConfig:
         """The ``models.<variant>`` block (aliases such as ``tafilm`` or ``ast_meta_proj`` accepted)."""
@@ -195,26 +206,52 @@ def _resolve(cfg: Config, ctx: BuildContext) -> None:
                       f"{cfg.training.loss!r}); leave label_dim out (it follows from those)")
 
 
-def config_from_dict(data: dict, source: str = "<dict>", overrides: list[str] | None = None) -> Config:
-    """Build a ``Config`` from a raw mapping (``overrides``: ``section.key=value`` strings); raises ``ConfigError``
-    listing every problem."""
+def build_config(data: dict, source: str = "<dict>", overrides: list[str] | None = None, *,
+                 strict: bool | None = None) -> tuple[Config, BuildContext]:
+    """:func:`config_from_dict` without the warning, also returning the build context (``alias_of`` says which
+    typed keys were written under another name; ``ls.config.migrate`` uses it)."""
     data, provenance = apply_overrides(dict(data), overrides)
     ctx = BuildContext(source, provenance)
+    data, translation = translate(data, ctx)  # the original implementation's format -> ls keys
     data = _translate_moved_keys(data, ctx)
     cfg = build_section(Config, data, "", ctx)
     if cfg is not FAILED:
         _resolve(cfg, ctx)
+    if strict or (cfg.strict_config if cfg is not FAILED else data.get("strict_config") is True):
+        for note in translation.notes:  # the key as written: never shown under another key's name
+            ctx.note(f"'{note.key}' in {ctx._origin(note.key)}: {note.strict_error()}")
     ctx.raise_if_any()
+    cfg.__dict__["_translation"] = translation
+    return cfg, ctx
+
+
+def config_from_dict(data: dict, source: str = "<dict>", overrides: list[str] | None = None, *,
+                     strict: bool | None = None) -> Config:
+    """Build a ``Config`` from a raw mapping (``overrides``: ``section.key=value`` strings); raises ``ConfigError``
+    listing every problem.
+
+    A config in the original implementation's format is read with the meaning it had there
+    (:mod:`ls.config.original`): one :class:`~ls.config.original.OriginalConfigWarning` lists what was translated
+    and ignored, also kept in ``cfg.translation``. ``strict`` (or the config's ``strict_config: true``) makes
+    each of those keys an error instead.
+    """
+    cfg, _ = build_config(data, source, overrides, strict=strict)
+    if cfg.translation.notes:
+        warnings.warn(OriginalConfigWarning(cfg.translation.report()), stacklevel=2)
     return cfg
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+def load_config(path: str | Path, overrides: list[str] | None = None, *, strict: bool | None = None) -> Config:
     """Load a YAML config into the typed ``Config``; ``overrides`` are ``section.key=value`` strings.
 
     Unknown keys, missing required keys and wrong types raise ``ConfigError`` naming every bad key and where
-    it came from (the file or the ``--set`` that wrote it).
+    it came from (the file or the ``--set`` that wrote it). A file of the original implementation is translated
+    with one warning, or rejected under ``strict`` (see :func:`config_from_dict`).
     """
-    return config_from_dict(read_yaml(path), str(path), overrides)
+    cfg, _ = build_config(read_yaml(path), str(path), overrides, strict=strict)
+    if cfg.translation.notes:
+        warnings.warn(OriginalConfigWarning(cfg.translation.report()), stacklevel=2)
+    return cfg
 
 
 __all__ = [
@@ -225,8 +262,11 @@ __all__ = [
     "DatasetConfig",
     "MlflowConfig",
     "ModelConfig",
+    "OriginalConfigWarning",
     "TrainingConfig",
+    "Translation",
     "WeightsConfig",
+    "build_config",
     "config_from_dict",
     "dump_yaml",
     "flatten",
