@@ -63,6 +63,14 @@ def register_reader(name: str, reader: Reader, tasks: Sequence[str]) -> None:
     DATASET_TASKS[name] = tuple(tasks)
 
 
+def unregister_reader(name: str) -> None:
+    """Undo :func:`register_reader` (tests, notebooks); the built-in kinds stay."""
+    if name in ("icbhi", "sprsound", "manifest", "combined"):
+        raise ValueError(f"dataset kind {name!r} is built in")
+    _READERS.pop(name, None)
+    DATASET_TASKS.pop(name, None)
+
+
 def read_source(cfg: Any) -> Source:
     """The segment table and schema of a ``dataset`` section (``ls.data.config.DatasetConfig``), sorted by
     (Filename, CycleIndex) with a fresh index."""
@@ -283,4 +291,5 @@ __all__ = [
     "manifest_spec",
     "read_source",
     "register_reader",
+    "unregister_reader",
 ]
