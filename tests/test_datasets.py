@@ -72,6 +72,22 @@ def test_sprsound_events_read_with_icbhi_site_codes_and_their_own_schema(sprsoun
     assert set(record["Label"]) <= {"Normal", "CAS", "DAS", "CAS & DAS", "Poor Quality"}
 
 
+def test_sprsound_kfold_and_validation_are_patient_disjoint_and_stratified_on_its_classes(sprsound_dir, tmp_path):
+    from ls.data import build_datasets, build_fold_datasets
+
+    cfg = config_from_dict(tiny(tmp_path, {"name": "sprsound", "task": "event2", "data_folder": str(sprsound_dir),
+                                           "patient_disjoint_official": True}, variants=("ast",)))
+    plain = build_datasets(cfg)
+    folds = [build_fold_datasets(cfg, fold, k=3) for fold in range(3)]
+    for ds in (plain, *folds):
+        train, val, test = (set(d.patients) for d in (ds.train, ds.val, ds.test))
+        assert val and not (train & val) and not (val & test) and not (train & test)
+        assert set(ds.val.labels.tolist()) == {0, 1}  # both event2 classes in every validation split
+    # every training patient validates in exactly one fold
+    assert sorted(p for ds in folds for p in set(ds.val.patients)) == sorted(
+        set(folds[0].train.patients) | set(folds[0].val.patients))
+
+
 @pytest.mark.parametrize("dataset, key, message", [
     ({"name": "icbhi", "task": "event2"}, "dataset.task", "'event2' is not available for dataset kind icbhi"),
     ({"name": "manifest", "task": "labels"}, "dataset.classes", "task 'labels' needs dataset.classes"),
