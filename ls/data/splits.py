@@ -99,19 +99,20 @@ def _official(table: pd.DataFrame, cfg: Any) -> pd.Series:
     train_pids = set(table.loc[(split == TRAIN).to_numpy(), "PID"])
     shared = sorted(train_pids & set(table.loc[(split == TEST).to_numpy(), "PID"]), key=str)
     if shared:
+        named = ", ".join(map(str, shared[:8])) + (f" and {len(shared) - 8} more" if len(shared) > 8 else "")
         if getattr(cfg, "patient_disjoint_official", False):
             drop = (split == TRAIN).to_numpy() & table["PID"].isin(shared).to_numpy()
             split[drop] = EXCLUDED
             log.warning(
                 "official split: patient(s) %s are in train and test; patient_disjoint_official=true "
                 "excludes "
-                "their %d training cycle(s)", ", ".join(map(str, shared)), int(drop.sum()),
+                "their %d training cycle(s)", named, int(drop.sum()),
             )  # fmt: skip
         else:
             log.warning(
                 "official split is not patient-disjoint: patient(s) %s have recordings in both train and "
                 "test (kept, as in the paper; set dataset.patient_disjoint_official=true to exclude their "
-                "training recordings)", ", ".join(map(str, shared)),
+                "training recordings)", named,
             )  # fmt: skip
     return split
 
@@ -192,6 +193,13 @@ def carve_validation(
             "are not also in test (set dataset.val_fraction=0 to train without validation)"
         )
     n_val = int(np.clip(round(val_fraction * len(candidates)), 1, len(candidates) - 1))
+    n_train_patients = train_rows["PID"].nunique()
+    if len(candidates) < n_train_patients / 2:  # e.g. SPRSound's intra-subject test set
+        log.warning(
+            "%d of %d training patients also have test recordings and never validate (selection never sees a "
+            "test patient): validation is %d of the other %d patients; dataset.test_split can leave a test set "
+            "of training patients out", n_train_patients - len(candidates), n_train_patients, n_val, len(candidates),
+        )  # fmt: skip
 
     # Per-candidate cycle counts per class, [P, K]; train rows of non-candidates stay in train regardless.
     all_labels = _class_ids(table, labels)
