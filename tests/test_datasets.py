@@ -369,3 +369,29 @@ def test_a_dataset_format_defined_outside_ls_trains_and_evaluates(wav_folders, t
     assert any(k.startswith("device/") for k in report.group_metrics)
     source = inspect.getsource(read_wav_folders)
     assert len(source.splitlines()) < 25  # the cost of a new format: one function and one register call
+
+
+def test_the_readme_manifest_example_reads_a_manifest_as_documented(tmp_path):
+    import re
+
+    import soundfile as sf
+
+    from ls.data import build_datasets
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = yaml.safe_load(re.search(r"```yaml\n(dataset:\n  name: manifest\n.*?)```", readme, re.DOTALL).group(1))
+    labels = section["dataset"]["classes"]
+    rows = ["path,start,end,label,patient,split,site,age"]
+    for i in range(6):
+        sf.write(tmp_path / f"p{i}.wav", np.random.default_rng(i).normal(size=16000 * 6).astype("float32") * 0.1,
+                 16000)
+        for k in range(3):
+            rows.append(f"p{i}.wav,{2 * k},{2 * k + 2},{labels[(i + k) % 3]},p{i},{'test' if i >= 4 else 'train'},"
+                        f"{'chest' if k else 'back'},{50 + i}")
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    section["dataset"].update(data_folder=str(tmp_path), val_fraction=0.0, cache_workers=0)
+    cfg = config_from_dict(section)
+    datasets = build_datasets(cfg)
+    assert (cfg.dataset.task, cfg.training.loss, datasets.class_names) == ("labels", "ce", labels)
+    assert datasets.metadata_spec.vocabularies() == {"site": [UNKNOWN_TOKEN, "back", "chest"]}
+    assert datasets.metadata_spec.cont_names == ("age", "duration") and (len(datasets.train), len(datasets.test)) == (12, 6)
