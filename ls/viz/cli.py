@@ -247,7 +247,11 @@ def performance_figures(run: ModelRun, out_dir: Path) -> list[Path]:
         paths += plot_group_scores(scores, factor_label(factor), out_dir, f"{stem}_score_by_{factor}", run.name)
     history = training_history(run.ctx)
     if history:
-        paths += plot_training_curves(history, out_dir, f"{stem}_curves", run.name)
+        try:
+            paths += plot_training_curves(history, out_dir, f"{stem}_curves", run.name)
+        except ValueError:  # e.g. a one-epoch run: a curve needs two points
+            print(f"note: the training history in {run.ctx.path} has no multi-epoch series: curves skipped",
+                  file=sys.stderr)
     else:
         print(f"note: no training history in {run.ctx.path} (nor an MLflow run): curves skipped",
               file=sys.stderr)
