@@ -73,10 +73,13 @@ def train_run(
     ctx: DistContext | None = None,
     fold: tuple[int, int] | None = None,
     progress: bool | None = None,
+    run_dir: str | Path | None = None,
 ) -> RunOutcome:
     """Train one model of ``variant`` on ``cfg``; ``tracker`` must not have a run open (it opens one).
 
     ``fold=(i, k)``: validation is patient fold ``i`` of ``k`` on the training split (``build_fold_datasets``).
+    ``run_dir``: the folder of this run (a study places its runs), instead of a new one under
+    ``training.checkpoint_dir``; with ``resume`` it must be the folder of that ``last.pt``.
     """
     from ls.data import build_datasets, build_fold_datasets, build_loaders
     from ls.models import build_model
@@ -87,7 +90,12 @@ def train_run(
     tracker = tracker if (tracker is not None and ctx.is_main) else NullTracker()
     run_name = run_name or default_run_name(cfg, variant, None if fold is None else fold[0])
     resume_state = read_checkpoint(resume) if resume is not None else None
-    run_dir = Path(resume).parent if resume is not None else _new_run_dir(cfg, run_name)
+    if resume is not None:
+        if run_dir is not None and Path(run_dir).resolve() != Path(resume).resolve().parent:
+            raise ValueError(f"run_dir {run_dir} is not the folder of the checkpoint to resume ({resume})")
+        run_dir = Path(resume).parent
+    else:
+        run_dir = Path(run_dir) if run_dir is not None else _new_run_dir(cfg, run_name)
 
     seed_everything(cfg.seed)
     datasets = build_datasets(cfg) if fold is None else build_fold_datasets(cfg, fold[0], fold[1])
@@ -122,7 +130,7 @@ def train_run(
     try:
         result = trainer.fit(resume_from=resume)
         if ctx.is_main:
-            log_run_artifacts(tracker, trainer, result, cfg, variant)
+            log_run_artifacts(tracker, trainer, result, cfg, variant, None if fold is None else fold[0])
     except BaseException:
         tracker.end_run("FAILED")
         raise
@@ -172,9 +180,10 @@ def _git_commit() -> str | None:
 # =================================================================================================
 # Artifacts
 # =================================================================================================
-def log_run_artifacts(tracker: Any, trainer: Trainer, result: FitResult, cfg: Config, variant: str) -> None:
+def log_run_artifacts(tracker: Any, trainer: Trainer, result: FitResult, cfg: Config, variant: str,
+                      fold: int | None = None) -> None:
     """Resolved config, best checkpoint, confusion matrix, training curves, test predictions and ``run.json``
-    (what ``ls.report`` reads: variant, seed, selection, test metrics)."""
+    (what ``ls.report`` reads: variant, seed, selection, fold, test metrics)."""
     run_dir = Path(result.run_dir or trainer.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / "config.yaml"
@@ -190,15 +199,16 @@ def log_run_artifacts(tracker: Any, trainer: Trainer, result: FitResult, cfg: Co
     tracker.log_artifact(preds_path)
     summary_path = run_dir / "run.json"
     atomic_write_text(summary_path, json.dumps(run_summary(cfg, variant, result, names, trainer.group_names,
-                                                           getattr(tracker, "run_id", None)), indent=2) + "\n")
+                                                           getattr(tracker, "run_id", None), fold), indent=2) + "\n")
     tracker.log_artifact(summary_path)
     for path in run_figures(result, names, run_dir, say=trainer._say):
         tracker.log_artifact(path, "figures")
 
 
 def run_summary(cfg: Config, variant: str, result: FitResult, class_names: Sequence[str],
-                group_names: dict[str, list[str]], run_id: str | None) -> dict[str, Any]:
-    """``run.json`` of a finished run: what it was and how it did on test."""
+                group_names: dict[str, list[str]], run_id: str | None, fold: int | None = None) -> dict[str, Any]:
+    """``run.json`` of a finished run: what it was and how it did on test. ``fold`` (k-fold runs) pairs the
+    runs of two variants in ``ls.report`` together with the seed, as the MLflow tag ``fold`` does."""
     test = result.test
     metrics = {k: float(v) for k, v in (test.metrics.items() if test is not None else [])}
     if test is not None:
@@ -211,6 +221,7 @@ def run_summary(cfg: Config, variant: str, result: FitResult, class_names: Seque
         "epochs": cfg.training.epochs,
         "best_epoch": result.best_epoch,
         "run_id": run_id,
+        "fold": fold,
         "class_names": list(class_names),
         "factors": list(group_names),
         "test": metrics,
