@@ -89,13 +89,13 @@ def train_run(
     ctx = ctx or DistContext()
     tracker = tracker if (tracker is not None and ctx.is_main) else NullTracker()
     run_name = run_name or default_run_name(cfg, variant, None if fold is None else fold[0])
-    resume_state = read_checkpoint(resume) if resume is not None else None
     if resume is not None:
         if run_dir is not None and Path(run_dir).resolve() != Path(resume).resolve().parent:
             raise ValueError(f"run_dir {run_dir} is not the folder of the checkpoint to resume ({resume})")
         run_dir = Path(resume).parent
     else:
         run_dir = Path(run_dir) if run_dir is not None else _new_run_dir(cfg, run_name)
+    resume_state = read_checkpoint(resume) if resume is not None else None
 
     seed_everything(cfg.seed)
     datasets = build_datasets(cfg) if fold is None else build_fold_datasets(cfg, fold[0], fold[1])
@@ -201,7 +201,7 @@ def log_run_artifacts(tracker: Any, trainer: Trainer, result: FitResult, cfg: Co
     atomic_write_text(summary_path, json.dumps(run_summary(cfg, variant, result, names, trainer.group_names,
                                                            getattr(tracker, "run_id", None), fold), indent=2) + "\n")
     tracker.log_artifact(summary_path)
-    for path in run_figures(result, names, run_dir, say=trainer._say):
+    for path in run_figures(result, names, run_dir, say=trainer._say, model_name=get_variant(variant).display_name):
         tracker.log_artifact(path, "figures")
 
 
@@ -228,7 +228,8 @@ def run_summary(cfg: Config, variant: str, result: FitResult, class_names: Seque
     }
 
 
-def run_figures(result: FitResult, class_names: Sequence[str], run_dir: Path, say: Any = print) -> list[Path]:
+def run_figures(result: FitResult, class_names: Sequence[str], run_dir: Path, say: Any = print,
+                model_name: str | None = None) -> list[Path]:
     """Test confusion matrix and training curves of a finished run (``ls.viz.performance``, PNG + PDF) in
     ``run_dir``: ``confusion_matrix.*`` and, with at least two epochs, ``training_curves.*``.
 
@@ -245,12 +246,13 @@ def run_figures(result: FitResult, class_names: Sequence[str], run_dir: Path, sa
     if test is not None:
         m = test.metrics
         cm = confusion_matrix(test.y_true, test.pred, len(class_names))
-        title = (f"test (best epoch {result.best_epoch}): Sp {100 * m.get('specificity', np.nan):.1f}, "
+        title = (f"{model_name + ', ' if model_name else ''}test (best epoch {result.best_epoch}): Sp {100 * m.get('specificity', np.nan):.1f}, "
                  f"Se {100 * m.get('sensitivity', np.nan):.1f}, Score {100 * m.get('icbhi_score', np.nan):.1f}")
         paths += performance.plot_confusion_matrix(cm, class_names, run_dir, "confusion_matrix", title)
     if len(result.history) >= 2:
         try:
-            paths += performance.plot_training_curves(result.history, run_dir, "training_curves")
+            paths += performance.plot_training_curves(result.history, run_dir, "training_curves",
+                                                      model_name=model_name, best_epoch=result.best_epoch)
         except ValueError as exc:  # a history without loss/score series
             say(f"training curves skipped: {exc}")
     else:

@@ -29,8 +29,9 @@ METRIC_LABELS = {
     "binary_sensitivity": "2-class Se",
     "binary_icbhi_score": "2-class Score",
 }
-#: Colour-blind-safe colours (Okabe & Ito) for the variants; the baseline is dark grey.
-VARIANT_PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#8C564B", "#9467BD")
+#: Colours for the variants, the first four colour-blind-safe (Okabe & Ito), every one at least 3:1 against
+#: white (``ls.viz.style.MIN_CONTRAST``); the baseline is dark grey.
+VARIANT_PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#B8860B", "#0A9396", "#8C564B", "#9467BD")
 BASELINE_COLOR = "#4d4d4d"
 NOT_COMPUTED = "n/c"
 
