@@ -394,7 +394,7 @@ def small_study() -> list[Run]:
     return _with_logged_metrics(study({"ast": 0.4, "ast_film_soft": 0.9}, seeds=(1, 2, 3), n_patients=16))
 
 
-def test_folder_tree_and_mlflow_store_give_the_same_report(tmp_path, small_study):
+def test_folder_tree_and_mlflow_store_give_the_same_report(tmp_path, small_study, mlflow_db):
     from mlflow.tracking import MlflowClient
 
     root = tmp_path / "study"
@@ -404,7 +404,7 @@ def test_folder_tree_and_mlflow_store_give_the_same_report(tmp_path, small_study
     from_folder, notes = load_runs(root)
     assert len(from_folder) == 6 and notes == []
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(tracking_uri=f"sqlite:///{mlflow_db}")  # tmp_path / mlflow.db, tables made once
     exp = client.create_experiment("icbhi", artifact_location=(tmp_path / "artifacts").as_uri())
     parent = client.create_run(exp, run_name="sweep")
     for run in small_study:
