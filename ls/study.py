@@ -241,13 +241,15 @@ def load_study(path: str | Path, overrides: Sequence[str] = (), *, variants: Seq
 # The plan: what is finished, what continues, what starts
 # =================================================================================================
 def config_differences(stored: dict, planned: dict) -> list[str]:
-    """``key: stored X vs study Y`` for every config key (``section.key``) that makes two runs different
-    (:data:`IGNORED_KEYS` aside)."""
+    """``key: stored X vs study Y`` for every config key (``section.key``) that both configs have and that
+    makes two runs different (:data:`IGNORED_KEYS` aside). A key only one of them has is an option of another
+    ls version: new options default to the earlier behaviour, so a run stored before them is still the
+    same run."""
     from ls.config import flatten
 
     old, new = flatten(stored), flatten(planned)
-    return [f"{k}: stored {old.get(k)!r} vs study {new.get(k)!r}" for k in sorted(set(old) | set(new))
-            if not k.startswith(IGNORED_KEYS) and old.get(k) != new.get(k)]
+    return [f"{k}: stored {old[k]!r} vs study {new[k]!r}" for k in sorted(set(old) & set(new))
+            if not k.startswith(IGNORED_KEYS) and old[k] != new[k]]
 
 
 def _check_stored_config(stored: dict, planned: Any, where: Path, what: str) -> None:
@@ -556,11 +558,14 @@ def run_study(study: Study, *, tracker: Any = None, say: Callable[[str], None] =
 
 def check_data(study: Study) -> None:
     """Fail before any run starts when the data folder is missing (every run would fail the same way)."""
+    import re
+
     folder = Path(study.base.dataset.data_folder)
     if not folder.is_dir():
-        raise StudyError(f"dataset.data_folder {folder} (from {study.source}) does not exist"
-                         + ("; the quickstart data is made by python -m ls.data.synthetic " + str(folder)
-                            + " --recordings 400 --seed 0" if "quickstart" in str(folder) else ""))
+        synthetic = re.fullmatch(r"data_(\d+)rec_seed(\d+)", folder.name)  # the name ls.quickstart gives its data
+        hint = (f"; make it with python -m ls.data.synthetic {folder} --recordings {synthetic[1]} --seed "
+                f"{synthetic[2]}" if synthetic else "")
+        raise StudyError(f"dataset.data_folder {folder} (from {study.source}) does not exist{hint}")
 
 
 def _execute(study: Study, todo: list[PlannedRun], tracker: Any, parent_id: str | None, state: dict,
