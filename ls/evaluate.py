@@ -30,6 +30,7 @@ from ls.inference import (
     load_for_inference,
     predictions_table,
     run_inference,
+    split_groups,
 )
 from ls.utils.io import atomic_write_text
 
@@ -49,16 +50,22 @@ class EvaluationReport:
     class_names: list[str]
 
 
-def evaluate_outputs(ctx: InferenceContext, out: Any) -> EvaluationReport:
-    """Metrics and the per-cycle table of one pass, with the checkpoint's stored thresholds."""
+def evaluate_outputs(ctx: InferenceContext, out: Any, extra_groups: dict[str, list[str]] | None = None
+                     ) -> EvaluationReport:
+    """Metrics and the per-cycle table of one pass, with the checkpoint's stored thresholds. ``extra_groups``:
+    more per-cycle groupings for the group metrics and the table (e.g. ``ls.inference.split_groups``)."""
     from ls.engine import metrics as M
     from ls.engine.predict_rules import evaluate_outputs as rules_evaluate
 
     mode = ctx.mode
     ev = rules_evaluate(out.logits, out.labels, mode, thresholds=ctx.thresholds)
     vocabularies = ctx.vocabularies()
-    groups = M.group_metrics(ev.y_true, ev.y_pred, factor_columns(out, vocabularies), n_classes=mode.n_classes)
+    extra = dict(extra_groups or {})
+    groups = M.group_metrics(ev.y_true, ev.y_pred, {**factor_columns(out, vocabularies), **extra},
+                             n_classes=mode.n_classes)
     table = predictions_table(out, ev.y_true, ev.y_pred, ev.probs, mode, ctx.class_names, vocabularies)
+    for name, values in extra.items():
+        table.insert(3, name, values)
     return EvaluationReport(
         metrics={k: float(v) for k, v in ev.metrics.items()},
         group_metrics={k: float(v) for k, v in groups.items()},
@@ -97,8 +104,9 @@ def evaluate_checkpoint(checkpoint: str | Path, config: str | Path | Any | None 
                         max_batches: int | None = None) -> EvaluationReport:
     """Load, run and score ``checkpoint`` on ``split``; write the JSON/CSV when ``out_dir`` is given."""
     ctx = load_for_inference(checkpoint, config, device)
-    out = run_inference(ctx.model, build_split_loader(ctx, split), ctx.device, max_batches=max_batches)
-    report = evaluate_outputs(ctx, out)
+    loader = build_split_loader(ctx, split)
+    out = run_inference(ctx.model, loader, ctx.device, max_batches=max_batches)
+    report = evaluate_outputs(ctx, out, split_groups(out, loader.dataset))
     if out_dir is not None:
         write_report(report, ctx, split, out_dir)
     return report

@@ -129,8 +129,9 @@ def train_run(
     )
     try:
         result = trainer.fit(resume_from=resume)
+        split_of = _add_split_metrics(result, loaders.test.dataset, trainer, tracker)
         if ctx.is_main:
-            log_run_artifacts(tracker, trainer, result, cfg, variant, None if fold is None else fold[0])
+            log_run_artifacts(tracker, trainer, result, cfg, variant, split_of, None if fold is None else fold[0])
     except BaseException:
         tracker.end_run("FAILED")
         raise
@@ -140,6 +141,22 @@ def train_run(
     test["loss"] = result.test.loss if result.test is not None else float("nan")
     return RunOutcome(variant, cfg.seed, test, result.best_epoch, run_dir,
                       getattr(tracker, "run_id", None), None if fold is None else fold[0], result)
+
+
+def _add_split_metrics(result: FitResult, test_set: Any, trainer: Trainer, tracker: Any) -> dict[str, list[str]]:
+    """Test metrics per split of the dataset's own (``split/<name>/icbhi_score``, ...) when the test set gathers
+    several (SPRSound: test_inter and test_intra); they join ``result.test.metrics`` and are logged."""
+    from ls.engine.metrics import group_metrics
+    from ls.inference import split_groups
+
+    if result.test is None:
+        return {}
+    groups = split_groups(result.test.outputs, test_set)
+    if groups:
+        per_split = group_metrics(result.test.y_true, result.test.pred, groups, trainer.output_mode.n_classes)
+        result.test.metrics.update(per_split)
+        tracker.log_metrics({f"test/{k}": v for k, v in per_split.items()}, step=trainer.tcfg.epochs)
+    return groups
 
 
 def default_run_name(cfg: Config, variant: str, fold: int | None = None) -> str:
@@ -165,6 +182,8 @@ def _tags(cfg: Config, variant: str, fold: int | None) -> dict[str, str]:
         tags["git_commit"] = commit
     if fold is not None:
         tags["fold"] = str(fold)
+    if cfg.translation.notes:  # the run's config was written for the original implementation
+        tags["config_translation"] = cfg.translation.summary()[:5000]  # MLflow's tag limit
     return tags
 
 
@@ -181,7 +200,7 @@ def _git_commit() -> str | None:
 # Artifacts
 # =================================================================================================
 def log_run_artifacts(tracker: Any, trainer: Trainer, result: FitResult, cfg: Config, variant: str,
-                      fold: int | None = None) -> None:
+                      extra_groups: dict[str, list[str]] | None = None, fold: int | None = None) -> None:
     """Resolved config, best checkpoint, confusion matrix, training curves, test predictions and ``run.json``
     (what ``ls.report`` reads: variant, seed, selection, fold, test metrics)."""
     run_dir = Path(result.run_dir or trainer.run_dir)
@@ -195,7 +214,7 @@ def log_run_artifacts(tracker: Any, trainer: Trainer, result: FitResult, cfg: Co
         return
     names = list(trainer.output_mode.class_names)
     preds_path = run_dir / "test_predictions.csv"
-    write_predictions_csv(preds_path, result.test, trainer.output_mode, names, trainer.group_names)
+    write_predictions_csv(preds_path, result.test, trainer.output_mode, names, trainer.group_names, extra_groups)
     tracker.log_artifact(preds_path)
     summary_path = run_dir / "run.json"
     atomic_write_text(summary_path, json.dumps(run_summary(cfg, variant, result, names, trainer.group_names,
@@ -261,13 +280,17 @@ def run_figures(result: FitResult, class_names: Sequence[str], run_dir: Path, sa
 
 
 def write_predictions_csv(path: Path, test: Any, mode: Any, class_names: Sequence[str],
-                          group_names: dict[str, list[str]] | None = None) -> Path:
+                          group_names: dict[str, list[str]] | None = None,
+                          extra_groups: dict[str, list[str]] | None = None) -> Path:
     """One row per test cycle (``ls.evaluate.predictions_table``: file, cycle, patient, each metadata factor,
-    true and predicted class, probabilities), so both CSVs mean the same thing."""
+    true and predicted class, probabilities; ``extra_groups`` such as the dataset's split after the patient),
+    so both CSVs mean the same thing."""
     from ls.inference import predictions_table
 
     table = predictions_table(test.outputs, test.y_true, test.pred, test.probs, mode, class_names,
                               dict(group_names or {}))
+    for name, values in (extra_groups or {}).items():
+        table.insert(3, name, values)
     atomic_write_text(path, table.to_csv(index=False, float_format="%.6f"))
     return path
 
@@ -372,6 +395,9 @@ def build_parser(variant: str) -> argparse.ArgumentParser:
     p.add_argument("--kfold", type=int, default=None, metavar="K",
                    help="patient k-fold on the training split (official test fixed), one nested run per fold")
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    p.add_argument("--strict-config", action="store_true",
+                   help="accept only ls keys: a config in the original implementation's format is an error instead "
+                        "of being translated with a warning (docs/original_configs.md)")
     return p
 
 
@@ -388,7 +414,7 @@ def main(variant: str, argv: Sequence[str] | None = None) -> int:
     from ls.engine.tracking import TrackingError
 
     try:
-        cfg = load_config(args.config, overrides=args.overrides)
+        cfg = _load_run_config(args)
         try:
             cfg.model(variant)  # a missing block for this variant fails now
         except ConfigError as exc:
@@ -398,6 +424,22 @@ def main(variant: str, argv: Sequence[str] | None = None) -> int:
         # Bad input: one clear line, no traceback.
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _load_run_config(args: argparse.Namespace) -> Config:
+    """The run's config; a file in the original implementation's format is translated, and the one warning
+    saying how is printed once per run (by rank 0 under torchrun), or is an error under --strict-config."""
+    import os
+    import warnings
+
+    from ls.config import OriginalConfigWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OriginalConfigWarning)
+        cfg = load_config(args.config, overrides=args.overrides, strict=args.strict_config or None)
+    if cfg.translation.notes and os.environ.get("RANK", "0") == "0":
+        print(f"warning: {cfg.translation.report()}", file=sys.stderr, flush=True)
+    return cfg
 
 
 def _run_cli(variant: str, args: argparse.Namespace, cfg: Config) -> int:

@@ -247,11 +247,12 @@ def build_section(cls: type, data: dict, prefix: str, ctx: BuildContext,
     data = _apply_aliases(cls, data, prefix, ctx)
     kwargs: dict[str, Any] = {}
     failed = False
+    unknown = False  # an unknown key does not stop the section's own checks from reporting their problems
     for raw_key, value in data.items():
         dotted = _join(prefix, raw_key)
         if raw_key not in fields:
             ctx.error(dotted, _unknown_key(cls, raw_key, list(fields), unknown_hint))
-            failed = True
+            unknown = True
             continue
         try:
             if raw_key in builders:
@@ -273,11 +274,13 @@ def build_section(cls: type, data: dict, prefix: str, ctx: BuildContext,
     if failed:
         return FAILED
     try:
-        return cls(**kwargs)
+        built = cls(**kwargs)
     except (ValueError, TypeError) as exc:
-        where = prefix or "config"
+        key = getattr(exc, "key", None)
+        where = _join(prefix, key) if key else (prefix or "config")
         ctx.error(where, str(exc))
         return FAILED
+    return FAILED if unknown else built
 
 
 def from_dict(cls: type, data: dict | None, source: str = "<dict>", overrides: dict[str, str] | None = None) -> Any:

@@ -78,8 +78,14 @@ class CachedArray:
         return np.memmap(self.path / _DATA, dtype=np.float16, mode="r", shape=self.shape)
 
 
-def _wav_path(data_folder: Path, filename: str) -> Path:
-    return data_folder / f"{filename}.wav"
+def _wav_paths(table: pd.DataFrame, data_folder: Path) -> dict[str, Path]:
+    """Audio file of each recording of ``table``: its ``AudioPath`` column (``ls.data.sources``), else
+    ``<data_folder>/<Filename>.wav``."""
+    names = pd.unique(table["Filename"])
+    if "AudioPath" in table.columns:
+        first = table.drop_duplicates("Filename").set_index("Filename")["AudioPath"]
+        return {name: Path(first[name]) for name in names}
+    return {name: data_folder / f"{name}.wav" for name in names}
 
 
 def cache_key(
@@ -102,8 +108,7 @@ def cache_key(
     )
     cycles = table[["Filename", "CycleIndex", "CycleStart", "CycleEnd"]]
     h.update(pd.util.hash_pandas_object(cycles, index=False).values.tobytes())
-    for name in pd.unique(table["Filename"]):
-        path = _wav_path(data_folder, name)
+    for path in _wav_paths(table, data_folder).values():
         st = path.stat()
         h.update(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:20]
@@ -162,11 +167,10 @@ def ensure_cached(
     if kind == "features" and w is None:
         raise ValueError("a feature cache needs the frame count w")
     data_folder, cache_dir = Path(data_folder), Path(cache_dir)
-    missing = [n for n in pd.unique(table["Filename"]) if not _wav_path(data_folder, n).is_file()]
+    wav_paths = _wav_paths(table, data_folder)
+    missing = [str(p) for p in wav_paths.values() if not p.is_file()]
     if missing:
-        raise FileNotFoundError(
-            f"{len(missing)} recording(s) of the cycle table are missing from {data_folder}, e.g. {missing[:3]}"
-        )
+        raise FileNotFoundError(f"{len(missing)} recording(s) of the segment table are missing, e.g. {missing[:3]}")
     n = len(table)
     row_shape = (w, audio_cfg.n_mels) if kind == "features" else (audio_mod.target_length(audio_cfg),)
     shape = (n, *row_shape)
@@ -197,7 +201,7 @@ def ensure_cached(
                     table["CycleStart"].to_numpy()[rows].tolist(), table["CycleEnd"].to_numpy()[rows].tolist()
                 )
             )
-            jobs.append((job_id, str(_wav_path(data_folder, name)), cycles, audio_cfg, w, kind))
+            jobs.append((job_id, str(wav_paths[name]), cycles, audio_cfg, w, kind))
         clamped = 0
         for job_id, arr, n_clamped in _run_jobs(jobs, workers):
             out[positions[job_id]] = arr

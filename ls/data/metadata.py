@@ -181,19 +181,50 @@ class MetadataEncoder:
 
     def _ids(self, values: pd.Series, vocab: tuple[str, ...], what: str) -> np.ndarray:
         lookup = {name: i for i, name in enumerate(vocab) if i != UNKNOWN_ID}
+        absent = values.isna().to_numpy()
         ids = np.array([lookup.get(str(v), UNKNOWN_ID) for v in values], dtype=np.int64)
-        n_unknown = int((ids == UNKNOWN_ID).sum())
+        ids[absent] = UNKNOWN_ID
+        n_unknown = int(((ids == UNKNOWN_ID) & ~absent).sum())
         if n_unknown:
-            seen = sorted({str(v) for v in values if str(v) not in lookup})
+            seen = sorted({str(v) for v, a in zip(values, absent) if not a and str(v) not in lookup})
             log.warning(
                 "%d row(s) have a %s never seen in training %s: mapped to id %d (%s)",
                 n_unknown, what, seen[:5], UNKNOWN_ID, UNKNOWN_TOKEN,
             )  # fmt: skip
         return ids
 
-    def transform(self, table: pd.DataFrame) -> dict[str, np.ndarray]:
-        """Encode rows: ``{<factor>: int64 [N] ...}`` and ``cont`` float32 ``[N, C]``."""
+    def _columns_of(self, table: pd.DataFrame, schema: MetadataSchema) -> pd.DataFrame:
+        """``table`` of a dataset declaring ``schema``, seen through this encoder's schema: each factor and
+        feature taken from the column ``schema`` gives it under the same name, missing where it has none."""
+        view = pd.DataFrame({"CycleStart": table["CycleStart"], "CycleEnd": table["CycleEnd"]}, index=table.index)
+        absent = []
+        for name, column in self.schema.factors.items():
+            source = schema.factors.get(name)
+            view[column] = table[source].to_numpy(dtype=object) if source else None
+            absent += [] if source else [name]
+        for name, column in self.schema.continuous.items():
+            if column is None:
+                continue
+            source = schema.continuous.get(name)
+            view[column] = pd.to_numeric(table[source], errors="coerce").to_numpy() if source else np.nan
+            absent += [] if source else [name]
+        if self.schema.child_bmi:
+            for column in ("CW", "CH"):
+                view[column] = table[column].to_numpy() if schema.child_bmi and column in table else np.nan
+        if absent:
+            log.info("the data has no %s: unknown id / imputed with the training median", ", ".join(absent))
+        return view
+
+    def transform(self, table: pd.DataFrame, schema: MetadataSchema | None = None) -> dict[str, np.ndarray]:
+        """Encode rows: ``{<factor>: int64 [N] ...}`` and ``cont`` float32 ``[N, C]``.
+
+        ``schema``: the metadata schema of ``table``'s dataset when it is not the one this encoder was fitted on
+        (a model evaluated on another dataset): factors and features are matched by name; those the data lacks
+        become the unknown id / the training median.
+        """
         self._check_fitted()
+        if schema is not None and schema != self.schema:
+            table = self._columns_of(table, schema)
         raw, missing = self._raw(table)
         cols = [(self._imputed(n, raw, missing) - self.mean[n]) / self.std[n] for n in self.cont_features]
         if self.use_missing_flags:

@@ -245,8 +245,12 @@ def performance_figures(run: ModelRun, out_dir: Path) -> list[Path]:
                                    f"{run.name}: ICBHI metrics per {factor_label(factor).lower()}")
     history = training_history(run.ctx)
     if history:
-        paths += plot_training_curves(history, out_dir, f"{stem}_curves", model_name=run.name,
-                                      best_epoch=run.ctx.state.get("best_epoch"))
+        try:
+            paths += plot_training_curves(history, out_dir, f"{stem}_curves", model_name=run.name,
+                                          best_epoch=run.ctx.state.get("best_epoch"))
+        except ValueError:  # e.g. a one-epoch run: a curve needs two points
+            print(f"note: the training history in {run.ctx.path} has no multi-epoch series: curves skipped",
+                  file=sys.stderr)
     else:
         print(f"note: no training history in {run.ctx.path} (nor an MLflow run): curves skipped",
               file=sys.stderr)
