@@ -514,7 +514,11 @@ def run_study(study: Study, *, tracker: Any = None, say: Callable[[str], None] =
               report_only: bool = False) -> StudyOutcome:
     """Run every unfinished run of ``study`` (``tracker``: a checked ``ls.engine.tracking.Tracker`` for the
     parent run, or None), then write the report of the finished ones into ``<out>/report`` and attach it to
-    the parent run. ``report_only`` trains nothing."""
+    the parent run. ``report_only`` trains nothing.
+
+    With more than one job, worker processes are spawned: a script that calls this must start from
+    ``if __name__ == "__main__":``, as every script that starts processes does.
+    """
     from ls.engine.tracking import NullTracker
 
     tracker = tracker if tracker is not None else NullTracker()

@@ -6,6 +6,7 @@ at once. The report's two done-when checks run on predictions of really trained 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -141,6 +142,28 @@ def test_train_run_resumes_only_in_the_folder_of_its_checkpoint(tmp_path):
     study = load_study(write_study(tmp_path / "s.yaml", {"variants": ["ast"]}))
     with pytest.raises(ValueError, match="is not the folder of the checkpoint to resume"):
         train_run(study.base, "ast", resume=tmp_path / "a" / "last.pt", run_dir=tmp_path / "b")
+
+
+def test_jobs_on_cuda_are_one_process_per_visible_gpu(tmp_path, monkeypatch):
+    """The GPU assignment, without a GPU: the visible devices, jobs by default, too many jobs, and each
+    worker's CUDA_VISIBLE_DEVICES."""
+    import queue
+
+    study = load_study(write_study(tmp_path / "s.yaml", {"variants": ["ast"]}))
+    assert study_mod.resolve_jobs(study) == (1, [])  # training.device: cpu
+    monkeypatch.setattr(study_mod, "_uses_cuda", lambda cfg: True)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert study_mod._visible_gpus() == ["3", "5"]
+    assert study_mod.resolve_jobs(study) == (2, ["3", "5"])  # every visible GPU by default
+    study.settings.jobs = 1
+    assert study_mod.resolve_jobs(study) == (1, [])  # one run at a time: in this process
+    study.settings.jobs = 3
+    with pytest.raises(StudyError, match="jobs 3 but 2 GPU"):
+        study_mod.resolve_jobs(study)
+    ids = queue.Queue()
+    ids.put("5")
+    study_mod._take_gpu(ids)  # the variable is restored by monkeypatch, which set it first
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "5"
 
 
 def test_one_process_per_study_folder(tmp_path):
