@@ -88,6 +88,7 @@ def train_run(
     ctx: DistContext | None = None,
     fold: tuple[int, int] | None = None,
     progress: bool | None = None,
+    run_dir: str | Path | None = None,
 ) -> RunOutcome:
     """Train one model of ``variant`` on ``cfg``; ``tracker`` must not have a run open (it opens one).
 
@@ -99,6 +100,8 @@ def train_run(
     and the tracking store (the run is opened then). Credentials never reach the params, ``config.yaml``,
     ``run.json`` or the checkpoints (:func:`stored_config`). Ctrl-C ends the MLflow run as KILLED (and raises
     :class:`ls.engine.trainer.TrainingInterrupted` once training has started), any other error as FAILED.
+    ``run_dir``: the folder of this run (a study places its runs), instead of a new one under
+    ``training.checkpoint_dir``; with ``resume`` it must be the folder of that ``last.pt``.
     """
     from ls.data import build_datasets, build_fold_datasets, build_loaders
     from ls.models import build_model
@@ -108,15 +111,17 @@ def train_run(
     ctx = ctx or DistContext()
     tracker = tracker if (tracker is not None and ctx.is_main) else NullTracker()
     run_name = run_name or default_run_name(cfg, variant, None if fold is None else fold[0])
+    if resume is not None and run_dir is not None and Path(run_dir).resolve() != Path(resume).resolve().parent:
+        raise ValueError(f"run_dir {run_dir} is not the folder of the checkpoint to resume ({resume})")
+    given_dir = Path(resume).parent if resume is not None else (Path(run_dir) if run_dir is not None else None)
     resume_state = read_checkpoint(resume) if resume is not None else None
     stored = stored_config(cfg)
     run_open = isinstance(tracker, _OpenRun)  # a nested run the parent created (seeds, k-fold)
-    run_dir: Path | None = None
+    run_dir = None
     try:
         check_inputs(cfg, variant)
         if ctx.is_main:
-            run_dir = prepare_run_dir(cfg, variant, run_name, stored,
-                                      existing=Path(resume).parent if resume is not None else None)
+            run_dir = prepare_run_dir(cfg, variant, run_name, stored, existing=given_dir)
         tracker.set_buffer_dir(run_dir)  # an offline buffer lives with the run it belongs to
         if resume_state is not None and resume_state.get("mlflow_run_id"):
             tracker.start_run(run_id=resume_state["mlflow_run_id"])
@@ -157,11 +162,11 @@ def train_run(
         result = trainer.fit(resume_from=resume)
         split_of = _add_split_metrics(result, loaders.test.dataset, trainer, tracker)
         if ctx.is_main:
-            log_run_artifacts(tracker, trainer, result, cfg, variant, split_of)
+            log_run_artifacts(tracker, trainer, result, cfg, variant, split_of, None if fold is None else fold[0])
     except BaseException as exc:
         if run_open:
             tracker.end_run("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
-        if run_dir is not None and resume is None:
+        if run_dir is not None and given_dir is None:
             _remove_if_unused(run_dir)  # a run that stopped before its first checkpoint leaves no folder
         raise
     tracker.end_run()
@@ -281,13 +286,18 @@ def create_run_dir(parent: str | Path, run_name: str) -> Path:
 
 def prepare_run_dir(cfg: Config, variant: str, run_name: str, stored: dict[str, Any],
                     existing: Path | None = None) -> Path:
-    """The run's folder, checked before the work: created exclusively (or ``existing``, when resuming), with
+    """The run's folder, checked before the work: created exclusively (or ``existing``: a resumed run's, or one a study placed), with
     room for the checkpoints, and holding ``config.yaml`` (``stored``), whose write proves it writable.
 
     A failure names the folder and says "no space left" or "read-only"; a new folder is removed again.
     """
     run_dir = existing if existing is not None else create_run_dir(cfg.training.checkpoint_dir, run_name)
     try:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)  # a folder the caller chose (a study's) may be new
+        except OSError as exc:
+            raise WriteError(exc.errno or errno.EIO, f"cannot create the run folder {run_dir}: "
+                             f"{write_failure_reason(exc, run_dir)}") from None
         need = checkpoint_bytes(cfg, variant)
         have = sum(f.stat().st_size for f in (run_dir / "best.pt", run_dir / "last.pt") if f.is_file())
         free = shutil.disk_usage(run_dir).free
@@ -356,9 +366,9 @@ def _git_commit() -> str | None:
 # Artifacts
 # =================================================================================================
 def log_run_artifacts(tracker: Any, trainer: Trainer, result: FitResult, cfg: Config, variant: str,
-                      extra_groups: dict[str, list[str]] | None = None) -> None:
+                      extra_groups: dict[str, list[str]] | None = None, fold: int | None = None) -> None:
     """Resolved config, best checkpoint, confusion matrix, training curves, test predictions and ``run.json``
-    (what ``ls.report`` reads: variant, seed, selection, test metrics)."""
+    (what ``ls.report`` reads: variant, seed, selection, fold, test metrics)."""
     run_dir = Path(result.run_dir or trainer.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / "config.yaml"
@@ -374,15 +384,16 @@ def log_run_artifacts(tracker: Any, trainer: Trainer, result: FitResult, cfg: Co
     tracker.log_artifact(preds_path)
     summary_path = run_dir / "run.json"
     atomic_write_text(summary_path, json.dumps(run_summary(cfg, variant, result, names, trainer.group_names,
-                                                           getattr(tracker, "run_id", None)), indent=2) + "\n")
+                                                           getattr(tracker, "run_id", None), fold), indent=2) + "\n")
     tracker.log_artifact(summary_path)
-    for path in run_figures(result, names, run_dir, say=trainer._say):
+    for path in run_figures(result, names, run_dir, say=trainer._say, model_name=get_variant(variant).display_name):
         tracker.log_artifact(path, "figures")
 
 
 def run_summary(cfg: Config, variant: str, result: FitResult, class_names: Sequence[str],
-                group_names: dict[str, list[str]], run_id: str | None) -> dict[str, Any]:
-    """``run.json`` of a finished run: what it was and how it did on test."""
+                group_names: dict[str, list[str]], run_id: str | None, fold: int | None = None) -> dict[str, Any]:
+    """``run.json`` of a finished run: what it was and how it did on test. ``fold`` (k-fold runs) pairs the
+    runs of two variants in ``ls.report`` together with the seed, as the MLflow tag ``fold`` does."""
     test = result.test
     metrics = {k: float(v) for k, v in (test.metrics.items() if test is not None else [])}
     if test is not None:
@@ -395,13 +406,15 @@ def run_summary(cfg: Config, variant: str, result: FitResult, class_names: Seque
         "epochs": cfg.training.epochs,
         "best_epoch": result.best_epoch,
         "run_id": run_id,
+        "fold": fold,
         "class_names": list(class_names),
         "factors": list(group_names),
         "test": metrics,
     }
 
 
-def run_figures(result: FitResult, class_names: Sequence[str], run_dir: Path, say: Any = print) -> list[Path]:
+def run_figures(result: FitResult, class_names: Sequence[str], run_dir: Path, say: Any = print,
+                model_name: str | None = None) -> list[Path]:
     """Test confusion matrix and training curves of a finished run (``ls.viz.performance``, PNG + PDF) in
     ``run_dir``: ``confusion_matrix.*`` and, with at least two epochs, ``training_curves.*``.
 
@@ -418,12 +431,13 @@ def run_figures(result: FitResult, class_names: Sequence[str], run_dir: Path, sa
     if test is not None:
         m = test.metrics
         cm = confusion_matrix(test.y_true, test.pred, len(class_names))
-        title = (f"test (best epoch {result.best_epoch}): Sp {100 * m.get('specificity', np.nan):.1f}, "
+        title = (f"{model_name + ', ' if model_name else ''}test (best epoch {result.best_epoch}): Sp {100 * m.get('specificity', np.nan):.1f}, "
                  f"Se {100 * m.get('sensitivity', np.nan):.1f}, Score {100 * m.get('icbhi_score', np.nan):.1f}")
         paths += performance.plot_confusion_matrix(cm, class_names, run_dir, "confusion_matrix", title)
     if len(result.history) >= 2:
         try:
-            paths += performance.plot_training_curves(result.history, run_dir, "training_curves")
+            paths += performance.plot_training_curves(result.history, run_dir, "training_curves",
+                                                      model_name=model_name, best_epoch=result.best_epoch)
         except ValueError as exc:  # a history without loss/score series
             say(f"training curves skipped: {exc}")
     else:

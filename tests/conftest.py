@@ -72,6 +72,24 @@ def readonly_dir(tmp_path):
         subprocess.run(["umount", str(folder)], check=False)
 
 
+@pytest.fixture(scope="session")
+def _mlflow_template(tmp_path_factory) -> Path:
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()  # creates and migrates the tables
+    return path
+
+
+@pytest.fixture
+def mlflow_db(tmp_path, _mlflow_template) -> Path:
+    """A fresh, empty SQLite MLflow store in ``tmp_path``: a copy of one made per session (creating and
+    migrating the tables takes seconds, copying them milliseconds)."""
+    dst = tmp_path / "mlflow.db"
+    shutil.copyfile(_mlflow_template, dst)
+    return dst
+
+
 def pytest_report_header(config):
     state = "present" if SHARED.exists() else "ABSENT: tests that read it will be skipped"
     return f"shared data: {SHARED} ({state})"

@@ -164,7 +164,8 @@ def mask_figures(run: ModelRun, out_dir: Path, tau1: bool) -> list[Path]:
         finally:
             model.set_mask_temperature(tau)  # the model keeps running at its trained temperature
         for key, masks in mask_sets.items():
-            result = mask_analysis(masks, out_dir, prefix=f"mask_{key}{suffix}", temperature=temperature)
+            result = mask_analysis(masks, out_dir, prefix=f"mask_{key}{suffix}", temperature=temperature,
+                                   model_name=f"{run.name} ({key.replace('_', ' ')})")
             s = result["stats"]
             overlaps = ", ".join(f"{k} {100 * v:.1f}% (chance {100 * s['overlap_chance'][k]:.1f}%)"
                                  for k, v in s["overlap"].items())
@@ -201,7 +202,7 @@ def film_figures(run: ModelRun, out_dir: Path) -> list[Path]:
     film = run.outputs.extra.get("film")
     if not film:
         raise FigureError(f"{run.ctx.path}: the model reported no FiLM parameters")
-    return film_params_figures(film, _groupings(run), out_dir, prefix="film_params")
+    return film_params_figures(film, _groupings(run), out_dir, prefix="film_params", model_name=run.name)
 
 
 def training_history(ctx: Any) -> list[dict] | dict | None:
@@ -244,11 +245,13 @@ def performance_figures(run: ModelRun, out_dir: Path) -> list[Path]:
     paths = plot_confusion_matrix(report.confusion, report.class_names, out_dir, f"{stem}_confusion", title)
     for factor in run.outputs.meta:
         scores = group_scores(report.group_metrics, factor)
-        paths += plot_group_scores(scores, factor_label(factor), out_dir, f"{stem}_score_by_{factor}", run.name)
+        paths += plot_group_scores(scores, factor_label(factor), out_dir, f"{stem}_score_by_{factor}",
+                                   f"{run.name}: ICBHI metrics per {factor_label(factor).lower()}")
     history = training_history(run.ctx)
     if history:
         try:
-            paths += plot_training_curves(history, out_dir, f"{stem}_curves", run.name)
+            paths += plot_training_curves(history, out_dir, f"{stem}_curves", model_name=run.name,
+                                          best_epoch=run.ctx.state.get("best_epoch"))
         except ValueError:  # e.g. a one-epoch run: a curve needs two points
             print(f"note: the training history in {run.ctx.path} has no multi-epoch series: curves skipped",
                   file=sys.stderr)
