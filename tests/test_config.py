@@ -136,13 +136,25 @@ def test_flatten_gives_dotted_keys_for_tracking(tmp_path):
     assert flat["training.optimizer.lr"] == pytest.approx(3e-5)
 
 
-RUN_CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml") if not p.name.startswith("mlflow"))
+RUN_CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml")
+                     if not p.name.startswith("mlflow") and not p.stem.endswith("_study"))
+STUDY_CONFIGS = sorted((REPO / "configs").glob("*_study.yaml"))
 
 
 @pytest.mark.parametrize("path", RUN_CONFIGS, ids=lambda p: p.name)
 def test_every_shipped_config_loads(path):
     cfg = load_config(path)
     assert cfg.models, f"{path.name} defines no model block"
+
+
+@pytest.mark.parametrize("path", STUDY_CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_study_loads_with_a_model_block_per_variant(path):
+    from ls.study import load_study
+
+    study = load_study(path)
+    assert len(study.settings.variants) >= 2
+    for variant in study.settings.variants:
+        study.base.model(variant)  # raises when the variant has no models.<variant> block
 
 
 @pytest.mark.parametrize(
