@@ -247,9 +247,13 @@ def test_five_scripts_evaluate_predict_and_visualize_run_on_another_dataset(othe
 
     figures = tmp_path / "figures"
     assert visualize(["--checkpoint", str(softfilm), "--baseline-ckpt", str(runs["ast"] / "best.pt"),
-                      "--performance", "--out", str(figures), "--compute-device", "cpu"]) == 0, capsys.readouterr().err
+                      "--performance", "--mask-analysis", "--out", str(figures), "--compute-device", "cpu"]) == 0, \
+        capsys.readouterr().err
     drawn = {p.stem for p in figures.rglob("*.png")}
     assert all(any(factor in name for name in drawn) for factor in factors), drawn
+    masks = json.loads(next(figures.rglob("mask_*_stats.json")).read_text())
+    # one mask per factor (ICBHI's parameter name "dev" kept for device) and one for the continuous part
+    assert masks["factors"] == [{"device": "dev"}.get(f, f) for f in factors] + ["rest"]
 
 
 @pytest.mark.slow
