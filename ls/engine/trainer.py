@@ -240,10 +240,13 @@ class Trainer:
             labels = batch["label"].to(self.device, non_blocking=True)
             with self.precision.autocast(self.device.type):
                 logits = self.model(spec, meta)
-                task_loss = self.loss_fn(logits, labels)
-                aux = _auxiliary_losses(unwrap(self.model))
-                aux_loss = torch.stack(list(aux.values())).sum() if aux else torch.zeros((), device=self.device)
-                loss = task_loss + aux_loss
+            # Losses in fp32 outside autocast: bf16/fp16 logits would round the loss (and the custom losses'
+            # log/pow terms are not on autocast's fp32 list). A no-op for fp32 runs.
+            logits = logits.float()
+            task_loss = self.loss_fn(logits, labels)
+            aux = _auxiliary_losses(unwrap(self.model))
+            aux_loss = torch.stack(list(aux.values())).sum() if aux else torch.zeros((), device=self.device)
+            loss = task_loss + aux_loss
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), b, first_bad)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -253,7 +256,7 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             sums += torch.stack([loss.detach(), task_loss.detach(), aux_loss.detach()]).double()
-            logits_all.append(logits.detach().float())
+            logits_all.append(logits.detach())
             labels_all.append(batch["label"].numpy())
             n_batches += 1
             if n_batches % NAN_CHECK_EVERY == 0:
