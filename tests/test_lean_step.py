@@ -134,3 +134,25 @@ def test_the_id_range_check_never_reads_a_tensor_of_another_device():
     ids = torch.empty(4, dtype=torch.long, device="meta")  # any read of its values would raise
     assert check_meta_tensor({"device": ids}, "device", vocab_size=5) is ids
 
+
+def test_the_trainer_starts_one_loader_iterator_per_epoch(tmp_path):
+    """A second iterator (tqdm.auto's bar starts one when given a loader) starts and drops worker processes and
+    prefetched batches, and with them draws from the shuffling generator."""
+    trainer = _trainer("ast", 2, tmp_path)
+    loader = trainer.loaders.train
+    started = []
+
+    class Counting:
+        dataset, sampler, batch_size = loader.dataset, loader.sampler, loader.batch_size
+
+        def __len__(self):
+            return len(loader)
+
+        def __iter__(self):
+            started.append(1)
+            return iter(loader)
+
+    trainer.loaders.train = Counting()
+    trainer.progress = True  # the bar on, as on a terminal
+    trainer.train_one_epoch(0)
+    assert len(started) == 1

@@ -235,7 +235,11 @@ class Trainer:
         logits_all: list[torch.Tensor] = []
         labels_all: list[np.ndarray] = []
         n_batches = 0
-        for b, batch in enumerate(tqdm(loader, desc=f"train {epoch + 1}", disable=not self.progress, leave=False)):
+        # One loader iterator per epoch: given the loader itself, tqdm.auto's bar starts a second one of its own
+        # (worker processes and prefetched batches started, then dropped, every epoch).
+        batches = tqdm(iter(loader), desc=f"train {epoch + 1}", total=len(loader), disable=not self.progress,
+                       leave=False)
+        for b, batch in enumerate(batches):
             spec, meta = to_device(batch, self.device)
             labels = batch["label"].to(self.device, non_blocking=True)
             with self.precision.autocast(self.device.type):
