@@ -25,6 +25,15 @@ ARCH = ViTArch(embed_dim=16, num_heads=2, depth=2, mlp_ratio=2.0)
 T, FREQ, B = 64, 32, 2
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread is faster than two, and far faster on a busy machine (no thread handoffs)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _model(variant: str):
     options = get_variant(variant).options
     kw = {"conditioned_layers": [0, 1]} if "conditioned_layers" in {f.name for f in dataclasses.fields(options)} else {}

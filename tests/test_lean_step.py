@@ -39,6 +39,15 @@ HOST_READS = ("item", "tolist", "cpu", "__bool__", "__float__", "__int__", "__in
 CPU_ONLY = {"check_meta_tensor"}
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread is faster than two, and far faster on a busy machine (no thread handoffs)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class _Cycles(Dataset):
     def __init__(self, n: int) -> None:
         g = torch.Generator().manual_seed(n)

@@ -8,11 +8,13 @@
   loss within 0.005, the gradient vector within 5 % relative L2 error (measured 0.3-1.3 %).
 - The trainer's autocast path (bf16, and fp16 with a gradient scaler) runs end to end on CPU when forced,
   with the losses computed in fp32.
+- Determinism on CUDA: the cuBLAS workspace it needs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 import ls.engine.trainer as trainer_mod
 from ls.config import config_from_dict, load_config
 from ls.data.icbhi import full_metadata_spec
-from ls.engine.precision import FP32, Precision, configure_tf32, resolve_precision
+from ls.engine.precision import FP32, Precision, configure_determinism, configure_tf32, resolve_precision
 from ls.models import VARIANTS as VARIANT_TABLE
 from ls.models import build_model, get_variant
 from ls.models.backbone import ASTBackbone, ViTArch
@@ -35,6 +37,15 @@ VARIANTS = ("ast", "ast_fus", "ast_film", "ast_tafilm", "ast_film_soft")
 ARCH = ViTArch(embed_dim=32, num_heads=2, depth=2, mlp_ratio=2.0)
 T, FREQ, B = 64, 32, 2
 CUDA = torch.device("cuda")  # a device object needs no GPU; nothing here allocates on it
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread is faster than two, and far faster on a busy machine (no thread handoffs)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 # -- selection ------------------------------------------------------------------------------------------------
@@ -103,6 +114,25 @@ def test_tf32_switches_follow_the_config_on_cuda_only(enabled, restore_tf32):
     assert torch.backends.cuda.matmul.allow_tf32 is enabled and torch.backends.cudnn.allow_tf32 is enabled
 
 
+@pytest.fixture
+def restore_determinism(monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    saved = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    yield
+    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+
+
+def test_determinism_sets_the_cublas_workspace_on_cuda_only(restore_determinism, monkeypatch):
+    configure_determinism(torch.device("cpu"))
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+    configure_determinism(CUDA)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
+    configure_determinism(CUDA)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"  # the environment's choice is kept
+
+
 def test_defaults_and_paper_configs_use_mixed_precision_and_tf32_on_cuda():
     for variant in VARIANT_TABLE.values():
         cfg = load_config(REPO / "configs" / f"{variant.name}_config.yaml")
@@ -155,6 +185,23 @@ def test_bf16_forward_backward_of_every_variant_is_finite_and_close_to_fp32(vari
     torch.testing.assert_close(loss16, loss32, rtol=0, atol=0.005)
     assert (grads16 - grads32).norm() / grads32.norm() < 0.05
     assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
+
+
+def test_attention_goes_through_sdpa_in_bf16_under_autocast(monkeypatch):
+    """bf16 query/key/value into scaled_dot_product_attention: what lets a GPU pick its flash or memory-efficient
+    kernel (benchmarks/epoch.py reports which one ran)."""
+    seen = []
+    sdpa = F.scaled_dot_product_attention
+
+    def recording(q, *args, **kwargs):
+        seen.append(q.dtype)
+        return sdpa(q, *args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", recording)
+    model = _model("ast_film_soft")
+    with Precision(torch.bfloat16).autocast("cpu"):
+        model(*_batch())
+    assert seen == [torch.bfloat16] * ARCH.depth
 
 
 # -- the trainer's autocast path ----------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ from ls.engine.distributed import (
 )
 from ls.engine.inference import InferenceOutputs, run_inference, to_device
 from ls.engine.modes import OutputMode
-from ls.engine.precision import configure_tf32, resolve_precision
+from ls.engine.precision import configure_determinism, configure_tf32, resolve_precision
 from ls.engine.schedules import build_lr_scheduler
 from ls.engine.tracking import NullTracker
 
@@ -163,7 +163,7 @@ class Trainer:
         self.precision = resolve_precision(training.amp, self.device)
         configure_tf32(training.tf32, self.device)
         if training.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
+            configure_determinism(self.device)
         self._check_loaders()
 
         self.raw_model = model
