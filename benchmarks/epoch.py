@@ -173,13 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"attention (SDPA) kernel: {', '.join(backends) or 'none found'}; model FLOPs per sample: train "
           f"{train_flops / 1e9:.1f} G, eval {eval_flops / 1e9:.1f} G", flush=True)
 
-    # the loader on its own (its persistent workers start here), then warm-up batches
+    # each loader on its own (persistent workers start here), then warm-up batches
     trainer._begin_epoch(0)
-    n_loader = args.max_batches or len(loaders.train)
-    t0 = time.perf_counter()
-    for i, _ in zip(range(n_loader), loaders.train):
-        pass
-    loader_rate = n_loader * cfg.dataset.batch_size / (time.perf_counter() - t0)
+    loader_rates = {name: _loader_rate(loader, args.max_batches)
+                    for name, loader in (("train", loaders.train), ("eval", loaders.test))}
     if args.warmup:
         loaders.train, loaders.test = _Timed(loaders.train, args.warmup), _Timed(loaders.test, args.warmup)
         trainer.train_one_epoch(0)
@@ -204,27 +201,36 @@ def main(argv: list[str] | None = None) -> int:
     n_eval = len(result.outputs)
 
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    passes = (("train", n_train, train_s, full["train"], len(loaders.train), train_flops, loaders.train.waited),
-              ("eval", n_eval, eval_s, full["test"], len(loaders.test), eval_flops, loaders.test.waited))
-    for name, n, secs, total, batches, flops, waited in passes:
+    passes = (("train", n_train, train_s, full["train"], loaders.train, train_flops),
+              ("eval", n_eval, eval_s, full["test"], loaders.test, eval_flops))
+    for name, n, secs, total, loader, flops in passes:
         rate = n / secs
-        line = f"{name + ':':6} {n} cycles in {secs:.1f} s = {rate:.2f} samples/s, {1000 * secs / batches:.1f} ms/step"
+        line = f"{name + ':':6} {n} cycles in {secs:.1f} s = {rate:.2f} samples/s, {1000 * secs / len(loader):.1f} ms/step"
         if n < total:
             line += f" (full pass of {total} cycles extrapolated: {total / rate / 60:.1f} min)"
         print(line)
         achieved = flops * rate / 1e12
         print(f"{'':7}{achieved:.3f} TFLOP/s = {100 * achieved / peaks['fp32']:.1f} % of the fp32 peak, "
-              f"{100 * achieved / peaks['bf16']:.1f} % of the bf16 peak; waited for data "
-              f"{100 * waited / secs:.0f} % of the pass")
-    train_rate = n_train / train_s
-    bound = loader_rate < train_rate or loaders.train.waited / train_s > WAIT_SHARE_LIMIT
-    print(f"loader alone: {loader_rate:.1f} samples/s with {loaders.train.loader.num_workers} worker(s) = "
-          f"{loader_rate / train_rate:.2f}x the training rate; loader-bound: {'yes' if bound else 'no'} "
-          f"(slower than the loop, or the loop waited > {100 * WAIT_SHARE_LIMIT:.0f} % of the epoch)")
+              f"{100 * achieved / peaks['bf16']:.1f} % of the bf16 peak")
+        alone, waited = loader_rates[name], loader.waited / secs
+        bound = alone < rate or waited > WAIT_SHARE_LIMIT
+        print(f"{'':7}loader alone {alone:.1f} samples/s with {loader.loader.num_workers} worker(s) = "
+              f"{alone / rate:.2f}x the pass's rate; the pass waited for data {100 * waited:.0f} % of its time; "
+              f"loader-bound: {'yes' if bound else 'no'}")
+    print(f"(loader-bound: the loader alone is slower than the pass, or the pass waited for data more than "
+          f"{100 * WAIT_SHARE_LIMIT:.0f} % of its time)")
     print(f"peak RSS: {rss_mb:.0f} MiB")
     if device.type == "cuda":
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB")
     return 0
+
+
+def _loader_rate(loader, max_batches: int | None) -> float:
+    """Samples/s of ``loader`` iterated on its own for ``max_batches`` batches (all when None)."""
+    n = min(max_batches or len(loader), len(loader))
+    t0 = time.perf_counter()
+    samples = sum(len(batch["label"]) for _, batch in zip(range(n), loader))
+    return samples / (time.perf_counter() - t0)
 
 
 class _Timed:
