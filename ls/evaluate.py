@@ -11,9 +11,9 @@ re-fitted or re-tuned here: evaluation on test uses exactly what training select
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +30,9 @@ from ls.inference import (
     load_for_inference,
     predictions_table,
     run_inference,
+    split_groups,
 )
+from ls.utils.cli import add_traceback_option, run_command
 from ls.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -49,16 +51,22 @@ class EvaluationReport:
     class_names: list[str]
 
 
-def evaluate_outputs(ctx: InferenceContext, out: Any) -> EvaluationReport:
-    """Metrics and the per-cycle table of one pass, with the checkpoint's stored thresholds."""
+def evaluate_outputs(ctx: InferenceContext, out: Any, extra_groups: dict[str, list[str]] | None = None
+                     ) -> EvaluationReport:
+    """Metrics and the per-cycle table of one pass, with the checkpoint's stored thresholds. ``extra_groups``:
+    more per-cycle groupings for the group metrics and the table (e.g. ``ls.inference.split_groups``)."""
     from ls.engine import metrics as M
     from ls.engine.predict_rules import evaluate_outputs as rules_evaluate
 
     mode = ctx.mode
     ev = rules_evaluate(out.logits, out.labels, mode, thresholds=ctx.thresholds)
     vocabularies = ctx.vocabularies()
-    groups = M.group_metrics(ev.y_true, ev.y_pred, factor_columns(out, vocabularies), n_classes=mode.n_classes)
+    extra = dict(extra_groups or {})
+    groups = M.group_metrics(ev.y_true, ev.y_pred, {**factor_columns(out, vocabularies), **extra},
+                             n_classes=mode.n_classes)
     table = predictions_table(out, ev.y_true, ev.y_pred, ev.probs, mode, ctx.class_names, vocabularies)
+    for name, values in extra.items():
+        table.insert(3, name, values)
     return EvaluationReport(
         metrics={k: float(v) for k, v in ev.metrics.items()},
         group_metrics={k: float(v) for k, v in groups.items()},
@@ -92,13 +100,30 @@ def write_report(report: EvaluationReport, ctx: InferenceContext, split: str, ou
     return [metrics_path, preds_path]
 
 
+def require_data_folder(ctx: InferenceContext, config: Any = None) -> Path:
+    """The data folder the evaluation reads, or an error saying where it was looked for and how to point
+    at the data (a checkpoint stores the folder as training was given it, often relative to where it ran)."""
+    folder = Path(ctx.cfg.dataset.data_folder).expanduser()
+    if folder.is_dir():
+        return folder
+    source = f"--config {config}" if isinstance(config, (str, Path)) else f"the checkpoint {ctx.path}"
+    where = "" if folder.is_absolute() else f" relative to the working directory {Path.cwd()}"
+    raise FileNotFoundError(
+        errno.ENOENT,
+        f"the data folder {str(folder)!r} named by {source} does not exist{where}; run from the folder training "
+        "ran in, or pass --config with a dataset section whose dataset.data_folder locates the data",
+    )
+
+
 def evaluate_checkpoint(checkpoint: str | Path, config: str | Path | Any | None = None, split: str = "test",
                         out_dir: str | Path | None = None, device: str = "auto",
                         max_batches: int | None = None) -> EvaluationReport:
     """Load, run and score ``checkpoint`` on ``split``; write the JSON/CSV when ``out_dir`` is given."""
     ctx = load_for_inference(checkpoint, config, device)
-    out = run_inference(ctx.model, build_split_loader(ctx, split), ctx.device, max_batches=max_batches)
-    report = evaluate_outputs(ctx, out)
+    require_data_folder(ctx, config)
+    loader = build_split_loader(ctx, split)
+    out = run_inference(ctx.model, loader, ctx.device, max_batches=max_batches)
+    report = evaluate_outputs(ctx, out, split_groups(out, loader.dataset))
     if out_dir is not None:
         write_report(report, ctx, split, out_dir)
     return report
@@ -114,26 +139,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compute-device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where to run the model (not the stethoscope: that is a metadata factor)")
     p.add_argument("--max-batches", type=int, default=None, help="evaluate only the first N batches (smoke tests)")
+    add_traceback_option(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ls.config import ConfigError
-    from ls.engine.checkpoint import CheckpointError
-
+    """Command line; problems are one ``error:`` line and exit code 2 (``--traceback`` shows where)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     out_dir = Path(args.out) if args.out else Path(args.checkpoint).parent / "eval"
-    try:
+
+    def body() -> int:
         report = evaluate_checkpoint(args.checkpoint, args.config, args.split, out_dir, args.compute_device,
                                      args.max_batches)
-    except (CheckpointError, ConfigError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    m = report.metrics
-    print(f"{args.split}: {len(report.predictions)} cycles | Sp {100 * m['specificity']:.2f} | "
-          f"Se {100 * m['sensitivity']:.2f} | Score {100 * m['icbhi_score']:.2f} -> {out_dir}")
-    return 0
+        m = report.metrics
+        print(f"{args.split}: {len(report.predictions)} cycles | Sp {100 * m['specificity']:.2f} | "
+              f"Se {100 * m['sensitivity']:.2f} | Score {100 * m['icbhi_score']:.2f} -> {out_dir}")
+        return 0
+
+    return run_command(body, args)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from ls.engine.modes import OutputMode, resolve_output_mode
 log = logging.getLogger(__name__)
 
 #: Dataset fields that must come from the checkpoint: they decide labels and input shape the model was trained on.
-MODEL_BOUND_DATASET_FIELDS = ("n_cls", "multi_label", "h", "w")
+MODEL_BOUND_DATASET_FIELDS = ("task", "classes", "n_cls", "multi_label", "h", "w")
 SPLITS = ("train", "val", "test")
 
 
@@ -135,17 +135,24 @@ def merge_data_config(ckpt_cfg: Any, data_cfg: Any | None) -> Any:
     """The config to build evaluation data with: the checkpoint's config, with the ``dataset`` section of
     ``data_cfg`` (data location, split strategy, batch sizes, cache) when given.
 
-    ``n_cls``, ``multi_label``, ``h`` and ``w`` always stay the checkpoint's (they fix the labels and the
-    input shape the weights expect); a different value in ``data_cfg`` is reported and ignored.
+    The task (``task``, ``classes``, ``n_cls``, ``multi_label``), ``h`` and ``w`` always stay the checkpoint's
+    (they fix the classes and the input shape the weights expect); a different value in ``data_cfg`` is reported
+    and ignored. The data may be another dataset than the training one (e.g. an ICBHI model on SPRSound) when it
+    can give the checkpoint's task (``ls.data.tasks``); otherwise ValueError says which tasks it gives.
     """
     if data_cfg is None:
         return ckpt_cfg
-    dataset = dataclasses.replace(data_cfg.dataset)
+    fixed = {}
     for name in MODEL_BOUND_DATASET_FIELDS:
-        want, got = getattr(ckpt_cfg.dataset, name), getattr(dataset, name)
+        want, got = getattr(ckpt_cfg.dataset, name), getattr(data_cfg.dataset, name)
         if want != got:
             log.warning("dataset.%s = %r in --config ignored: the checkpoint was trained with %r", name, got, want)
-            setattr(dataset, name, want)
+        fixed[name] = want
+    try:
+        dataset = dataclasses.replace(data_cfg.dataset, **fixed)  # re-checks the task against this dataset
+    except ValueError as exc:
+        raise ValueError(f"the checkpoint's task {ckpt_cfg.dataset.task!r} cannot be evaluated on this "
+                         f"{data_cfg.dataset.name} dataset: {exc}") from None
     return dataclasses.replace(ckpt_cfg, dataset=dataset)
 
 
@@ -202,6 +209,17 @@ def factor_columns(out: Any, vocabularies: dict[str, list[str]]) -> dict[str, li
     return {factor: names_of(ids, vocabularies.get(factor)) for factor, ids in out.meta.items()}
 
 
+def split_groups(out: Any, dataset: Any) -> dict[str, list[str]]:
+    """``{"split": [the dataset's own split name per cycle]}`` when the evaluated set gathers several of them
+    (SPRSound's test: ``test_inter`` and ``test_intra``), for metrics per split; ``{}`` otherwise.
+    ``dataset``: the ``CycleDataset`` the outputs come from."""
+    table = getattr(dataset, "table", None)
+    if table is None or "Split" not in table.columns or table["Split"].nunique() < 2:
+        return {}
+    split_of = dict(zip(table["Filename"].astype(str), table["Split"].astype(str)))
+    return {"split": [split_of[str(name)] for name in out.filename]}
+
+
 def predictions_table(out: Any, y_true: np.ndarray, y_pred: np.ndarray, probs: np.ndarray, mode: Any,
                       class_names: Sequence[str], vocabularies: dict[str, list[str]]) -> pd.DataFrame:
     """One row per cycle: ``filename, cycle_index, patient``, one column per metadata factor, ``true, pred``
@@ -231,4 +249,5 @@ __all__ = [
     "predictions_table",
     "probability_columns",
     "run_inference",
+    "split_groups",
 ]

@@ -1,30 +1,62 @@
 """Quickstart: synthetic ICBHI-format data -> SoftFiLM and the AST baseline (tiny, CPU) -> side-by-side results.
 
     python -m ls.quickstart [--out runs/quickstart] [--recordings N] [--seed S] [--epochs E] [--no-tracking]
+    python -m ls.quickstart --record     # also re-measure the numbers the README shows (docs/quickstart.json)
 
 Generates a small synthetic folder in the official ICBHI layout (``ls.data.synthetic``), trains both models
 with ``configs/quickstart.yaml`` (tiny224 backbone, random init, 16 mel x 128 frames), logs both runs to
 MLflow (``sqlite:///mlflow.db`` in the working directory unless MLFLOW_TRACKING_URI says otherwise), prints
-their test metrics side by side and how to open them. The numbers are a smoke test of the pipeline on
-synthetic audio, not results.
+their test metrics side by side, how to open the runs, and evaluation and figure commands that work on the
+checkpoints it wrote. The results also go to ``<out>/quickstart.json``. The numbers are a smoke test of the
+pipeline on synthetic audio, not results.
+
+Training runs on one CPU thread: PyTorch's multi-threaded kernels sum in an order that depends on the thread
+count (measured: probabilities differ in the 7th digit after 3 epochs), which can move the metrics of a 15-epoch
+run; on one thread they are the same on any machine with the same PyTorch (and a shared machine runs it
+faster).
+
+The README's table is kept true by a test: ``--record`` writes ``docs/quickstart.json`` (the table, the time,
+the machine, and a *fingerprint*: the losses, test metrics and predictions of a 2-epoch SoftFiLM run on a
+24-recording synthetic folder) and rewrites the README block between its ``quickstart`` markers.
+``tests/test_quickstart.py`` checks that the README shows that JSON and that the fingerprint still reproduces,
+so a change that moves training numbers fails until the quickstart is re-recorded.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from ls.config import load_config
-from ls.engine.tracking import build_tracker
+from ls.engine.tracking import NullTracker, Tracker, build_tracker
 from ls.train import train_run
+from ls.utils.io import atomic_write_text
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "quickstart.yaml"
+RECORD = REPO / "docs" / "quickstart.json"
+README = REPO / "README.md"
+README_BEGIN, README_END = "<!-- quickstart:begin (python -m ls.quickstart --record) -->", "<!-- quickstart:end -->"
 VARIANTS = (("ast_film_soft", "SoftFiLM-AST"), ("ast", "AST baseline"))
 RECORDINGS = 400  # about 1,800 cycles: enough for a random-init model to learn wheezes in a few epochs
 ROWS = (("specificity", "Sp"), ("sensitivity", "Se"), ("icbhi_score", "ICBHI score"),
         ("binary_icbhi_score", "2-class score"))  # fmt: skip
+#: The fingerprint run: small and quick, but it goes through data, features, model, trainer and selection
+#: (no warm-up, so that both epochs move the weights).
+FINGERPRINT = {"variant": "ast_film_soft", "recordings": 24, "seed": 0, "epochs": 2}
+#: Count-based test metrics of the fingerprint (exact on any machine that reproduces the predictions).
+FINGERPRINT_METRICS = ("specificity", "sensitivity", "icbhi_score", "binary_icbhi_score", "accuracy")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,7 +67,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--recordings", type=int, default=RECORDINGS, help="synthetic recordings to generate")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data generator")
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    p.add_argument("--record", action="store_true",
+                   help="re-measure the README's numbers: write docs/quickstart.json and the README block "
+                        "(default settings only)")
     args = p.parse_args(argv)
+    if args.record and (args.epochs is not None or args.recordings != RECORDINGS or args.seed != 0
+                        or args.config != CONFIG):
+        p.error("--record measures the default quickstart: drop --epochs, --recordings, --seed and --config")
 
     from ls.data.synthetic import generate_icbhi
 
@@ -50,41 +88,63 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = load_config(args.config, overrides)
     tracker = build_tracker(cfg.mlflow, enabled=not args.no_tracking)
 
-    results = {}
-    for variant, title in VARIANTS:
-        print(f"[quickstart] training {title} ({variant}) for {cfg.training.epochs} epochs")
-        outcome = train_run(cfg, variant, tracker=_fresh(tracker))
-        results[title] = outcome.test_metrics
+    results, run_dirs, trackers = {}, {}, []
+    with single_thread():
+        for variant, title in VARIANTS:
+            print(f"[quickstart] training {title} ({variant}) for {cfg.training.epochs} epochs", flush=True)
+            run_tracker = _fresh(tracker)
+            outcome = train_run(cfg, variant, tracker=run_tracker)
+            results[title], run_dirs[variant] = outcome.test_metrics, outcome.run_dir
+            trackers.append(run_tracker)
+        threads = torch.get_num_threads()
+    seconds = time.perf_counter() - t0
     print()
     print(format_side_by_side(results))
-    print(f"\n[quickstart] done in {time.perf_counter() - t0:.0f} s; checkpoints under {args.out / 'checkpoints'}")
+    print(f"\n[quickstart] done in {seconds:.0f} s; checkpoints under {args.out / 'checkpoints'}")
+    print(next_steps(run_dirs))
     if not args.no_tracking:
-        print(mlflow_instructions(tracker.settings.tracking_uri, tracker.settings.experiment_name))
+        print(tracking_lines(trackers))
+    record = {"settings": {"recordings": args.recordings, "seed": args.seed, "epochs": cfg.training.epochs},
+              "seconds": round(seconds, 1), "machine": {**machine(), "threads": threads},
+              "table": {title: {k: round(100 * float(m[k]), 2) for k, _ in ROWS if k in m}
+                        for title, m in results.items()}}
+    atomic_write_text(args.out / "quickstart.json", json.dumps(record, indent=2) + "\n")
+    if args.record:
+        print("[quickstart] fingerprint run (2 epochs on 24 recordings) for docs/quickstart.json", flush=True)
+        record["fingerprint"] = fingerprint(args.out / "fingerprint")
+        write_record(record)
+        print(f"[quickstart] wrote {RECORD} and the README block; commit both")
     return 0
 
 
-def mlflow_instructions(uri: str, experiment: str) -> str:
-    """How to open the runs: ``mlflow ui`` (MLflow 3) on the store they were logged to.
+def next_steps(run_dirs: dict[str, Path | None]) -> str:
+    """Evaluation and figure commands that work on the checkpoints just written (each checkpoint's own config
+    locates the data: no --config needed when run from this directory)."""
+    soft, ast = run_dirs.get("ast_film_soft"), run_dirs.get("ast")
+    if soft is None or ast is None:
+        return ""
+    return ("[quickstart] next, from this directory:\n"
+            f"    python -m ls.evaluate --checkpoint {soft / 'best.pt'}\n"
+            f"    python visualize.py --all --checkpoint {soft / 'best.pt'} --baseline-ckpt {ast / 'best.pt'} "
+            f"--out {soft.parent.parent / 'figures'}")
 
-    A relative SQLite store (the default ``sqlite:///mlflow.db``) is named by its absolute path, so the
-    command works from any directory; a server URI is simply opened in the browser.
-    """
-    if uri.startswith(("http://", "https://")):
-        return f"[quickstart] MLflow runs on {uri} (experiment {experiment!r}): open {uri} in a browser"
-    shown = uri
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        shown = "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
-    elif "://" not in uri:  # a plain folder (file store)
-        shown = str(Path(uri).resolve())
-    return (f"[quickstart] MLflow runs in {shown} (experiment {experiment!r}); to browse them run\n"
-            f"    mlflow ui --backend-store-uri {shown}\n"
-            f"  and open http://127.0.0.1:5000 (Ctrl-C stops the server)")
+
+def tracking_lines(trackers: Sequence[Any]) -> str:
+    """How to look at the runs (``Tracker.open_hint``: a URL for a server, ``mlflow ui`` for a local store), or
+    the command that uploads what a server that stayed away could not take."""
+    real = [t for t in trackers if isinstance(t, Tracker)]
+    if not real:
+        return ""
+    lines = [f"[quickstart] {t.replay_command}" for t in real if t.replay_command]
+    if lines:
+        return "[quickstart] MLflow stayed unreachable; upload the runs later with\n" + "\n".join(lines)
+    t = real[0]
+    return (f"[quickstart] MLflow runs in {t.settings.safe_uri} (experiment {t.settings.experiment_name!r}); "
+            f"to look at them:\n    {t.open_hint()}")
 
 
 def _fresh(tracker):
     """A new run per model on the same backend (the checked tracker is only a template)."""
-    from ls.engine.tracking import NullTracker, Tracker
-
     if isinstance(tracker, NullTracker):
         return tracker
     t = Tracker(tracker.settings)
@@ -101,6 +161,99 @@ def format_side_by_side(results: dict[str, dict[str, float]]) -> str:
         lines.append(label.ljust(16) + "".join(f"{100 * results[n].get(key, float('nan')):{width + 2}.2f}"
                                                 for n in names))
     return "\n".join(lines)
+
+
+# -- keeping the README true ---------------------------------------------------------------------------------
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Run PyTorch on one intra-op thread (numbers independent of the machine's core count)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def machine() -> dict[str, Any]:
+    load = os.getloadavg()[2] if hasattr(os, "getloadavg") else None  # 15-minute average: the run's share
+    return {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "load_15min": None if load is None else round(load, 1)}
+
+
+def fingerprint(work: Path) -> dict[str, Any]:
+    """Test metrics and per-cycle predictions of a 2-epoch SoftFiLM run (quickstart config) on a 24-recording
+    synthetic folder: what any change to data, features, model or training moves."""
+    from ls.data.synthetic import generate_icbhi
+
+    fp = FINGERPRINT
+    data = Path(work) / f"data_{fp['recordings']}rec_seed{fp['seed']}"
+    if not (data / "synthetic_info.json").exists():
+        generate_icbhi(data, recordings=fp["recordings"], seed=fp["seed"])
+    # No warm-up: its first epoch runs at lr x 1e-4 and would leave the weights almost at their init.
+    cfg = load_config(CONFIG, [f"dataset.data_folder={data}", f"training.epochs={fp['epochs']}",
+                               "training.scheduler.warmup_epochs=0",
+                               f"training.checkpoint_dir={Path(work) / 'checkpoints'}"])
+    with single_thread():
+        outcome = train_run(cfg, fp["variant"], progress=False)
+    test, history = outcome.fit.test, outcome.fit.history
+    return {"setup": dict(fp), "best_epoch": outcome.best_epoch,
+            "test": {k: round(float(test.metrics[k]), 6) for k in FINGERPRINT_METRICS},
+            "predictions": "".join(str(int(c)) for c in test.pred),
+            # continuous numbers: they move with any change even when the predicted classes do not
+            "numbers": {"test_loss": float(test.loss),
+                        "mean_probabilities": [float(v) for v in test.probs.mean(axis=0).ravel()],
+                        "train_loss": [float(r["train/loss"]) for r in history],
+                        "val_loss": [float(r["val/loss"]) for r in history]}}
+
+
+#: Tolerance of the fingerprint's continuous numbers: far above float rounding across machines, far below
+#: what a change to data, model or training moves them by.
+FINGERPRINT_TOLERANCE = 1e-4
+
+
+def fingerprint_differences(got: dict[str, Any], recorded: dict[str, Any]) -> list[str]:
+    """What differs between two fingerprints (exact for classes and count-based metrics, within
+    :data:`FINGERPRINT_TOLERANCE` for the continuous numbers)."""
+    import numpy as np
+
+    diffs = [f"{k}: {got.get(k)!r} vs recorded {recorded.get(k)!r}"
+             for k in ("setup", "best_epoch", "test", "predictions") if got.get(k) != recorded.get(k)]
+    for k, want in (recorded.get("numbers") or {}).items():
+        have = (got.get("numbers") or {}).get(k)
+        if have is None or np.shape(have) != np.shape(want) or not np.allclose(
+                have, want, rtol=0, atol=FINGERPRINT_TOLERANCE):
+            diffs.append(f"numbers.{k}: {have!r} vs recorded {want!r}")
+    return diffs
+
+
+def readme_block(record: dict[str, Any]) -> str:
+    """The README text that shows ``record``: time, machine and the side-by-side table."""
+    m = record["machine"]
+    table = format_side_by_side({title: {k: v / 100 for k, v in vals.items()}
+                                 for title, vals in record["table"].items()})
+    s = record["settings"]
+    load = m.get("load_15min")
+    shared = (f", shared with other jobs (load average {load:g})" if load is not None and load > m["cpus"] / 2
+              else "")
+    threads = m.get("threads")
+    torch_text = f"torch {m['torch'].split('+')[0]}" + (
+        f", {threads} thread{'s' if threads != 1 else ''}" if threads not in (None, m["cpus"]) else "")
+    sentence = textwrap.fill(
+        f"Measured on {m['cpus']} CPU cores ({torch_text}){shared}: {record['seconds']:.0f} s for "
+        f"{s['recordings']} recordings and {s['epochs']} epochs per model, after installation, ending with", 112)
+    return f"{README_BEGIN}\n{sentence}\n\n```\n{table}\n```\n{README_END}"
+
+
+def write_record(record: dict[str, Any], record_path: Path = RECORD, readme: Path = README) -> None:
+    """``docs/quickstart.json`` and the README block between the quickstart markers."""
+    atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
+    text = readme.read_text(encoding="utf-8")
+    pattern = re.compile(re.escape(README_BEGIN) + ".*?" + re.escape(README_END), re.DOTALL)
+    if not pattern.search(text):
+        raise ValueError(f"{readme}: no block between {README_BEGIN!r} and {README_END!r} to rewrite")
+    atomic_write_text(readme, pattern.sub(lambda _: readme_block(record), text))
 
 
 if __name__ == "__main__":

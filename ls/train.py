@@ -14,13 +14,21 @@ Each root script (``ast_train.py``, ``ast_film_soft.py``, ...) is ``sys.exit(mai
   validation split; the official test split stays fixed) and the mean/std over folds;
 - ``--resume``: continue an interrupted run from its ``last.pt`` in the same MLflow run;
 - under ``torchrun`` the same command trains with DistributedDataParallel (rank 0 logs and checkpoints).
+
+Every run gets a folder of its own, created exclusively (never shared with a run started in the same second);
+what would fail late (data folder, weights file, writable folder with room for the checkpoints, tracking
+store) is checked before any data is built; credentials are never stored (params, ``config.yaml``,
+checkpoints). Errors are one ``error:`` line and exit code 2 (``--traceback`` for the traceback); Ctrl-C says
+from where ``--resume`` continues (exit code 130) and ends the MLflow run as KILLED.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import errno
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -34,10 +42,17 @@ import numpy as np
 from ls.config import Config, dump_yaml, flatten, load_config
 from ls.engine.checkpoint import read_checkpoint
 from ls.engine.distributed import DistContext, barrier, cleanup_distributed, init_distributed
-from ls.engine.tracking import NullTracker, Tracker, build_tracker
-from ls.engine.trainer import FitResult, Trainer, resolve_device, seed_everything
+from ls.engine.tracking import NullTracker, Tracker, build_tracker, is_credential_key
+from ls.engine.trainer import FitResult, Trainer, TrainingInterrupted, resolve_device, seed_everything
 from ls.models.variants import VARIANTS, canonical_variant, get_variant
-from ls.utils.io import atomic_write_text
+from ls.utils.cli import (
+    EXIT_INTERRUPTED,
+    add_traceback_option,
+    fail,
+    plain_warnings,
+    report_error,
+)
+from ls.utils.io import WriteError, atomic_write_text, write_failure_reason
 from ls.utils.trees import to_dict
 
 
@@ -73,10 +88,20 @@ def train_run(
     ctx: DistContext | None = None,
     fold: tuple[int, int] | None = None,
     progress: bool | None = None,
+    run_dir: str | Path | None = None,
 ) -> RunOutcome:
     """Train one model of ``variant`` on ``cfg``; ``tracker`` must not have a run open (it opens one).
 
     ``fold=(i, k)``: validation is patient fold ``i`` of ``k`` on the training split (``build_fold_datasets``).
+
+    Before any data is built (seconds, not an epoch, into the run) it checks what would otherwise fail late:
+    the data folder and the pretrained-weights file (:func:`check_inputs`), a new run folder of its own that
+    is writable and has room for the checkpoints (:func:`prepare_run_dir`, which also writes ``config.yaml``),
+    and the tracking store (the run is opened then). Credentials never reach the params, ``config.yaml``,
+    ``run.json`` or the checkpoints (:func:`stored_config`). Ctrl-C ends the MLflow run as KILLED (and raises
+    :class:`ls.engine.trainer.TrainingInterrupted` once training has started), any other error as FAILED.
+    ``run_dir``: the folder of this run (a study places its runs), instead of a new one under
+    ``training.checkpoint_dir``; with ``resume`` it must be the folder of that ``last.pt``.
     """
     from ls.data import build_datasets, build_fold_datasets, build_loaders
     from ls.models import build_model
@@ -86,45 +111,63 @@ def train_run(
     ctx = ctx or DistContext()
     tracker = tracker if (tracker is not None and ctx.is_main) else NullTracker()
     run_name = run_name or default_run_name(cfg, variant, None if fold is None else fold[0])
+    if resume is not None and run_dir is not None and Path(run_dir).resolve() != Path(resume).resolve().parent:
+        raise ValueError(f"run_dir {run_dir} is not the folder of the checkpoint to resume ({resume})")
+    given_dir = Path(resume).parent if resume is not None else (Path(run_dir) if run_dir is not None else None)
     resume_state = read_checkpoint(resume) if resume is not None else None
-    run_dir = Path(resume).parent if resume is not None else _new_run_dir(cfg, run_name)
-
-    seed_everything(cfg.seed)
-    datasets = build_datasets(cfg) if fold is None else build_fold_datasets(cfg, fold[0], fold[1])
-    loaders = build_loaders(cfg, datasets, rank=ctx.rank, world_size=ctx.world_size)
-    spec = datasets.metadata_spec
-    model = build_model(cfg.model(variant), spec)
-
-    if resume_state is not None and resume_state.get("mlflow_run_id"):
-        tracker.start_run(run_id=resume_state["mlflow_run_id"])
-    else:
-        tracker.start_run(run_name, tags=_tags(cfg, variant, None if fold is None else fold[0]))
-        tracker.log_params(flatten(cfg))
-    trainer = Trainer(
-        model,
-        loaders,
-        cfg.training,
-        cfg.output_mode,
-        tracker,
-        seed=cfg.seed,
-        checkpoint_meta={
-            "variant": variant,
-            "config": to_dict(cfg),
-            "metadata_encoder": datasets.encoder.state_dict() if datasets.encoder is not None else None,
-            "metadata_spec": spec.to_dict() if spec is not None else None,
-            "class_names": list(datasets.class_names),
-        },
-        run_dir=run_dir,
-        group_names=spec.vocabularies() if spec is not None else None,
-        ctx=ctx,
-        progress=progress,
-    )
+    stored = stored_config(cfg)
+    run_open = isinstance(tracker, _OpenRun)  # a nested run the parent created (seeds, k-fold)
+    run_dir = None
     try:
-        result = trainer.fit(resume_from=resume)
+        check_inputs(cfg, variant)
         if ctx.is_main:
-            log_run_artifacts(tracker, trainer, result, cfg, variant)
-    except BaseException:
-        tracker.end_run("FAILED")
+            run_dir = prepare_run_dir(cfg, variant, run_name, stored, existing=given_dir)
+        tracker.set_buffer_dir(run_dir)  # an offline buffer lives with the run it belongs to
+        if resume_state is not None and resume_state.get("mlflow_run_id"):
+            tracker.start_run(run_id=resume_state["mlflow_run_id"])
+        else:
+            tracker.start_run(run_name, tags=_tags(cfg, variant, None if fold is None else fold[0]))
+            run_open = True
+            tracker.log_params(flatten(stored))
+        run_open = True  # also a resumed run, reopened above
+
+        seed_everything(cfg.seed)
+        t0 = time.perf_counter()
+        _say(ctx, f"building datasets from {cfg.dataset.data_folder} ...")
+        datasets = build_datasets(cfg) if fold is None else build_fold_datasets(cfg, fold[0], fold[1])
+        _say(ctx, f"datasets ready in {time.perf_counter() - t0:.0f} s: " + ", ".join(
+            f"{name} {len(ds)} cycles" for name, ds in zip(("train", "val", "test"), datasets) if ds is not None))
+        loaders = build_loaders(cfg, datasets, rank=ctx.rank, world_size=ctx.world_size)
+        spec = datasets.metadata_spec
+        model = build_model(cfg.model(variant), spec)
+        trainer = Trainer(
+            model,
+            loaders,
+            cfg.training,
+            cfg.output_mode,
+            tracker,
+            seed=cfg.seed,
+            checkpoint_meta={
+                "variant": variant,
+                "config": stored,
+                "metadata_encoder": datasets.encoder.state_dict() if datasets.encoder is not None else None,
+                "metadata_spec": spec.to_dict() if spec is not None else None,
+                "class_names": list(datasets.class_names),
+            },
+            run_dir=run_dir,
+            group_names=spec.vocabularies() if spec is not None else None,
+            ctx=ctx,
+            progress=progress,
+        )
+        result = trainer.fit(resume_from=resume)
+        split_of = _add_split_metrics(result, loaders.test.dataset, trainer, tracker)
+        if ctx.is_main:
+            log_run_artifacts(tracker, trainer, result, cfg, variant, split_of, None if fold is None else fold[0])
+    except BaseException as exc:
+        if run_open:
+            tracker.end_run("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        if run_dir is not None and given_dir is None:
+            _remove_if_unused(run_dir)  # a run that stopped before its first checkpoint leaves no folder
         raise
     tracker.end_run()
     barrier(ctx)
@@ -134,13 +177,161 @@ def train_run(
                       getattr(tracker, "run_id", None), None if fold is None else fold[0], result)
 
 
+def _add_split_metrics(result: FitResult, test_set: Any, trainer: Trainer, tracker: Any) -> dict[str, list[str]]:
+    """Test metrics per split of the dataset's own (``split/<name>/icbhi_score``, ...) when the test set gathers
+    several (SPRSound: test_inter and test_intra); they join ``result.test.metrics`` and are logged."""
+    from ls.engine.metrics import group_metrics
+    from ls.inference import split_groups
+
+    if result.test is None:
+        return {}
+    groups = split_groups(result.test.outputs, test_set)
+    if groups:
+        per_split = group_metrics(result.test.y_true, result.test.pred, groups, trainer.output_mode.n_classes)
+        result.test.metrics.update(per_split)
+        tracker.log_metrics({f"test/{k}": v for k, v in per_split.items()}, step=trainer.tcfg.epochs)
+    return groups
+
+
+def _say(ctx: DistContext, text: str) -> None:
+    if ctx.is_main:
+        print(text, flush=True)
+
+
+# =================================================================================================
+# Before the work: inputs, run folder, room, credentials
+# =================================================================================================
+def stored_config(cfg: Config) -> dict[str, Any]:
+    """The resolved config as it is stored (params, ``config.yaml``, checkpoints, ``run.json``): a plain dict
+    with every credential-like value (``mlflow.tracking_password``, ``tracking_username``, ...) set to None.
+
+    The tracker gets the credentials from the live config; nothing written or logged holds them.
+    """
+
+    def clean(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: (None if is_credential_key(k) and v is not None and not isinstance(v, (dict, list))
+                        else clean(v)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [clean(v) for v in node]
+        return node
+
+    return clean(to_dict(cfg))
+
+
+def check_inputs(cfg: Config, variant: str) -> None:
+    """The data folder exists and the pretrained-weights file of ``models.<variant>`` exists, is readable and
+    has the format of its ``weights.source`` (its first bytes only): seconds, before any data is built."""
+    from ls.models.weights import check_weights_file
+
+    ds = cfg.dataset
+    # A combined dataset's own folder only receives the shared cache: its parts hold the data.
+    parts = getattr(ds, "parts", None) if getattr(ds, "name", "icbhi") == "combined" else None
+    folders = ([(f"dataset.parts[{i}].data_folder", p.data_folder) for i, p in enumerate(parts)] if parts
+               else [("dataset.data_folder", ds.data_folder)])
+    for key, folder in folders:
+        data = Path(folder).expanduser()
+        if not data.is_dir():
+            where = "" if data.is_absolute() else f" (relative to the working directory {Path.cwd()})"
+            what = "is not a folder" if data.exists() else "does not exist"
+            fix = "correct it in the config" if parts else f"pass --set {key}=<the folder with the recordings>"
+            raise FileNotFoundError(errno.ENOENT, f"{key}={str(data)!r} {what}{where}; {fix}")
+    options = cfg.model(variant)
+    check_weights_file(options.weights, variant, options.model_size)
+
+
+#: Bytes per parameter in the two checkpoints and the temp file of an atomic rewrite of last.pt:
+#: best.pt (weights) + last.pt (weights, AdamW's two moments) + a temporary copy of last.pt, all float32.
+_CHECKPOINT_BYTES_PER_PARAM = 4 * (1 + 3 + 3)
+#: Conditioning, heads and metadata encoders add a few percent to the backbone; pickling adds a little.
+_CHECKPOINT_MARGIN = 1.15
+
+
+def checkpoint_bytes(cfg: Config, variant: str) -> int:
+    """Disk space the checkpoints of one run need, estimated from the backbone's parameter count (built on
+    PyTorch's meta device: no memory, no weights)."""
+    import torch
+
+    from ls.models.backbone import ASTBackbone
+
+    o = cfg.model(variant)
+    with torch.device("meta"):
+        backbone = ASTBackbone(o.model_size, o.input_fdim, o.input_tdim, o.fstride, o.tstride)
+    params = sum(p.numel() for p in backbone.parameters())
+    return int(params * _CHECKPOINT_BYTES_PER_PARAM * _CHECKPOINT_MARGIN)
+
+
+def create_run_dir(parent: str | Path, run_name: str) -> Path:
+    """A new, empty run folder ``<parent>/<run_name>_<YYYYmmdd-HHMMSS>`` created exclusively: when another run
+    took that name (runs started in the same second), ``_2``, ``_3``, ... are tried. Never a shared folder."""
+    parent = Path(parent)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WriteError(exc.errno or errno.EIO, f"cannot create training.checkpoint_dir {parent}: "
+                         f"{write_failure_reason(exc, parent)}") from None
+    base = f"{run_name}_{time.strftime('%Y%m%d-%H%M%S')}"
+    for i in range(1, 10_000):
+        path = parent / (base if i == 1 else f"{base}_{i}")
+        try:
+            path.mkdir()  # atomic: exactly one process creates a given folder
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise WriteError(exc.errno or errno.EIO, f"cannot create a run folder in {parent}: "
+                             f"{write_failure_reason(exc, parent)}") from None
+        return path
+    raise WriteError(errno.EEXIST, f"no free run folder name {base}_N in {parent}")
+
+
+def prepare_run_dir(cfg: Config, variant: str, run_name: str, stored: dict[str, Any],
+                    existing: Path | None = None) -> Path:
+    """The run's folder, checked before the work: created exclusively (or ``existing``: a resumed run's, or one a study placed), with
+    room for the checkpoints, and holding ``config.yaml`` (``stored``), whose write proves it writable.
+
+    A failure names the folder and says "no space left" or "read-only"; a new folder is removed again.
+    """
+    run_dir = existing if existing is not None else create_run_dir(cfg.training.checkpoint_dir, run_name)
+    try:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)  # a folder the caller chose (a study's) may be new
+        except OSError as exc:
+            raise WriteError(exc.errno or errno.EIO, f"cannot create the run folder {run_dir}: "
+                             f"{write_failure_reason(exc, run_dir)}") from None
+        need = checkpoint_bytes(cfg, variant)
+        have = sum(f.stat().st_size for f in (run_dir / "best.pt", run_dir / "last.pt") if f.is_file())
+        free = shutil.disk_usage(run_dir).free
+        if free + have < need:
+            raise WriteError(errno.ENOSPC, (
+                f"not enough space for the checkpoints in {run_dir}: {_mb(free)} free, about {_mb(need - have)} "
+                f"needed (best.pt + last.pt of a {cfg.model(variant).model_size} model with optimiser state); "
+                "no space left for this run: free some or set training.checkpoint_dir"))
+        dump_yaml(stored, run_dir / "config.yaml")
+    except BaseException:
+        if existing is None:
+            _remove_if_unused(run_dir)
+        raise
+    return run_dir
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.0f} MB" if n < 1e10 else f"{n / 1e9:,.1f} GB"
+
+
+def _remove_if_unused(run_dir: Path) -> None:
+    """Remove a run folder that holds no checkpoint and no tracking buffer (only ``config.yaml``)."""
+    from ls.engine.tracking import BUFFER_FOLDER
+
+    try:
+        if not any(run_dir.glob("*.pt")) and not (run_dir / BUFFER_FOLDER).exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+    except OSError:
+        pass
+
+
 def default_run_name(cfg: Config, variant: str, fold: int | None = None) -> str:
     name = f"{variant}_{cfg.training.epochs}ep_{cfg.training.selection}_seed{cfg.seed}"
     return name + (f"_fold{fold}" if fold is not None else "")
-
-
-def _new_run_dir(cfg: Config, run_name: str) -> Path:
-    return Path(cfg.training.checkpoint_dir) / f"{run_name}_{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def _tags(cfg: Config, variant: str, fold: int | None) -> dict[str, str]:
@@ -157,6 +348,8 @@ def _tags(cfg: Config, variant: str, fold: int | None) -> dict[str, str]:
         tags["git_commit"] = commit
     if fold is not None:
         tags["fold"] = str(fold)
+    if cfg.translation.notes:  # the run's config was written for the original implementation
+        tags["config_translation"] = cfg.translation.summary()[:5000]  # MLflow's tag limit
     return tags
 
 
@@ -172,13 +365,14 @@ def _git_commit() -> str | None:
 # =================================================================================================
 # Artifacts
 # =================================================================================================
-def log_run_artifacts(tracker: Any, trainer: Trainer, result: FitResult, cfg: Config, variant: str) -> None:
+def log_run_artifacts(tracker: Any, trainer: Trainer, result: FitResult, cfg: Config, variant: str,
+                      extra_groups: dict[str, list[str]] | None = None, fold: int | None = None) -> None:
     """Resolved config, best checkpoint, confusion matrix, training curves, test predictions and ``run.json``
-    (what ``ls.report`` reads: variant, seed, selection, test metrics)."""
+    (what ``ls.report`` reads: variant, seed, selection, fold, test metrics)."""
     run_dir = Path(result.run_dir or trainer.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / "config.yaml"
-    dump_yaml(cfg, config_path)
+    dump_yaml(stored_config(cfg), config_path)  # without credentials
     tracker.log_artifact(config_path)
     if (run_dir / "best.pt").exists():
         tracker.log_artifact(run_dir / "best.pt", "checkpoints")
@@ -186,19 +380,20 @@ def log_run_artifacts(tracker: Any, trainer: Trainer, result: FitResult, cfg: Co
         return
     names = list(trainer.output_mode.class_names)
     preds_path = run_dir / "test_predictions.csv"
-    write_predictions_csv(preds_path, result.test, trainer.output_mode, names, trainer.group_names)
+    write_predictions_csv(preds_path, result.test, trainer.output_mode, names, trainer.group_names, extra_groups)
     tracker.log_artifact(preds_path)
     summary_path = run_dir / "run.json"
     atomic_write_text(summary_path, json.dumps(run_summary(cfg, variant, result, names, trainer.group_names,
-                                                           getattr(tracker, "run_id", None)), indent=2) + "\n")
+                                                           getattr(tracker, "run_id", None), fold), indent=2) + "\n")
     tracker.log_artifact(summary_path)
-    for path in run_figures(result, names, run_dir, say=trainer._say):
+    for path in run_figures(result, names, run_dir, say=trainer._say, model_name=get_variant(variant).display_name):
         tracker.log_artifact(path, "figures")
 
 
 def run_summary(cfg: Config, variant: str, result: FitResult, class_names: Sequence[str],
-                group_names: dict[str, list[str]], run_id: str | None) -> dict[str, Any]:
-    """``run.json`` of a finished run: what it was and how it did on test."""
+                group_names: dict[str, list[str]], run_id: str | None, fold: int | None = None) -> dict[str, Any]:
+    """``run.json`` of a finished run: what it was and how it did on test. ``fold`` (k-fold runs) pairs the
+    runs of two variants in ``ls.report`` together with the seed, as the MLflow tag ``fold`` does."""
     test = result.test
     metrics = {k: float(v) for k, v in (test.metrics.items() if test is not None else [])}
     if test is not None:
@@ -211,13 +406,15 @@ def run_summary(cfg: Config, variant: str, result: FitResult, class_names: Seque
         "epochs": cfg.training.epochs,
         "best_epoch": result.best_epoch,
         "run_id": run_id,
+        "fold": fold,
         "class_names": list(class_names),
         "factors": list(group_names),
         "test": metrics,
     }
 
 
-def run_figures(result: FitResult, class_names: Sequence[str], run_dir: Path, say: Any = print) -> list[Path]:
+def run_figures(result: FitResult, class_names: Sequence[str], run_dir: Path, say: Any = print,
+                model_name: str | None = None) -> list[Path]:
     """Test confusion matrix and training curves of a finished run (``ls.viz.performance``, PNG + PDF) in
     ``run_dir``: ``confusion_matrix.*`` and, with at least two epochs, ``training_curves.*``.
 
@@ -234,12 +431,13 @@ def run_figures(result: FitResult, class_names: Sequence[str], run_dir: Path, sa
     if test is not None:
         m = test.metrics
         cm = confusion_matrix(test.y_true, test.pred, len(class_names))
-        title = (f"test (best epoch {result.best_epoch}): Sp {100 * m.get('specificity', np.nan):.1f}, "
+        title = (f"{model_name + ', ' if model_name else ''}test (best epoch {result.best_epoch}): Sp {100 * m.get('specificity', np.nan):.1f}, "
                  f"Se {100 * m.get('sensitivity', np.nan):.1f}, Score {100 * m.get('icbhi_score', np.nan):.1f}")
         paths += performance.plot_confusion_matrix(cm, class_names, run_dir, "confusion_matrix", title)
     if len(result.history) >= 2:
         try:
-            paths += performance.plot_training_curves(result.history, run_dir, "training_curves")
+            paths += performance.plot_training_curves(result.history, run_dir, "training_curves",
+                                                      model_name=model_name, best_epoch=result.best_epoch)
         except ValueError as exc:  # a history without loss/score series
             say(f"training curves skipped: {exc}")
     else:
@@ -248,13 +446,17 @@ def run_figures(result: FitResult, class_names: Sequence[str], run_dir: Path, sa
 
 
 def write_predictions_csv(path: Path, test: Any, mode: Any, class_names: Sequence[str],
-                          group_names: dict[str, list[str]] | None = None) -> Path:
+                          group_names: dict[str, list[str]] | None = None,
+                          extra_groups: dict[str, list[str]] | None = None) -> Path:
     """One row per test cycle (``ls.evaluate.predictions_table``: file, cycle, patient, each metadata factor,
-    true and predicted class, probabilities), so both CSVs mean the same thing."""
+    true and predicted class, probabilities; ``extra_groups`` such as the dataset's split after the patient),
+    so both CSVs mean the same thing."""
     from ls.inference import predictions_table
 
     table = predictions_table(test.outputs, test.y_true, test.pred, test.probs, mode, class_names,
                               dict(group_names or {}))
+    for name, values in (extra_groups or {}).items():
+        table.insert(3, name, values)
     atomic_write_text(path, table.to_csv(index=False, float_format="%.6f"))
     return path
 
@@ -359,32 +561,65 @@ def build_parser(variant: str) -> argparse.ArgumentParser:
     p.add_argument("--kfold", type=int, default=None, metavar="K",
                    help="patient k-fold on the training split (official test fixed), one nested run per fold")
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    p.add_argument("--strict-config", action="store_true",
+                   help="accept only ls keys: a config in the original implementation's format is an error instead "
+                        "of being translated with a warning (docs/original_configs.md)")
+    add_traceback_option(p)
     return p
 
 
 def main(variant: str, argv: Sequence[str] | None = None) -> int:
-    """Entry point of the root scripts: parse arguments, train, return an exit code."""
+    """Entry point of the root scripts: parse arguments, train, return an exit code.
+
+    Every user-facing problem is one ``error:`` line on stderr and exit code 2 (``--traceback`` or
+    ``LS_TRACEBACK=1`` adds the traceback); Ctrl-C says from where ``--resume`` continues and exits 130.
+    """
     variant = canonical_variant(variant)
     args = build_parser(variant).parse_args(argv)
+    with plain_warnings():
+        return _main(variant, args)
+
+
+def _main(variant: str, args: argparse.Namespace) -> int:
     if args.resume and (args.seeds or args.kfold):
-        raise SystemExit("--resume continues one run; it cannot be combined with --seeds or --kfold")
+        return fail("--resume continues one run; it cannot be combined with --seeds or --kfold")
     if args.seeds and args.kfold:
-        raise SystemExit("choose one of --seeds and --kfold")
+        return fail("choose one of --seeds and --kfold")
+    if args.kfold is not None and args.kfold < 2:
+        return fail(f"--kfold needs at least 2 folds, got {args.kfold}")
     from ls.config import ConfigError
-    from ls.engine.checkpoint import CheckpointError
-    from ls.engine.tracking import TrackingError
 
     try:
-        cfg = load_config(args.config, overrides=args.overrides)
+        cfg = _load_run_config(args)
         try:
             cfg.model(variant)  # a missing block for this variant fails now
         except ConfigError as exc:
             raise ConfigError(f"{args.config}: {exc}") from exc
         return _run_cli(variant, args, cfg)
-    except (ConfigError, CheckpointError, TrackingError) as exc:
-        # Bad input: one clear line, no traceback.
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except TrainingInterrupted as exc:
+        print(str(exc), file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("interrupted before training started; nothing to resume", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - bad input of any layer: one clear line (ls.utils.cli)
+        return report_error(exc, args)
+
+
+def _load_run_config(args: argparse.Namespace) -> Config:
+    """The run's config; a file in the original implementation's format is translated, and the one warning
+    saying how is printed once per run (by rank 0 under torchrun), or is an error under --strict-config."""
+    import os
+    import warnings
+
+    from ls.config import OriginalConfigWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OriginalConfigWarning)
+        cfg = load_config(args.config, overrides=args.overrides, strict=args.strict_config or None)
+    if cfg.translation.notes and os.environ.get("RANK", "0") == "0":
+        print(f"warning: {cfg.translation.report()}", file=sys.stderr, flush=True)
+    return cfg
 
 
 def _run_cli(variant: str, args: argparse.Namespace, cfg: Config) -> int:
@@ -394,14 +629,18 @@ def _run_cli(variant: str, args: argparse.Namespace, cfg: Config) -> int:
         tracker = build_tracker(cfg.mlflow, args.mlflow_config, enabled=ctx.is_main and not args.no_tracking)
         if args.seeds or args.kfold:
             what = f"seeds{len(args.seeds)}" if args.seeds else f"{args.kfold}fold"
+            tracker.set_buffer_dir(cfg.training.checkpoint_dir)  # the members' buffers go in their run folders
             tracker.start_run(f"{variant}_{cfg.training.epochs}ep_{cfg.training.selection}_{what}",
                               tags={**_tags(cfg, variant, None), "group": what})
-            tracker.log_params(flatten(cfg))
+            tracker.log_params(flatten(stored_config(cfg)))
             try:
                 if args.seeds:
                     run_seeds(cfg, variant, args.seeds, tracker, ctx)
                 else:
                     run_kfold(cfg, variant, args.kfold, tracker, ctx)
+            except KeyboardInterrupt:
+                tracker.end_run("KILLED")
+                raise
             except BaseException:
                 tracker.end_run("FAILED")
                 raise
@@ -410,26 +649,58 @@ def _run_cli(variant: str, args: argparse.Namespace, cfg: Config) -> int:
             outcome = train_run(cfg, variant, tracker=tracker, resume=args.resume, ctx=ctx)
             if ctx.is_main and outcome.run_dir is not None:
                 print(f"checkpoints: {outcome.run_dir}")
-        if ctx.is_main and not args.no_tracking and isinstance(tracker, Tracker):
-            print(f"MLflow: {tracker.settings.tracking_uri} (experiment {tracker.settings.experiment_name!r}); "
-                  "open with `mlflow ui --backend-store-uri " + tracker.settings.tracking_uri + "`")
+        if ctx.is_main:
+            hint = tracking_hint(tracker, cfg.training.checkpoint_dir if (args.seeds or args.kfold) else None)
+            if hint:
+                print(hint, flush=True)
     finally:
         cleanup_distributed()
     return 0
 
 
+def tracking_hint(tracker: Any, group_dir: str | Path | None = None) -> str | None:
+    """The last line of a run: how to look at it (``tracker.open_hint()``: a URL for a server, an
+    ``mlflow ui`` command for a local store), or, when records are still only in a local buffer because the
+    server stayed away, the command that uploads them. ``group_dir``: the folder holding the buffers of the
+    nested runs of ``--seeds``/``--kfold``."""
+    from ls.engine.tracking import find_buffers, replay_command
+
+    if not isinstance(tracker, Tracker):
+        return None
+    pending = []
+    if group_dir is not None and Path(group_dir).is_dir():
+        for buf in find_buffers(group_dir):
+            try:
+                if json.loads((buf / "buffer.json").read_text()).get("state") == "pending":
+                    pending.append(buf)
+            except (OSError, ValueError):
+                continue
+    command = replay_command(group_dir) if pending else tracker.replay_command
+    if command:
+        return (f"MLflow: {tracker.settings.safe_uri} stayed unreachable; the records are kept locally. "
+                f"Upload them when it is back with:\n  {command}")
+    return (f"MLflow: {tracker.settings.safe_uri} (experiment {tracker.settings.experiment_name!r}); "
+            f"{tracker.open_hint()}")
+
+
 __all__ = [
     "RunOutcome",
     "build_parser",
+    "check_inputs",
+    "checkpoint_bytes",
+    "create_run_dir",
     "default_run_name",
     "log_run_artifacts",
     "main",
+    "prepare_run_dir",
     "run_figures",
     "run_kfold",
     "run_seeds",
     "run_summary",
     "scripts",
+    "stored_config",
     "summarize",
+    "tracking_hint",
     "train_run",
     "write_predictions_csv",
 ]

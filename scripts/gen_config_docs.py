@@ -152,7 +152,7 @@ def render() -> tuple[str, list[str]]:
         out.extend(table(cls, prefix, missing, parent))
         out.append("")
 
-    section("Top level", Config, "", "Sections of a config file; `seed` is the only top-level scalar.")
+    section("Top level", Config, "", "Sections of a config file; `seed` and `strict_config` are the only top-level scalars.")
     section("`dataset`", DatasetConfig, "dataset.")
     section("`audio`", AudioConfig, "audio.")
     section("`audio.wave_aug[]` / `audio.spec_aug[]` entries", AugmentConfig, "",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,45 @@ def synthetic_icbhi_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synthetic_icbhi")
     generate_icbhi(out, recordings=24, seed=0)
     return out
+
+
+@pytest.fixture
+def readonly_dir(tmp_path):
+    """A folder this process cannot write to: chmod 555 for a normal user; a read-only tmpfs mounted on it for
+    root (root ignores permissions). Skipped where neither is possible."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    if shutil.which("mount") is None or subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True, check=False
+    ).returncode != 0:
+        pytest.skip("running as root without permission to mount a read-only tmpfs")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+@pytest.fixture(scope="session")
+def _mlflow_template(tmp_path_factory) -> Path:
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()  # creates and migrates the tables
+    return path
+
+
+@pytest.fixture
+def mlflow_db(tmp_path, _mlflow_template) -> Path:
+    """A fresh, empty SQLite MLflow store in ``tmp_path``: a copy of one made per session (creating and
+    migrating the tables takes seconds, copying them milliseconds)."""
+    dst = tmp_path / "mlflow.db"
+    shutil.copyfile(_mlflow_template, dst)
+    return dst
 
 
 def pytest_report_header(config):

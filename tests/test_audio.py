@@ -120,3 +120,21 @@ def test_extract_cycles_index_rule_and_clamping(caplog):
 def test_extract_cycles_rejects_invalid_bounds():
     with pytest.raises(ValueError, match="rec.wav: cycle 0"):
         extract_cycles(torch.zeros(100), [(1.0, 0.5)], AudioConfig(), source="rec.wav")
+
+
+def test_a_truncated_wav_is_reported_as_such_before_any_clipping_warning(synthetic_icbhi_dir, tmp_path, caplog):
+    """Reading the cycle table of a folder with a half-copied recording: the error says 'truncated', and no
+    "they get clipped" warning about its cycles comes first."""
+    import logging
+    import shutil
+
+    from ls.data.icbhi import build_cycle_table
+
+    folder = tmp_path / "data"
+    shutil.copytree(synthetic_icbhi_dir, folder, ignore=shutil.ignore_patterns(".ls_cache"))
+    wav = min(folder.glob("*.wav"))
+    wav.write_bytes(wav.read_bytes()[: wav.stat().st_size // 2])
+    caplog.set_level(logging.WARNING)
+    with pytest.raises(AudioError, match=f"{wav.name}: truncated WAV file"):
+        build_cycle_table(folder)
+    assert "clipped" not in caplog.text

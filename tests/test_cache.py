@@ -125,3 +125,82 @@ def test_parallel_build_equals_in_process(folder):
     serial = ensure_cached("features", table, path, AUDIO, path / "a", w=W, workers=0).open()
     parallel = ensure_cached("features", table, path, AUDIO, path / "b", w=W, workers=2).open()
     assert torch.equal(torch.from_numpy(np.array(serial)), torch.from_numpy(np.array(parallel)))
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_build_killed_midway_is_cleaned_up_by_the_next_build(folder, caplog):
+    """A killed build leaves its temp folder (up to a whole feature set); the next build removes those of
+    dead builds, and leaves a running build's folder and foreign folders it cannot judge alone."""
+    import json
+    import logging
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    path, table = folder
+    cache = path / ".cache"
+    cache.mkdir()
+    # A real build killed mid-way (SIGKILL): its temp folder stays behind.
+    script = ("import sys, time, pandas as pd; from pathlib import Path\n"
+              "import ls.data.features as f\n"
+              "from ls.data.cache import ensure_cached\nfrom ls.data.config import AudioConfig\n"
+              "def hang(*a):\n    print('building', flush=True); time.sleep(600)\n"
+              "f.cycle_features = hang\n"
+              "t = pd.read_json(sys.argv[2])\n"
+              "ensure_cached('features', t, sys.argv[1], AudioConfig(desired_length=0.5, n_mels=16),"
+              " Path(sys.argv[1]) / '.cache', w=32, workers=0)\n")
+    (path / "table.json").write_text(table.to_json())
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-c", script, str(path), str(path / "table.json")],
+                            stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout.readline().strip() == "building"
+    proc.kill()
+    proc.wait()
+    killed = list(cache.glob(".tmp-features-*"))
+    assert len(killed) == 1 and (killed[0] / "data.f16").is_file()
+    # ... an old-style folder (no owner file) of a dead process, untouched for a day, and one just written
+    old = cache / f".tmp-features-0123abcd-{_dead_pid()}"
+    old.mkdir()
+    (old / "data.f16").write_bytes(b"\0" * 1000)
+    day_ago = time.time() - 86400
+    os.utime(old / "data.f16", (day_ago, day_ago))
+    os.utime(old, (day_ago, day_ago))
+    fresh = cache / f".tmp-features-4567cdef-{_dead_pid()}"
+    fresh.mkdir()
+    # ... a build running now in this process (other key) and one on another machine sharing the folder
+    running = cache / f".tmp-waves-89ab-{os.getpid()}"
+    running.mkdir()
+    (running / "owner.json").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+    remote = cache / ".tmp-features-cdef-4242"
+    remote.mkdir()
+    (remote / "owner.json").write_text(json.dumps({"host": "another-node", "pid": 4242}))
+
+    caplog.set_level(logging.WARNING)
+    _build(path, table)
+    left = sorted(p.name for p in cache.glob(".tmp-*"))
+    assert left == sorted([fresh.name, running.name, remote.name])
+    assert caplog.text.count("left by a cache build that did not finish") == 2
+    assert str(killed[0]) in caplog.text and str(old) in caplog.text
+
+
+def test_a_read_only_cache_folder_is_one_clear_error(folder, monkeypatch):
+    from ls.utils.io import WriteError
+
+    path, table = folder
+
+    def refuse(self, *a, **k):
+        raise OSError(30, "Read-only file system", str(self))
+
+    monkeypatch.setattr(type(path), "mkdir", refuse)
+    with pytest.raises(WriteError, match=r"cannot write the feature cache in .*\.cache: read-only file system; "
+                                         r"set dataset.cache_dir"):
+        _build(path, table)

@@ -115,3 +115,24 @@ def test_a_checkpoint_rebuilds_the_trained_model(trained_run):
     for i in range(4):
         j = np.flatnonzero((out.filename == batch["filename"][i]) & (out.cycle_index == int(batch["cycle_index"][i])))
         np.testing.assert_allclose(out.logits[j[0]], logits[i], rtol=1e-5, atol=1e-6)
+
+
+def test_a_text_file_or_a_malicious_pickle_is_named_for_what_it_is(tmp_path):
+    """Not 'cannot read checkpoint ...: 101', and never PyTorch's advice to load with weights_only=False."""
+    import os
+
+    (tmp_path / "notes.pt").write_text("epoch 1: loss 0.5\n")
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(tmp_path / "notes.pt")
+    assert str(info.value) == f"{tmp_path / 'notes.pt'} is not a checkpoint: it is a text file, expected a " \
+                              "best.pt or last.pt written by ls"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    torch.save({**_minimal(), "model": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(tmp_path / "evil.pt")
+    msg = str(info.value)
+    assert "evil.pt" in msg and "arbitrary code" in msg and "weights_only" not in msg and "False" not in msg

@@ -150,7 +150,10 @@ def test_every_shipped_config_loads(path):
     [
         ("val_fraction: 1.0", r"'dataset' in .*cfg.yaml: dataset.val_fraction must be in \[0, 1\), got 1.0"),
         ("random_test_fraction: 0", r"'dataset' in .*cfg.yaml: dataset.random_test_fraction must be in \(0, 1\)"),
-        ("n_cls: 2\n  multi_label: true", r"'dataset' in .*cfg.yaml: dataset.multi_label=true needs dataset.n_cls=4"),
+        ("n_cls: 2\n  multi_label: true", r"'dataset.multi_label' in .*cfg.yaml: true needs a 4-class crackle/wheeze"),
+        ("task: event7", r"'dataset.task' in .*cfg.yaml: 'event7' is not available for dataset kind icbhi"),
+        ("name: manifest\n  classes: [normal]", r"'dataset.classes' in .*cfg.yaml: dataset.classes must be two or more"),
+        ("name: sprsound\n  task: record3\n  n_cls: 4", r"'dataset.n_cls' in .*cfg.yaml: 4, but task record3 has 3"),
     ],
 )
 def test_dataset_split_and_label_mode_are_checked_at_load_time(tmp_path, dataset, message):

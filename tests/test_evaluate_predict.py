@@ -222,3 +222,137 @@ def test_predict_bad_audio_errors(tiny_checkpoints, tmp_path, capsys):
     assert main(["--checkpoint", ckpt, "--wav", str(ok), "--device", "Meditron", "--site", "Tc", "--window",
                  "2"]) == 2
     assert "shorter than the 2.0 s window" in capsys.readouterr().err
+
+
+# -- errors, another directory, guessing -----------------------------------------------------------------------
+@pytest.mark.parametrize("command", ["evaluate", "predict", "visualize"])
+def test_a_text_file_as_checkpoint_is_one_error_line_and_traceback_a_switch(command, tmp_path, capsys):
+    import importlib
+
+    main = importlib.import_module({"evaluate": "ls.evaluate", "predict": "ls.predict",
+                                    "visualize": "ls.viz.cli"}[command]).main
+    notes = tmp_path / "best.pt"
+    notes.write_text("epoch 1 loss 0.7\n")
+    argv = {"evaluate": ["--checkpoint", str(notes)],
+            "predict": ["--checkpoint", str(notes), "--wav", str(tmp_path / "x.wav")],
+            "visualize": ["--checkpoint", str(notes), "--out", str(tmp_path / "f")]}[command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [(f"error: {notes} is not a checkpoint: it is a text file, expected a best.pt or "
+                                "last.pt written by ls")]
+    assert main([*argv, "--traceback"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and err.splitlines()[-1].startswith("error: ")
+
+
+def _relocated_checkpoint(src: Path, tmp_path: Path, data: Path) -> Path:
+    """``src`` as a run in ``tmp_path/train`` would have written it: data folder stored relative to there."""
+    import os
+
+    import ls.engine.checkpoint as ck
+
+    train_dir = tmp_path / "train"
+    train_dir.mkdir()
+    os.symlink(data, train_dir / "data")
+    state = ck.read_checkpoint(src)
+    state["config"]["dataset"]["data_folder"] = "data"
+    return ck.save_checkpoint(state, train_dir / "best.pt")
+
+
+def test_evaluate_from_another_directory_says_where_it_looked_and_to_pass_config(tiny_checkpoints,
+                                                                                 synthetic_icbhi_dir, tmp_path,
+                                                                                 monkeypatch, capsys):
+    from ls.evaluate import main
+
+    ckpt = _relocated_checkpoint(tiny_checkpoints["ast"], tmp_path, synthetic_icbhi_dir)
+    monkeypatch.chdir(tmp_path)  # not the folder training ran in
+    assert main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "ev"), "--compute-device", "cpu"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line == (f"error: the data folder 'data' named by the checkpoint {ckpt} does not exist relative to the "
+                    f"working directory {tmp_path}; run from the folder training ran in, or pass --config with a "
+                    "dataset section whose dataset.data_folder locates the data")
+    cfg = tmp_path / "data.yaml"
+    cfg.write_text(f"dataset:\n  data_folder: {synthetic_icbhi_dir}\n")
+    assert main(["--checkpoint", str(ckpt), "--config", str(cfg), "--out", str(tmp_path / "ev"),
+                 "--compute-device", "cpu", "--max-batches", "1"]) == 0
+    monkeypatch.chdir(tmp_path / "train")  # where training ran: the stored relative folder resolves
+    assert main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "ev2"), "--compute-device", "cpu",
+                 "--max-batches", "1"]) == 0
+
+
+def _predict(ctx, wav, meta=None, **kw):
+    from ls.predict import PredictionWarning, predict_recording
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = predict_recording(ctx, wav, meta or {"device": "Meditron", "site": "Tc"}, **kw)
+    return table, [str(w.message) for w in caught if issubclass(w.category, PredictionWarning)]
+
+
+def test_predict_says_when_it_is_guessing(tiny_checkpoints, synthetic_icbhi_dir, tmp_path):
+    """Silent input, a low sample rate, a recording much longer than the model's input without --cycles or
+    --window, and metadata or durations outside the training range each give a warning; ordinary input
+    none."""
+    from ls.inference import load_for_inference
+
+    ctx = load_for_inference(tiny_checkpoints["ast_film_soft"], device="cpu")
+    ranges = ctx.encoder.ranges
+    assert set(ranges) >= {"age", "bmi", "duration"} and all(lo <= hi for lo, hi in ranges.values())
+    length = ctx.checkpoint_cfg.audio.desired_length  # 10 s: the model's input
+    rng = np.random.default_rng(0)
+    age = float(np.mean(ranges["age"]))
+
+    ok = tmp_path / "ok.wav"
+    sf.write(ok, rng.normal(0, 0.05, 16000 * 4).astype(np.float32), 16000)
+    _, notes = _predict(ctx, ok, {"device": "Meditron", "site": "Tc", "age": age}, cycles=[(0.0, 2.0), (2.0, 4.0)])
+    assert notes == []
+
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(16000 * 4, dtype=np.float32), 16000)
+    _, notes = _predict(ctx, silent, cycles=[(0.0, 2.0)])
+    assert len(notes) == 1 and "silent or near-silent (all samples are equal" in notes[0]
+
+    low = tmp_path / "low.wav"
+    sf.write(low, rng.normal(0, 0.05, 2000 * 4).astype(np.float32), 2000)
+    _, notes = _predict(ctx, low, cycles=[(0.0, 2.0)])
+    assert notes == [(f"{low}: sampled at 2000 Hz, it holds nothing above 1000 Hz, but the model's features span "
+                     "100-8000 Hz: most mel bins are empty")]
+
+    long = tmp_path / "long.wav"
+    sf.write(long, rng.normal(0, 0.05, 16000 * 60).astype(np.float32), 16000)
+    table, notes = _predict(ctx, long)  # 60 s, the model takes 10 s: windows, not one 60 s "cycle"
+    assert len(table) == 6 and (table["end"] - table["start"]).eq(length).all()
+    assert notes[0] == (f"{long}: 60.0 s long, but the model takes {length:g} s; predicting {length:g} s sliding "
+                        "windows (choose with --window/--hop or --cycles)")
+    _, notes = _predict(ctx, long, cycles=[(0.0, 30.0)])
+    assert any("1 cycle(s) are longer than the model's input of 10 s" in n for n in notes)
+
+    _, notes = _predict(ctx, ok, {"device": "Meditron", "site": "Tc", "age": 150.0}, cycles=[(0.0, 0.05)])
+    hi_age = ranges["age"][1]
+    assert f"age=150 lies outside the training range {ranges['age'][0]:g}..{hi_age:g}" in notes
+    assert any(n.startswith("1 cycle duration(s) (e.g. 0.05 s) lie outside the training range") for n in notes)
+
+
+def test_predict_output_states_the_decision_rule_and_the_warnings(tiny_checkpoints, tmp_path, capsys):
+    from ls.predict import main
+
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(16000 * 3, dtype=np.float32), 16000)
+    base = ["--checkpoint", str(tiny_checkpoints["ast"]), "--wav", str(silent), "--device", "Meditron",
+            "--site", "Tc", "--compute-device", "cpu"]
+    assert main([*base, "--format", "csv", "--out", str(tmp_path / "p.csv")]) == 0
+    err = capsys.readouterr().err
+    assert next(line for line in err.splitlines() if line.startswith("warning:")).startswith(
+        f"warning: {silent}: the recording is silent")
+    text = (tmp_path / "p.csv").read_text()
+    head = [line for line in text.splitlines() if line.startswith("#")]
+    assert head[0] == ("# decision_rule: crackle if p_crackle >= threshold_crackle, wheeze if p_wheeze >= "
+                       "threshold_wheeze; both if both, normal if neither")
+    assert head[1] == "# thresholds: threshold_crackle=0.4, threshold_wheeze=0.6"
+    assert any(line.startswith("# warning: ") and "silent" in line for line in head)
+    table = pd.read_csv(tmp_path / "p.csv", comment="#")
+    assert list(table.columns[:4]) == ["cycle", "start", "end", "duration"] and "pred_class" in table
+    assert main([*base, "--out", str(tmp_path / "p.json")]) == 0
+    payload = json.loads((tmp_path / "p.json").read_text())
+    assert payload["decision_rule"] == head[0].removeprefix("# decision_rule: ")
+    assert any("silent" in w for w in payload["warnings"])

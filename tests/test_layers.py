@@ -130,3 +130,41 @@ def test_there_are_no_import_cycles():
         if v not in index:
             visit(v)
     assert not cycles, f"import cycles: {cycles}"
+
+
+def test_every_module_that_imports_mlflow_turns_its_telemetry_off_first():
+    """No network at run time: ``ls.engine.tracking`` sets MLFLOW_DISABLE_TELEMETRY when imported, so every
+    module that imports mlflow (even lazily, in a function) imports it at module level first."""
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = module_name(path)
+        if name == "ls.engine.tracking":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        uses_mlflow = any(
+            (isinstance(n, ast.Import) and any(a.name.split(".")[0] == "mlflow" for a in n.names))
+            or (isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] == "mlflow")
+            for n in ast.walk(tree)
+        )
+        top = {a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names}
+        top |= {f"{n.module}.{a.name}" if n.module == "ls.engine" else n.module
+                for n in tree.body if isinstance(n, ast.ImportFrom) for a in n.names}
+        if uses_mlflow and "ls.engine.tracking" not in top:
+            offenders.append(name)
+    assert not offenders, f"import mlflow without importing ls.engine.tracking at module level first: {offenders}"
+
+
+@pytest.mark.parametrize("module", ["ls.viz.cli", "ls.viz.performance", "ls.report.runs", "ls.train"])
+def test_entry_points_switch_mlflow_telemetry_off_when_imported(module):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_DISABLE_TELEMETRY", "LS_MLFLOW_TELEMETRY",
+                                                            "DO_NOT_TRACK")}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    code = f"import os, {module}; print(os.environ.get('MLFLOW_DISABLE_TELEMETRY'))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "true"

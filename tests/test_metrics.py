@@ -153,3 +153,21 @@ def test_bad_input_is_reported():
         classification_metrics(Y_TRUE, Y_PRED, probs=np.ones((9, 3)), n_classes=4)
     with pytest.raises(ValueError, match="groups\\['device'\\]"):
         group_metrics(Y_TRUE, Y_PRED, {"device": ["A"]}, n_classes=4)
+
+
+def test_sprsound_challenge_scores_and_class_names_with_symbols_in_keys():
+    from ls.engine.metrics import classification_metrics, metric_key, sprsound_scores
+
+    # 3 normal (2 right), 3 abnormal (1 exactly right): Sp 2/3, Se 1/3
+    y_true = np.array([0, 0, 0, 1, 2, 2])
+    y_pred = np.array([0, 0, 1, 1, 0, 1])
+    m = classification_metrics(y_true, y_pred, n_classes=3, names=["Normal", "CAS & DAS", "Wheeze+Crackle"])
+    sp, se = 2 / 3, 1 / 3
+    harmonic = 2 * sp * se / (sp + se)
+    assert m["harmonic_score"] == pytest.approx(harmonic)
+    assert m["sprsound_score"] == pytest.approx(((sp + se) / 2 + harmonic) / 2)
+    assert {"f1_cas_das", "recall_wheeze_crackle", "precision_normal"} <= set(m)
+    assert sprsound_scores(0.0, 0.0) == {"harmonic_score": 0.0, "sprsound_score": 0.0}
+    assert metric_key("Coarse Crackle") == "coarse_crackle"
+    with pytest.raises(ValueError, match="not distinct as metric keys"):
+        classification_metrics(y_true, y_pred, n_classes=3, names=["a b", "a-b", "c"])

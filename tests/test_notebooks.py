@@ -1,4 +1,5 @@
-"""The notebooks run top to bottom on the synthetic ICBHI folder (so they never go stale) and are stored clean."""
+"""The notebooks run top to bottom on synthetic folders (so they never go stale) and are stored clean; the EDA
+notebook runs on ICBHI and on SPRSound (its factors come from the dataset's schema)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
 NB_DIR = Path(__file__).resolve().parents[1] / "NBs"
-NOTEBOOKS = ("00-ICBHI_metadata_creation.ipynb", "01-ICBHI_EDA.ipynb")
+NOTEBOOKS = ("00-ICBHI_metadata_creation.ipynb", "01-EDA.ipynb")
 KERNEL = "ls-test-kernel"
 
 
@@ -58,8 +59,34 @@ def test_notebook_runs_on_synthetic_data(name, kernel_env, synthetic_icbhi_dir, 
         assert list(written.columns) == list(expected.columns)
         assert len(written) == len(expected)
     else:
-        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
-        assert not errors
-        images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
-                  if o.output_type == "display_data" and "image/png" in o.get("data", {})]
-        assert len(images) >= 3, "class bars, duration boxes and spectrograms should each show a figure"
+        assert_figures_and_no_error(nb)
+
+
+def assert_figures_and_no_error(nb) -> None:
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
+              if o.output_type == "display_data" and "image/png" in o.get("data", {})]
+    assert len(images) >= 3, "class bars, duration boxes and spectrograms should each show a figure"
+
+
+def printed(nb) -> str:
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
+                   if o.output_type == "stream")
+
+
+@pytest.mark.slow
+def test_eda_notebook_follows_the_schema_of_another_dataset(kernel_env, tmp_path, monkeypatch):
+    from ls.data.synthetic_sprsound import generate_sprsound
+
+    root = generate_sprsound(tmp_path / "BioCAS2022", recordings=12, seed=1)
+    monkeypatch.setenv("JUPYTER_PATH", str(kernel_env))
+    monkeypatch.setenv("LS_DATA_FOLDER", str(root))
+    monkeypatch.setenv("LS_DATASET", "sprsound")
+    monkeypatch.setenv("LS_TASK", "event7")
+    nb = nbformat.read(NB_DIR / "01-EDA.ipynb", as_version=4)
+    nbclient.NotebookClient(nb, kernel_name=KERNEL, timeout=300, resources={"metadata": {"path": tmp_path}}).execute()
+    assert_figures_and_no_error(nb)
+    text = printed(nb)
+    assert "sprsound, task event7: factors ['site', 'sex'], continuous ['age', 'duration']" in text
+    assert "Site (column AuscLoc)" in text and "Sex (column Sex)" in text

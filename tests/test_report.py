@@ -169,6 +169,21 @@ def test_better_variant_ci_excludes_zero_and_t_test_is_small():
     assert row["mean_diff"] == pytest.approx(per_seed.mean())
 
 
+def test_a_note_says_when_seeds_move_the_difference_more_than_test_patients_do():
+    """Seeds that disagree (one far worse) widen nothing in the patient bootstrap: the report says that the
+    interval alone understates the uncertainty. Consistent seeds get no such note."""
+    cycles = make_cycles(40, 3)
+    effects = np.random.default_rng(5).normal(0, 1.0, 40)
+    runs = []
+    for s, skill in ((1, 1.6), (2, 1.5), (3, -1.0)):  # the variant's third seed collapses
+        runs += [make_run("ast", s, predict(cycles, 0.5, s, patient_effects=effects)),
+                 make_run("var", s, predict(cycles, skill, 10 + s, patient_effects=effects))]
+    notes = build_report(runs, Settings(n_boot=300)).sections[0].notes
+    assert any("the per-seed differences vary more" in n and "understates" in n for n in notes), notes
+    steady = build_report(study({"ast": 0.3, "var": 1.0}, seeds=(1, 2, 3)), Settings(n_boot=300))
+    assert not any("vary more" in n for n in steady.sections[0].notes)
+
+
 def test_bootstrap_is_paired_same_patients_for_both_models():
     """The variant equals the baseline except on 15 cycles per seed that it gets right and the baseline gets
     wrong. Resampled together, every replicate's difference is >= 0 and the interval is narrow; resampling
@@ -394,7 +409,7 @@ def small_study() -> list[Run]:
     return _with_logged_metrics(study({"ast": 0.4, "ast_film_soft": 0.9}, seeds=(1, 2, 3), n_patients=16))
 
 
-def test_folder_tree_and_mlflow_store_give_the_same_report(tmp_path, small_study):
+def test_folder_tree_and_mlflow_store_give_the_same_report(tmp_path, small_study, mlflow_db):
     from mlflow.tracking import MlflowClient
 
     root = tmp_path / "study"
@@ -404,7 +419,7 @@ def test_folder_tree_and_mlflow_store_give_the_same_report(tmp_path, small_study
     from_folder, notes = load_runs(root)
     assert len(from_folder) == 6 and notes == []
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(tracking_uri=f"sqlite:///{mlflow_db}")  # tmp_path / mlflow.db, tables made once
     exp = client.create_experiment("icbhi", artifact_location=(tmp_path / "artifacts").as_uri())
     parent = client.create_run(exp, run_name="sweep")
     for run in small_study:

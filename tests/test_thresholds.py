@@ -161,3 +161,33 @@ def test_evaluate_outputs_uses_explicit_tuned_or_fixed_thresholds():
     assert stored.thresholds == (0.6, 0.3) and stored.y_pred.tolist() == [0, 0, 2, 2]
     binary = evaluate_outputs(torch.tensor([[-2.0], [2.0]]), torch.tensor([0, 1]), BINARY)
     assert binary.metrics["threshold"] == 0.5 and binary.metrics["icbhi_score"] == 1.0
+
+
+def test_the_search_edge_rules_are_stated_and_the_other_reading_is_available():
+    """Exact score ties keep the first grid point and Se exactly on the floor qualifies (how the reference's
+    search is described); a report on the original code says the opposite on both, so that reading is one
+    argument away: ThresholdSearch(..., ties="last", floor="exclusive")."""
+    import dataclasses
+
+    from ls.engine.predict_rules import PAPER_SEARCH, ThresholdSearch
+
+    y = np.array([0] * 5 + [1] * 5)
+    separated = np.array([0.05] * 5 + [0.95] * 5)  # every t in 0.10..0.90 scores 1.0: all tie
+    assert tune_thresholds(separated, y, BINARY).thresholds == (0.1,)
+    last = dataclasses.replace(PAPER_SEARCH["binary"], ties="last")
+    assert tune_thresholds(separated, y, BINARY, search=last).thresholds == (0.9,)
+
+    on_floor = np.array([0.05] * 5 + [0.95, 0.95, 0.02, 0.02, 0.02])  # Se = 2/5 = 0.40, the binary floor
+    r = tune_thresholds(on_floor, y, BINARY)
+    assert r.found and r.sensitivity == pytest.approx(0.4) and r.thresholds == (0.1,)
+    strict = dataclasses.replace(PAPER_SEARCH["binary"], floor="exclusive")
+    r = tune_thresholds(on_floor, y, BINARY, search=strict)
+    assert not r.found and r.thresholds == (0.5,)  # nothing qualifies: the fallback
+
+    bits = np.array([[0.05, 0.05]] * 4 + [[0.95, 0.05]] * 2 + [[0.05, 0.95]] * 2)
+    classes = np.array([0] * 4 + [1] * 2 + [2] * 2)
+    assert tune_thresholds(bits, classes, MULTI).thresholds == (0.1, 0.1)
+    last_multi = dataclasses.replace(PAPER_SEARCH["multilabel"], ties="last")
+    assert tune_thresholds(bits, classes, MULTI, search=last_multi).thresholds == (0.6, 0.6)
+    with pytest.raises(ValueError, match="ties must be first|last"):
+        ThresholdSearch((0.1, 0.6, 0.05), 0.45, 0.1, ties="middle")

@@ -828,3 +828,130 @@ def test_replay_cli_without_a_buffer_is_a_clear_error(tmp_path, capsys):
 
     assert main(["replay", str(tmp_path)]) == 2
     assert "no MLflow buffer" in capsys.readouterr().err
+
+
+# -- the application: ls.train wires the tracker ------------------------------------------------------------
+def _tiny_training_cfg(data, tmp_path, epochs=3):
+    from ls.config import load_config
+
+    return load_config(REPO / "configs" / "quickstart.yaml", [
+        f"dataset.data_folder={data}", f"training.epochs={epochs}", f"training.checkpoint_dir={tmp_path / 'ck'}",
+        "training.scheduler.warmup_epochs=1",
+    ])  # fmt: skip
+
+
+@pytest.mark.slow
+def test_training_through_a_server_killed_and_restarted_mid_run_ends_finished_with_every_epoch(
+    proxy, synthetic_icbhi_dir, tmp_path, monkeypatch, capsys
+):
+    """ls.train.train_run (tiny SoftFiLM, 3 epochs) while the server is SIGKILLed after epoch 1 and restarted
+    after epoch 2: the run ends FINISHED on the server with every epoch's metrics, the test metrics and the
+    artifacts; while it was away the records were buffered in the run's own folder."""
+    from mlflow.tracking import MlflowClient
+
+    from ls.engine.trainer import Trainer
+    from ls.train import tracking_hint, train_run
+
+    backend = proxy.backend
+    tracker = Tracker(TrackingSettings(backend.uri, "test-train-heal", **FAST))
+    tracker.check_connection()
+    real_begin = Trainer._begin_epoch
+    seen = {}
+
+    def begin(self, epoch):
+        if epoch == 1:  # epoch 1 is logged and checkpointed
+            backend.kill()
+        elif epoch == 2:
+            seen["buffer"] = sorted(p.name for p in (self.run_dir / "mlflow_buffer").iterdir())
+            backend.launch()
+            assert backend.wait_healthy(180), backend.log_tail()
+        return real_begin(self, epoch)
+
+    monkeypatch.setattr(Trainer, "_begin_epoch", begin)
+    t0 = time.monotonic()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        outcome = train_run(_tiny_training_cfg(synthetic_icbhi_dir, tmp_path), "ast_film_soft", tracker=tracker,
+                            progress=False)
+    with capsys.disabled():
+        print(f"\n[measure] training with the server killed after epoch 1, restarted after epoch 2: "
+              f"{time.monotonic() - t0:.1f} s in all")
+    assert seen["buffer"] == [outcome.run_id]  # the buffer lived in the run folder while the server was away
+    assert not tracker.offline and tracker.replay_command is None
+    client = MlflowClient(backend.uri)
+    run = client.get_run(outcome.run_id)
+    assert run.info.status == "FINISHED"
+    for key in ("train/loss", "val/icbhi_score", "lr/backbone"):
+        assert [m.step for m in client.get_metric_history(outcome.run_id, key)] == [1, 2, 3], key
+    assert run.data.metrics["test/icbhi_score"] == pytest.approx(outcome.test_metrics["icbhi_score"])
+    arts = {a.path for a in client.list_artifacts(outcome.run_id)}
+    assert {"config.yaml", "run.json", "checkpoints"} <= arts
+    assert tracking_hint(tracker) == (f"MLflow: {backend.uri} (experiment 'test-train-heal'); open "
+                                      f"{backend.uri}/#/experiments/{tracker.experiment_id}/runs/{outcome.run_id} "
+                                      "in a browser")
+
+
+@pytest.mark.slow
+def test_a_run_that_ends_while_the_server_hangs_prints_the_replay_command_of_its_folder(
+    proxy, synthetic_icbhi_dir, tmp_path, monkeypatch, capsys
+):
+    """The server hangs from epoch 2 on: training goes on with a bounded stall, the run ends offline, its last
+    line is the command that uploads the buffer kept in its folder, and that command completes the run."""
+    from mlflow.tracking import MlflowClient
+
+    from ls.engine.trainer import Trainer
+    from ls.tracking import main as tracking_main
+    from ls.train import tracking_hint, train_run
+
+    for var in ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES"):
+        monkeypatch.delenv(var, raising=False)
+    settings = _settings(proxy, tmp_path, experiment="test-train-hung", http_timeout_s=1, backoff_s=0.02,
+                         probe_interval_s=0.2, max_probe_interval_s=0.2, probe_timeout_s=0.2, max_stall_s=1.5)
+    tracker = Tracker(settings)
+    tracker.check_connection()
+    real_begin = Trainer._begin_epoch
+    in_tracker = [0.0]  # seconds spent in tracker calls once the server hangs: the stall training sees
+
+    def timed(method):
+        def call(*args, **kwargs):
+            t = time.monotonic()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                if proxy.hang:
+                    in_tracker[0] += time.monotonic() - t
+        return call
+
+    for name in ("log_metrics", "log_params", "log_artifact", "set_tags", "end_run"):
+        setattr(tracker, name, timed(getattr(tracker, name)))
+
+    def begin(self, epoch):
+        if epoch == 1:
+            proxy.hang = True
+        return real_begin(self, epoch)
+
+    monkeypatch.setattr(Trainer, "_begin_epoch", begin)
+    t0 = time.monotonic()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        outcome = train_run(_tiny_training_cfg(synthetic_icbhi_dir, tmp_path), "ast_film_soft", tracker=tracker,
+                            progress=False)
+    total = time.monotonic() - t0
+    err = capsys.readouterr().err
+    hint = tracking_hint(tracker)
+    assert tracker.offline and tracker.replay_command and tracker.replay_command in err
+    assert Path(shlex.split(tracker.replay_command)[4]).is_relative_to(outcome.run_dir / "mlflow_buffer")
+    assert hint == (f"MLflow: {proxy.uri} stayed unreachable; the records are kept locally. Upload them when it is "
+                    f"back with:\n  {tracker.replay_command}")
+    bound = settings.http_timeout_s + settings.max_stall_s + 2 * settings.probe_timeout_s + 1.0
+    with capsys.disabled():
+        print(f"\n[measure] hung server from epoch 2: {in_tracker[0]:.2f} s spent in tracker calls (budget "
+              f"{bound:.1f} s) of a {total:.1f} s run")
+    assert in_tracker[0] < bound + 10  # generous: the machine is shared
+    proxy.reset()
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", USER)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
+    assert tracking_main(shlex.split(tracker.replay_command)[3:]) == 0
+    client = MlflowClient(proxy.uri)
+    assert client.get_run(outcome.run_id).info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(outcome.run_id, "val/icbhi_score")] == [1, 2, 3]

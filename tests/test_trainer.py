@@ -366,3 +366,50 @@ def test_the_trainer_drives_a_model_only_through_its_generic_hooks(tmp_path):
     source = inspect.getsource(trainer_module).lower()
     for name in ("mask", "gate", "film", "crackle", "wheeze", "metadataencoder"):  # imports: test_layers.py
         assert name not in source, name
+
+
+def test_without_a_terminal_progress_lines_show_within_an_epoch_and_are_flushed(tmp_path, monkeypatch):
+    """Output to a log file (nohup, CI, a cluster job): no bars, but lines with samples/s and the epoch's
+    ETA while the epoch runs, each flushed at once (a log file is block-buffered)."""
+    import io
+    import sys
+
+    class Log(io.StringIO):
+        flushes = 0
+
+        def flush(self):
+            Log.flushes += 1
+            super().flush()
+
+    log = Log()
+    monkeypatch.setattr(sys, "stdout", log)
+    trainer = make_trainer(tmp_path, epochs=1)  # progress=False: what a non-terminal gets
+    trainer.progress_every_s = 0.0  # every batch (30 s by default)
+    trainer.fit()
+    lines = log.getvalue().splitlines()
+    progress = [line for line in lines if line.startswith("epoch 1/1 train: batch")]
+    assert len(progress) == len(trainer.loaders.train) - 1  # every batch but the last (the summary follows)
+    assert all("samples/s" in line and "epoch ETA" in line for line in progress)
+    assert progress[0].startswith("epoch 1/1 train: batch 1/6 (17%)")
+    summary = next(i for i, line in enumerate(lines) if line.startswith("epoch   1/1 |"))
+    assert lines.index(progress[-1]) < summary
+    assert Log.flushes >= len(lines)
+
+
+def test_ctrl_c_in_fit_names_the_epoch_and_checkpoint_to_resume_from(tmp_path, monkeypatch):
+    from ls.engine.trainer import TrainingInterrupted
+
+    trainer = make_trainer(tmp_path, epochs=3)
+    real = Trainer.train_one_epoch
+
+    def ctrl_c_in_epoch_3(self, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_one_epoch", ctrl_c_in_epoch_3)
+    with pytest.raises(TrainingInterrupted) as info:
+        trainer.fit()
+    assert info.value.epoch == 2 and info.value.checkpoint == tmp_path / "run" / "last.pt"
+    assert str(info.value) == f"interrupted after epoch 2; continue with --resume {tmp_path / 'run' / 'last.pt'}"
+    assert read_checkpoint(info.value.checkpoint)["epoch"] == 2

@@ -28,6 +28,46 @@ def assert_figure_files(paths, out_dir, name):
     assert pdf.read_bytes()[:5] == b"%PDF-"
 
 
+def assert_readable(fig):
+    """No legend covers an axes (its data, ticks, labels or title), no tick label overlaps another, no label or
+    title of one axes overlaps another axes, and the figure title overlaps no axes."""
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    boxes = {ax: ax.get_tightbbox(r, bbox_extra_artists=[]) for ax in fig.axes}  # legends of axes left out
+    legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend() is not None)]
+    for legend in legends:
+        box = legend.get_window_extent(r)
+        for ax, ax_box in boxes.items():
+            assert not box.overlaps(ax_box), f"legend {legend.get_texts()[0].get_text()!r} covers {ax.get_title()!r}"
+    for ax in fig.axes:
+        for ticks in (ax.get_xticklabels(), ax.get_yticklabels()):
+            shown = [t.get_window_extent(r) for t in ticks if t.get_text() and t.get_visible()]
+            assert not any(a.overlaps(b) for i, a in enumerate(shown) for b in shown[i + 1:]), ax.get_title()
+        own = [t for t in (ax.title, ax.xaxis.label, ax.yaxis.label, *ax.get_xticklabels(), *ax.get_yticklabels())
+               if t.get_text()]
+        for other in fig.axes:
+            if other is ax:
+                continue
+            area = other.get_window_extent(r)
+            for text in own:
+                assert not text.get_window_extent(r).overlaps(area), f"{text.get_text()!r} overlaps another axes"
+    if fig._suptitle is not None:
+        title = fig._suptitle.get_window_extent(r)
+        assert not any(title.overlaps(b) for b in boxes.values()), "the figure title overlaps an axes"
+
+
+def legend_labels(fig):
+    return [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+
+
+@pytest.fixture
+def close_figures():
+    import matplotlib.pyplot as plt
+
+    yield
+    plt.close("all")
+
+
 # -- style --------------------------------------------------------------------------------------------------
 def test_category_colors_fixed_per_name_not_per_order():
     a = style.category_colors(["Meditron", "AKGC417L", "Litt3200"], style.DEVICE_PALETTE)
@@ -35,8 +75,31 @@ def test_category_colors_fixed_per_name_not_per_order():
     assert a == b
     assert a["AKGC417L"] == style.DEVICE_PALETTE[0]  # sorted-name order
     classes = style.category_colors(["Both", "Normal", "<unknown>"], style.SITE_PALETTE)
-    assert classes["Normal"] == "#3498db" and classes["Both"] == "#8e44ad"
+    assert classes["Normal"] == style.CLASS_COLORS["Normal"] and classes["Both"] == style.CLASS_COLORS["Both"]
     assert classes["<unknown>"] == style.UNKNOWN_COLOR
+
+
+def test_every_data_colour_stands_out_from_the_white_background():
+    from ls.report.render import BASELINE_COLOR, VARIANT_PALETTE
+
+    palettes = {
+        "factor": [*style.FACTOR_COLORS.values(), *style.FACTOR_PALETTE], "class": list(style.CLASS_COLORS.values()),
+        "device": style.DEVICE_PALETTE, "site": style.SITE_PALETTE, "unknown": [style.UNKNOWN_COLOR],
+        "metric": list(performance.METRIC_COLORS.values()), "split": list(performance.SPLIT_COLORS.values()),
+        "variant": [*VARIANT_PALETTE, BASELINE_COLOR],
+    }  # fmt: skip
+    low = {name: [c for c in colors if style.contrast_ratio(c) < style.MIN_CONTRAST] for name, colors in palettes.items()}
+    assert not any(low.values()), low
+    assert style.contrast_ratio("black") == pytest.approx(21.0) and style.contrast_ratio("#ffffff") == 1.0
+    assert style.text_color_on("#08306b") == "white" and style.text_color_on("#f7fbff") == "black"
+
+
+def test_factor_labels_and_colours_for_any_factor():
+    assert [style.factor_label(k) for k in ("dev", "site", "rest", "body_position")] == [
+        "Device", "Site", "Continuous", "Body position"]
+    colors = style.factor_colors(["dev", "site", "sex", "age_group", "rest"])
+    assert colors["dev"] == style.FACTOR_COLORS["dev"] and colors["rest"] == style.FACTOR_COLORS["rest"]
+    assert len(set(colors.values())) == 5
 
 
 def test_save_figure_writes_png_and_pdf_and_closes(tmp_path):
@@ -86,9 +149,11 @@ def test_random_thirds_chance_is_one_third():
 
 def test_masks_rejects_bad_input():
     with pytest.raises(ValueError, match="lacks factor"):
-        masks.as_mask_matrix({"dev": DEV, "site": SITE})
-    with pytest.raises(ValueError, match=r"\[3, D\]"):
+        masks.as_mask_matrix({"dev": DEV, "site": SITE}, names=("dev", "site", "rest"))
+    with pytest.raises(ValueError, match="needs the factor names"):
         masks.as_mask_matrix(np.zeros((2, 5)))
+    with pytest.raises(ValueError, match="lengths differ"):
+        masks.as_mask_matrix({"dev": DEV, "site": SITE[:4]})
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         masks.as_mask_matrix(np.full((3, 4), 1.5))
 
@@ -101,6 +166,53 @@ def test_mask_analysis_writes_figures_and_json(tmp_path):
         assert_figure_files(result["paths"], tmp_path, fig_name)
     saved = json.loads((tmp_path / "m_stats.json").read_text())
     assert saved["temperature"] == 0.2 and saved["active"] == {"dev": 2, "site": 3, "rest": 1}
+
+
+# Four factors (a dataset declaring sex besides device and site): D = 8, each factor owns two dims.
+FOUR = {"dev": [0.9, 0.9, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1], "site": [0.1, 0.1, 0.9, 0.9, 0.1, 0.1, 0.1, 0.1],
+        "sex": [0.1, 0.1, 0.1, 0.1, 0.9, 0.9, 0.1, 0.1], "rest": [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.9, 0.2]}
+
+
+def test_mask_statistics_for_any_number_of_factors():
+    s = masks.mask_statistics(FOUR)
+    assert s["factors"] == ["dev", "site", "sex", "rest"]
+    assert s["active"] == {"dev": 2, "site": 2, "sex": 2, "rest": 1}
+    assert sorted(s["overlap"]) == sorted(["dev-site", "dev-sex", "dev-rest", "site-sex", "site-rest", "sex-rest"])
+    assert s["active_overlap"]["dev-sex"] == 0.0 and s["active_overlap_chance"]["dev-sex"] == pytest.approx(2 / 8)
+    one = masks.mask_statistics({"rest": [0.9, 0.2]})  # a dataset without categorical factors
+    assert one["overlap"] == {} and one["active"] == {"rest": 1}
+
+
+def test_mask_figures_content_for_four_factors(close_figures):
+    stats = masks.mask_statistics(FOUR)
+    heat = masks.mask_heatmap_figure(FOUR, title="SoftFiLM-AST masks")
+    main_ax = heat.axes[0]
+    assert [t.get_text() for t in main_ax.get_yticklabels()] == ["Device", "Site", "Sex", "Continuous"]
+    assert main_ax.images[0].get_array().shape == (4, 8) and main_ax.get_title() == "SoftFiLM-AST masks"
+    assert legend_labels(heat) == ["Device", "Site", "Sex", "Continuous", "none active"]
+    assert_readable(heat)
+
+    part = masks.mask_partition_figure(stats, title="SoftFiLM-AST: coverage")
+    ax = part.axes[0]
+    assert len(ax.patches) == 8  # active + dominant per factor
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["Device", "Site", "Sex", "Continuous"]
+    assert ax.lines[0].get_ydata()[0] == pytest.approx(8 / 4)  # the even split D/K
+    assert legend_labels(part) == ["Active (w > 0.5)", "Dominant (largest w)", "D/4 (even split)"]
+    assert_readable(part)
+
+    over = masks.mask_overlap_figure(stats, title="SoftFiLM-AST: pairwise mask overlap")
+    assert len(over.axes) == 2 and all(len(ax.patches) == 6 for ax in over.axes)  # K(K-1)/2 pairs
+    assert "Device–\nSex" in [t.get_text() for t in over.axes[0].get_xticklabels()]
+    assert over._suptitle.get_text() == "SoftFiLM-AST: pairwise mask overlap"
+    assert legend_labels(over) == ["Learned", "Chance"]
+    assert_readable(over)
+
+
+def test_mask_analysis_of_a_four_factor_model(tmp_path):
+    result = masks.mask_analysis(FOUR, tmp_path, prefix="m4", model_name="SoftFiLM-AST")
+    for name in ("m4_heatmap", "m4_partition", "m4_overlap"):
+        assert_figure_files(result["paths"], tmp_path, name)
+    assert json.loads((tmp_path / "m4_stats.json").read_text())["factors"] == ["dev", "site", "sex", "rest"]
 
 
 # -- t-SNE --------------------------------------------------------------------------------------------------
@@ -131,6 +243,20 @@ def test_tsne_comparison_reports_measured_separation(tmp_path):
     assert report["perplexity"] == pytest.approx((n - 1) / 3)
 
 
+def test_tsne_figure_content(close_figures):
+    rng = np.random.default_rng(0)
+    coords = {"AST": rng.normal(size=(12, 2)), "SoftFiLM-AST": rng.normal(size=(12, 2))}
+    groups = {"Class": ["Normal", "Crackle"] * 6, "Device": ["Meditron"] * 6 + ["LittC2SE"] * 6,
+              "Site": ["Al", "Ar", "Tc"] * 4}
+    fig = tsne.tsne_figure(coords, groups, {"AST": {"Device": 0.5}})
+    assert len(fig.axes) == 6
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["AST: class", "AST: device (silh. +0.50)", "AST: site"]
+    assert fig.axes[3].get_title() == "SoftFiLM-AST: class"
+    assert [len(ax.collections) for ax in fig.axes] == [2, 2, 3, 2, 2, 3]  # one series per group value
+    assert [ax.get_legend().get_title().get_text() for ax in fig.axes[3:]] == ["Class", "Device", "Site"]
+    assert_readable(fig)
+
+
 def test_tsne_rejects_mismatched_sizes(tmp_path):
     with pytest.raises(ValueError, match="same cycles"):
         tsne.plot_tsne_comparison({"AST": np.zeros((5, 3))}, {"Class": ["Normal"] * 4}, tmp_path)
@@ -150,6 +276,30 @@ def test_summarise_film_info_means_over_dims():
 def test_film_labels():
     assert film.film_label("gamma_cls") == r"mean $\gamma$ (CLS)"
     assert film.identity_value("gamma_patch") == 1.0 and film.identity_value("beta") == 0.0
+
+
+def test_film_figures_content(close_figures):
+    rng = np.random.default_rng(2)
+    n = 20
+    summary = {"gamma": {"10": rng.normal(1.0, 0.1, n), "11": rng.normal(1.0, 0.1, n)},
+               "beta": {"10": rng.normal(0.0, 0.1, n), "11": rng.normal(0.0, 0.1, n)}}
+    devices = ["Meditron", "LittC2SE", "AKGC417L", "Litt3200"] * 5
+    fig = film.film_by_group_figure(summary, devices, "Device", model_name="SoftFiLM-AST")
+    assert len(fig.axes) == 4  # rows gamma, beta x columns layer 10, 11
+    assert fig._suptitle.get_text() == "SoftFiLM-AST: FiLM parameters per device (layers 10, 11)"
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["Layer 10", "Layer 11"]
+    assert fig.axes[0].get_ylabel() == r"mean $\gamma$" and fig.axes[2].get_ylabel() == r"mean $\beta$"
+    assert [t.get_text() for t in fig.axes[2].get_xticklabels()] == sorted(set(devices))
+    assert legend_labels(fig) == ["mean", "median", r"identity ($\gamma$ = 1, $\beta$ = 0)"]
+    # per panel: one mean marker per device, and the identity line at 1 (gamma) / 0 (beta)
+    assert sum(1 for line in fig.axes[0].lines if line.get_marker() == "o") == 4
+    assert fig.axes[0].lines[-1].get_ydata()[0] == 1.0 and fig.axes[2].lines[-1].get_ydata()[0] == 0.0
+    assert_readable(fig)
+    by_layer = film.film_by_layer_figure(summary, model_name="FiLM-AST")
+    assert len(by_layer.axes) == 2 and by_layer._suptitle.get_text() == "FiLM-AST: FiLM parameters per layer"
+    assert [t.get_text() for t in by_layer.axes[1].get_xticklabels()] == ["10", "11"]
+    assert legend_labels(by_layer)[:2] == ["mean", "median"]
+    assert_readable(by_layer)
 
 
 def test_film_figures_for_tafilm_keys(tmp_path):
@@ -186,6 +336,54 @@ def test_group_scores_regroups_engine_metrics_by_hand():
         performance.group_scores(flat, "site")
 
 
+def test_confusion_matrix_content_and_readable_annotations(close_figures):
+    from matplotlib.colors import to_hex
+
+    cm = np.array([[50, 1, 0, 0], [0, 3, 0, 1], [2, 0, 40, 0], [0, 0, 0, 0]])
+    names = ["Normal", "Crackle", "Wheeze", "Both"]
+    fig = performance.confusion_matrix_figure(cm, names, title="AST, test (best epoch 3)")
+    ax = fig.axes[0]
+    assert len(fig.axes) == 2 and ax.get_title() == "AST, test (best epoch 3)"
+    assert [t.get_text() for t in ax.get_xticklabels()] == names and ax.get_xlabel() == "Predicted class"
+    cells = [t for t in ax.texts]
+    assert len(cells) == 16 and cells[0].get_text() == "50\n98.0%"
+    image = ax.images[0]
+    for t in cells:
+        j, i = (round(v) for v in t.get_position())
+        cell = to_hex(image.cmap(image.norm(image.get_array()[i, j])))
+        assert style.contrast_ratio(t.get_color(), cell) >= 4.5, (t.get_text(), cell)
+    assert_readable(fig)
+
+
+def test_training_curves_are_split_by_metric_and_mark_the_selected_epoch(close_figures):
+    history = [{"epoch": e + 1, "train/loss": 1 / (e + 1), "val/loss": 1.2 / (e + 1), "test_epoch/loss": 1.3 / (e + 1),
+                "train/icbhi_score": 0.1 * e, "val/icbhi_score": 0.1 * e, "val/specificity": 0.2,
+                "val/sensitivity": 0.05 * e, "train/specificity": 0.3, "train/sensitivity": 0.1,
+                "val/f1_crackle": 0.3, "val/binary_sensitivity": 0.4, "lr/backbone": 1e-4} for e in range(5)]
+    fig = performance.training_curves_figure(history, model_name="SoftFiLM-AST", best_epoch=3)
+    assert fig._suptitle.get_text() == "SoftFiLM-AST: training curves"
+    assert [ax.get_title() for ax in fig.axes] == ["Loss", "Specificity", "Sensitivity", "ICBHI Score"]
+    series = [[line for line in ax.lines if len(line.get_xdata()) == 5] for ax in fig.axes]
+    assert [len(s) for s in series] == [3, 2, 2, 2]  # splits per panel; per-class and binary series left out
+    for ax in fig.axes:  # the selected epoch in every panel
+        marks = [line for line in ax.lines if list(line.get_xdata()) == [3, 3]]
+        assert len(marks) == 1 and marks[0].get_linestyle() == "--"
+    assert legend_labels(fig) == ["train", "validation", "test (monitoring only)", "selected epoch (3)"]
+    assert_readable(fig)
+
+
+def test_group_scores_figure_content(close_figures):
+    scores = {"AKGC417L": {"specificity": 0.9, "sensitivity": 0.5, "score": 0.7, "n": 40},
+              "Meditron": {"specificity": None, "sensitivity": 0.5, "score": None, "n": 3}}
+    fig = performance.group_scores_figure(scores, "Device", title="AST: ICBHI metrics per device")
+    ax = fig.axes[0]
+    assert len(ax.patches) == 6 and ax.get_title() == "AST: ICBHI metrics per device"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["AKGC417L\n(n=40)", "Meditron\n(n=3)"]
+    assert sum(t.get_text() == "n/a" for t in ax.texts) == 2
+    assert legend_labels(fig) == ["Sp", "Se", "Score"]
+    assert_readable(fig)
+
+
 def test_performance_figures(tmp_path):
     cm = np.array([[5, 1, 0, 0], [0, 3, 0, 1], [2, 0, 4, 0], [0, 0, 0, 0]])
     paths = performance.plot_confusion_matrix(cm, ["Normal", "Crackle", "Wheeze", "Both"], tmp_path, "cm")
@@ -199,9 +397,10 @@ def test_performance_figures(tmp_path):
     curves = performance.normalise_history(history)
     assert curves["val/icbhi_score"] == pytest.approx([0.0, 0.1, 0.2, 0.3]) and "epoch" not in curves
     panels = dict(performance._curve_groups(curves))
-    assert panels["Loss"] == ["train/loss", "val/loss"]
-    assert panels["ICBHI"] == ["val/icbhi_score", "val/sensitivity", "val/specificity"]
-    assert_figure_files(performance.plot_training_curves(history, tmp_path, "curves"), tmp_path, "curves")
+    assert panels == {"Loss": ["train/loss", "val/loss"], "Specificity": ["val/specificity"],
+                      "Sensitivity": ["val/sensitivity"], "ICBHI Score": ["val/icbhi_score"]}
+    assert_figure_files(performance.plot_training_curves(history, tmp_path, "curves", model_name="AST",
+                                                         best_epoch=2), tmp_path, "curves")
     scores = {"Tc": {"specificity": 1.0, "sensitivity": 0.5, "score": 0.75, "n": 2},
               "Al": {"specificity": None, "sensitivity": 0.5, "score": None, "n": 2}}
     assert_figure_files(performance.plot_group_scores(scores, "Site", tmp_path, "sites"), tmp_path, "sites")

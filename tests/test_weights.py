@@ -358,3 +358,32 @@ def test_source_none_keeps_the_random_init():
     before = backbone.pos_embed.detach().clone()
     load_pretrained(backbone, WeightsConfig())
     torch.testing.assert_close(backbone.pos_embed.data, before)
+
+
+def test_weights_files_are_checked_without_loading_them(tmp_path):
+    """What training checks before any data is built: the file exists, is readable and has the configured
+    format; a text file is said to be no checkpoint (not 'cannot read checkpoint ...: 101')."""
+    from ls.models.weights import check_weights_file
+
+    text = tmp_path / "audioset_10_10_0.4593.pth"
+    text.write_text("see https://example.org for the weights\n")
+    for source in ("audioset", "imagenet"):
+        with pytest.raises(WeightsError) as err:
+            check_weights_file(WeightsConfig(source=source, path=str(text)), "ast")
+        assert str(err.value) == f"{text} is not a checkpoint: it is a text file, expected a PyTorch checkpoint " \
+                                 "(torch.save)"
+        with pytest.raises(WeightsError, match="is not a checkpoint: it is a text file"):
+            read_state_dict(text)
+    fake = tmp_path / "model.safetensors"
+    torch.save({"w": torch.zeros(1)}, fake)
+    with pytest.raises(WeightsError, match="model.safetensors is not a checkpoint: it is a PyTorch file, "
+                                           "expected a safetensors file"):
+        check_weights_file(WeightsConfig(source="imagenet", path=str(fake)), "ast")
+    with pytest.raises(WeightsError, match="is a folder"):
+        check_weights_file(WeightsConfig(source="audioset", path=str(tmp_path)), "ast_film")
+    with pytest.raises(WeightsError, match="models.ast_film.weights.path=.*does not exist"):
+        check_weights_file(WeightsConfig(source="audioset", path=str(tmp_path / "nope.pth")), "ast_film")
+    good = tmp_path / "good.pth"
+    torch.save({"module.v.cls_token": torch.zeros(1)}, good)
+    assert check_weights_file(WeightsConfig(source="audioset", path=str(good)), "ast") == good
+    assert check_weights_file(WeightsConfig(source="none"), "ast") is None

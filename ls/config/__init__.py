@@ -11,6 +11,7 @@ value given for them elsewhere must agree. The model's input height is ``audio.n
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,6 +28,7 @@ from ls.config.loader import (
     read_yaml,
     to_dict,
 )
+from ls.config.original import OriginalConfigWarning, Translation, translate
 from ls.data.config import AudioConfig, AugmentConfig, DatasetConfig
 from ls.engine.config import MlflowConfig, TrainingConfig
 from ls.models.options import ModelConfig, WeightsConfig
@@ -102,8 +104,17 @@ class Config:
     training: TrainingConfig = option(TrainingConfig, "loss, thresholds, optimiser, schedules, selection, device")
     mlflow: MlflowConfig | None = option(
         None, "tracking settings (also from `--mlflow-config` or `MLFLOW_*` variables)")
+    strict_config: bool = option(
+        False, "only ls keys: a config in the original implementation's format is an error instead of being "
+        "translated with a warning (also --strict-config; docs/original_configs.md)")
 
     __builders__: ClassVar[dict[str, Any]] = {"models": _build_models}
+
+    @property
+    def translation(self) -> Translation:
+        """What was translated from the original implementation's format when this config was loaded (no notes
+        for a config written in ls's keys). Not a config key: it is neither dumped nor logged as a param."""
+        return self.__dict__.get("_translation") or Translation(source="")
 
     def model(self, variant: str) -> ModelConfig:
         """The ``models.<variant>`` block (aliases such as ``tafilm`` or ``ast_meta_proj`` accepted)."""
@@ -119,9 +130,12 @@ class Config:
     @property
     def output_mode(self) -> Any:
         """How logits become predictions (``ls.engine.modes.OutputMode``): from the dataset's task and the loss."""
+        from ls.data.tasks import get_task
         from ls.engine.modes import resolve_output_mode
 
-        return resolve_output_mode(self.dataset.n_cls, self.dataset.multi_label, self.training.loss)
+        classes = get_task(self.dataset.task, self.dataset.classes).classes
+        return resolve_output_mode(self.dataset.n_cls, self.dataset.multi_label, self.training.loss,
+                                   class_names=classes)
 
 
 #: Keys of ls 0.1 configs that moved into the SoftFiLM options (the mechanism owns its schedule).
@@ -165,6 +179,8 @@ def _resolve(cfg: Config, ctx: BuildContext) -> None:
     elif cfg.dataset.h != n_mels:
         ctx.error("dataset.h", f"is {cfg.dataset.h} but audio.n_mels is {n_mels}: the frequency axis is never "
                   "resized, leave dataset.h out (it follows audio.n_mels)")
+    if cfg.training.loss is None:
+        cfg.training.loss = "bce" if cfg.dataset.multi_label or cfg.dataset.n_cls == 2 else "ce"
     try:
         mode = cfg.output_mode
     except ValueError as exc:
@@ -190,26 +206,52 @@ def _resolve(cfg: Config, ctx: BuildContext) -> None:
                       f"{cfg.training.loss!r}); leave label_dim out (it follows from those)")
 
 
-def config_from_dict(data: dict, source: str = "<dict>", overrides: list[str] | None = None) -> Config:
-    """Build a ``Config`` from a raw mapping (``overrides``: ``section.key=value`` strings); raises ``ConfigError``
-    listing every problem."""
+def build_config(data: dict, source: str = "<dict>", overrides: list[str] | None = None, *,
+                 strict: bool | None = None) -> tuple[Config, BuildContext]:
+    """:func:`config_from_dict` without the warning, also returning the build context (``alias_of`` says which
+    typed keys were written under another name; ``ls.config.migrate`` uses it)."""
     data, provenance = apply_overrides(dict(data), overrides)
     ctx = BuildContext(source, provenance)
+    data, translation = translate(data, ctx)  # the original implementation's format -> ls keys
     data = _translate_moved_keys(data, ctx)
     cfg = build_section(Config, data, "", ctx)
     if cfg is not FAILED:
         _resolve(cfg, ctx)
+    if strict or (cfg.strict_config if cfg is not FAILED else data.get("strict_config") is True):
+        for note in translation.notes:  # the key as written: never shown under another key's name
+            ctx.note(f"'{note.key}' in {ctx._origin(note.key)}: {note.strict_error()}")
     ctx.raise_if_any()
+    cfg.__dict__["_translation"] = translation
+    return cfg, ctx
+
+
+def config_from_dict(data: dict, source: str = "<dict>", overrides: list[str] | None = None, *,
+                     strict: bool | None = None) -> Config:
+    """Build a ``Config`` from a raw mapping (``overrides``: ``section.key=value`` strings); raises ``ConfigError``
+    listing every problem.
+
+    A config in the original implementation's format is read with the meaning it had there
+    (:mod:`ls.config.original`): one :class:`~ls.config.original.OriginalConfigWarning` lists what was translated
+    and ignored, also kept in ``cfg.translation``. ``strict`` (or the config's ``strict_config: true``) makes
+    each of those keys an error instead.
+    """
+    cfg, _ = build_config(data, source, overrides, strict=strict)
+    if cfg.translation.notes:
+        warnings.warn(OriginalConfigWarning(cfg.translation.report()), stacklevel=2)
     return cfg
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+def load_config(path: str | Path, overrides: list[str] | None = None, *, strict: bool | None = None) -> Config:
     """Load a YAML config into the typed ``Config``; ``overrides`` are ``section.key=value`` strings.
 
     Unknown keys, missing required keys and wrong types raise ``ConfigError`` naming every bad key and where
-    it came from (the file or the ``--set`` that wrote it).
+    it came from (the file or the ``--set`` that wrote it). A file of the original implementation is translated
+    with one warning, or rejected under ``strict`` (see :func:`config_from_dict`).
     """
-    return config_from_dict(read_yaml(path), str(path), overrides)
+    cfg, _ = build_config(read_yaml(path), str(path), overrides, strict=strict)
+    if cfg.translation.notes:
+        warnings.warn(OriginalConfigWarning(cfg.translation.report()), stacklevel=2)
+    return cfg
 
 
 __all__ = [
@@ -220,8 +262,11 @@ __all__ = [
     "DatasetConfig",
     "MlflowConfig",
     "ModelConfig",
+    "OriginalConfigWarning",
     "TrainingConfig",
+    "Translation",
     "WeightsConfig",
+    "build_config",
     "config_from_dict",
     "dump_yaml",
     "flatten",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -64,6 +65,8 @@ class BuildContext:
 
     def error(self, dotted: str, detail: str) -> None:
         shown = f"'{self.alias_of[dotted]}' (= '{dotted}')" if dotted in self.alias_of else f"'{dotted}'"
+        if _SECRET_KEY.search(dotted.rsplit(".", 1)[-1]):  # a credential's value is never repeated
+            detail = re.sub(r"got .*$", "got a value of another type (not shown)", detail, flags=re.DOTALL)
         self.problems.append(f"{shown} in {self._origin(self.alias_of.get(dotted, dotted))}: {detail}")
 
     def note(self, message: str) -> None:
@@ -247,11 +250,12 @@ def build_section(cls: type, data: dict, prefix: str, ctx: BuildContext,
     data = _apply_aliases(cls, data, prefix, ctx)
     kwargs: dict[str, Any] = {}
     failed = False
+    unknown = False  # an unknown key does not stop the section's own checks from reporting their problems
     for raw_key, value in data.items():
         dotted = _join(prefix, raw_key)
         if raw_key not in fields:
             ctx.error(dotted, _unknown_key(cls, raw_key, list(fields), unknown_hint))
-            failed = True
+            unknown = True
             continue
         try:
             if raw_key in builders:
@@ -273,11 +277,13 @@ def build_section(cls: type, data: dict, prefix: str, ctx: BuildContext,
     if failed:
         return FAILED
     try:
-        return cls(**kwargs)
+        built = cls(**kwargs)
     except (ValueError, TypeError) as exc:
-        where = prefix or "config"
+        key = getattr(exc, "key", None)
+        where = _join(prefix, key) if key else (prefix or "config")
         ctx.error(where, str(exc))
         return FAILED
+    return FAILED if unknown else built
 
 
 def from_dict(cls: type, data: dict | None, source: str = "<dict>", overrides: dict[str, str] | None = None) -> Any:
@@ -289,6 +295,16 @@ def from_dict(cls: type, data: dict | None, source: str = "<dict>", overrides: d
     return obj
 
 
+#: Keys whose ``--set`` value is never repeated in a message (also when misspelt: ``tracking_pasword``).
+_SECRET_KEY = re.compile(r"pas+w|secret|token|credential|auth|api_?key|private_?key", re.IGNORECASE)
+
+
+def _shown(text: str) -> str:
+    """An override as messages show it: the value of a credential-like key masked."""
+    key, sep, _ = text.partition("=")
+    return f"{key}=***" if sep and _SECRET_KEY.search(key) else text
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"training.optimizer.lr=1e-4"`` -> (["training", "optimizer", "lr"], 1e-4) (value parsed as YAML)."""
     if "=" not in text:
@@ -296,11 +312,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"--set {text}: the key is empty")
+        raise ConfigError(f"--set {_shown(text)}: the key is empty")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {text}: the value is not valid YAML ({exc})") from exc
+        detail = f" ({exc})" if _shown(text) == text else ""  # YAML's message quotes the value
+        raise ConfigError(f"--set {_shown(text)}: the value is not valid YAML{detail}") from None
     return key.split("."), value
 
 
@@ -318,10 +335,10 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> tuple[dict, dict
             if nxt is None:
                 nxt = node[part] = {}
             if not isinstance(nxt, dict):
-                raise ConfigError(f"--set {text}: '{'.'.join(path[: i + 1])}' is not a section")
+                raise ConfigError(f"--set {_shown(text)}: '{'.'.join(path[: i + 1])}' is not a section")
             node = nxt
         node[path[-1]] = value
-        provenance[".".join(path)] = text
+        provenance[".".join(path)] = _shown(text)  # what error messages quote
     return data, provenance
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import math
-import struct
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,40 +25,9 @@ import torch
 import torchaudio.functional as AF
 
 from ls.data.config import AudioConfig
+from ls.data.wav import AudioError, check_wav_complete
 
 log = logging.getLogger(__name__)
-
-
-class AudioError(ValueError):
-    """A recording cannot be read (missing, corrupt, truncated, empty); the message names the file."""
-
-
-def _check_riff_complete(path: Path) -> None:
-    """Raise if a RIFF/WAVE file's ``data`` chunk claims more bytes than the file holds.
-
-    libsndfile silently returns the frames that are present in a truncated WAV; a half-copied recording
-    would then yield shortened cycles (and zero-padded features) without any sign of the problem.
-    """
-    size = path.stat().st_size
-    with path.open("rb") as fh:
-        head = fh.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            return  # not a plain RIFF WAVE (e.g. RF64, FLAC): leave the checks to libsndfile
-        offset = 12
-        while offset + 8 <= size:
-            fh.seek(offset)
-            chunk_id, chunk_len = struct.unpack("<4sI", fh.read(8))
-            if chunk_id == b"data":
-                if chunk_len in (0, 0xFFFFFFFF):  # streamed WAVs write a placeholder length
-                    return
-                if offset + 8 + chunk_len > size:
-                    raise AudioError(
-                        f"{path}: truncated WAV file (data chunk declares {chunk_len} bytes, "
-                        f"only {size - offset - 8} present); re-copy the recording"
-                    )
-                return
-            offset += 8 + chunk_len + (chunk_len & 1)  # chunks are word-aligned
-    raise AudioError(f"{path}: WAV file has no data chunk")
 
 
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
@@ -74,7 +42,7 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"recording not found: {path}")
-    _check_riff_complete(path)
+    check_wav_complete(path)
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError) as exc:

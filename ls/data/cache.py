@@ -3,7 +3,9 @@
 Layout: ``<cache_dir>/<kind>-<key>/`` holding ``data.f16`` (a float16 ``numpy.memmap``: features
 ``[N, w, n_mels]`` or waveforms ``[N, samples]``), ``index.npz`` (Filename, CycleIndex per row, to verify the row
 order) and ``meta.json`` (written last; its presence marks a complete entry). An entry is built in a temp folder
-and renamed into place, so a crash never leaves a half-written cache behind.
+(``.tmp-<kind>-<key>-<pid>/``, with ``owner.json`` naming host and process) and renamed into place, so a crash
+never leaves a half-written entry; the temp folder of a build that was killed is removed by the next build
+(:func:`remove_stale_builds`).
 
 The key hashes everything that changes the stored numbers: the audio fields that act before normalisation, the
 target size, the cycle list (file, index, start, end) and every wav's path, size and modification time. A
@@ -19,6 +21,7 @@ import logging
 import multiprocessing as mp
 import os
 import shutil
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -33,7 +36,7 @@ import torchaudio
 from ls.data import audio as audio_mod
 from ls.data import features as features_mod
 from ls.data.config import AudioConfig
-from ls.utils.io import atomic_write_text
+from ls.utils.io import WriteError, atomic_write_text, write_failure_reason
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,71 @@ FEATURE_FIELDS = WAVE_FIELDS + (
     "frame_fit",
 )
 _DATA, _INDEX, _META = "data.f16", "index.npz", "meta.json"
+#: Builds happen in ``<cache_dir>/.tmp-<kind>-<key>-<pid>/``, holding ``owner.json`` (host, pid) until done.
+_TMP_PREFIX, _OWNER = ".tmp-", "owner.json"
+#: A temp build folder whose owner cannot be checked (another host, or written by an older ls) is stale
+#: once nothing in it has changed for this long.
+STALE_AFTER_S = 6 * 3600.0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _last_change(folder: Path) -> float:
+    times = [folder.stat().st_mtime]
+    for f in folder.iterdir():
+        try:
+            times.append(f.stat().st_mtime)
+        except OSError:
+            pass
+    return max(times)
+
+
+def _is_stale(folder: Path, now: float) -> bool:
+    """A build folder left by a process that died (killed, crashed, machine rebooted) before finishing."""
+    try:
+        owner = json.loads((folder / _OWNER).read_text())
+        host, pid = owner.get("host"), int(owner.get("pid"))
+    except (OSError, ValueError, TypeError):
+        host, pid = None, None
+        tail = folder.name.rsplit("-", 1)[-1]
+        if tail.isdigit():
+            pid = int(tail)
+    try:
+        idle = now - _last_change(folder)
+    except OSError:
+        return False
+    if pid == os.getpid() and host in (None, socket.gethostname()):
+        return False
+    if host == socket.gethostname() and pid is not None:
+        return not _pid_alive(pid)
+    # Unknown owner or another machine sharing the folder: only a long-idle folder is taken as abandoned.
+    return idle > STALE_AFTER_S and (host is not None or pid is None or not _pid_alive(pid))
+
+
+def remove_stale_builds(cache_dir: str | Path) -> list[Path]:
+    """Delete the temp folders of cache builds that were killed before they finished (up to the size of a
+    whole feature set each); returns what was removed. Builds still running are left alone."""
+    cache_dir = Path(cache_dir)
+    if not cache_dir.is_dir():
+        return []
+    now = time.time()
+    removed = []
+    for folder in sorted(cache_dir.glob(f"{_TMP_PREFIX}*")):
+        if folder.is_dir() and _is_stale(folder, now):
+            size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+            shutil.rmtree(folder, ignore_errors=True)
+            if not folder.exists():
+                removed.append(folder)
+                log.warning("removed %s (%.1f MB) left by a cache build that did not finish", folder, size / 1e6)
+    return removed
 
 
 @dataclass(frozen=True)
@@ -78,8 +146,14 @@ class CachedArray:
         return np.memmap(self.path / _DATA, dtype=np.float16, mode="r", shape=self.shape)
 
 
-def _wav_path(data_folder: Path, filename: str) -> Path:
-    return data_folder / f"{filename}.wav"
+def _wav_paths(table: pd.DataFrame, data_folder: Path) -> dict[str, Path]:
+    """Audio file of each recording of ``table``: its ``AudioPath`` column (``ls.data.sources``), else
+    ``<data_folder>/<Filename>.wav``."""
+    names = pd.unique(table["Filename"])
+    if "AudioPath" in table.columns:
+        first = table.drop_duplicates("Filename").set_index("Filename")["AudioPath"]
+        return {name: Path(first[name]) for name in names}
+    return {name: data_folder / f"{name}.wav" for name in names}
 
 
 def cache_key(
@@ -102,8 +176,7 @@ def cache_key(
     )
     cycles = table[["Filename", "CycleIndex", "CycleStart", "CycleEnd"]]
     h.update(pd.util.hash_pandas_object(cycles, index=False).values.tobytes())
-    for name in pd.unique(table["Filename"]):
-        path = _wav_path(data_folder, name)
+    for path in _wav_paths(table, data_folder).values():
         st = path.stat()
         h.update(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:20]
@@ -162,11 +235,10 @@ def ensure_cached(
     if kind == "features" and w is None:
         raise ValueError("a feature cache needs the frame count w")
     data_folder, cache_dir = Path(data_folder), Path(cache_dir)
-    missing = [n for n in pd.unique(table["Filename"]) if not _wav_path(data_folder, n).is_file()]
+    wav_paths = _wav_paths(table, data_folder)
+    missing = [str(p) for p in wav_paths.values() if not p.is_file()]
     if missing:
-        raise FileNotFoundError(
-            f"{len(missing)} recording(s) of the cycle table are missing from {data_folder}, e.g. {missing[:3]}"
-        )
+        raise FileNotFoundError(f"{len(missing)} recording(s) of the segment table are missing, e.g. {missing[:3]}")
     n = len(table)
     row_shape = (w, audio_cfg.n_mels) if kind == "features" else (audio_mod.target_length(audio_cfg),)
     shape = (n, *row_shape)
@@ -181,10 +253,18 @@ def ensure_cached(
         shutil.rmtree(final, ignore_errors=True)
 
     workers = (os.cpu_count() or 1) if workers is None else workers
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache_dir / f".tmp-{kind}-{key}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp = cache_dir / f"{_TMP_PREFIX}{kind}-{key}-{os.getpid()}"
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_builds(cache_dir)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        atomic_write_text(tmp / _OWNER, json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                                    "started": time.time()}))
+    except OSError as exc:
+        raise WriteError(exc.errno or 0, f"cannot write the feature cache in {cache_dir}: "
+                         f"{write_failure_reason(exc, cache_dir)}; set dataset.cache_dir to a writable "
+                         "folder") from None
     t0 = time.perf_counter()
     try:
         out = np.memmap(tmp / _DATA, dtype=np.float16, mode="w+", shape=shape)
@@ -197,7 +277,7 @@ def ensure_cached(
                     table["CycleStart"].to_numpy()[rows].tolist(), table["CycleEnd"].to_numpy()[rows].tolist()
                 )
             )
-            jobs.append((job_id, str(_wav_path(data_folder, name)), cycles, audio_cfg, w, kind))
+            jobs.append((job_id, str(wav_paths[name]), cycles, audio_cfg, w, kind))
         clamped = 0
         for job_id, arr, n_clamped in _run_jobs(jobs, workers):
             out[positions[job_id]] = arr
@@ -219,6 +299,7 @@ def ensure_cached(
             "audio": {f: getattr(audio_cfg, f) for f in FEATURE_FIELDS},
             "created": time.time(),
         }
+        (tmp / _OWNER).unlink()
         atomic_write_text(tmp / _META, json.dumps(meta, indent=1))
         try:
             os.rename(tmp, final)
@@ -286,4 +367,5 @@ __all__ = [
     "describe",
     "ensure_cached",
     "feature_stats",
+    "remove_stale_builds",
 ]

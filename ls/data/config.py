@@ -91,17 +91,55 @@ class AudioConfig:
 
 
 @dataclass
+class DatasetPart:
+    """One dataset of a ``combined`` dataset (``dataset.parts``): where it is and how to read it."""
+
+    name: str = option(help="the kind of dataset: icbhi, sprsound or manifest (or a registered reader's)")
+    data_folder: str = option(help="its folder (SPRSound: the BioCAS 2022 root; manifest: the CSV's folder)")
+    tag: str | None = option(None, "its value of the `dataset` metadata factor; null: the name")
+    cycle_metadata_path: str | None = option(None, "icbhi: the cycle table; null: built from data_folder")
+    manifest: str = option("manifest.csv", "manifest: the CSV, relative to data_folder")
+    manifest_columns: dict[str, str] = option({}, "manifest: column names (see dataset.manifest_columns)")
+    categorical: list[str] = option([], "manifest: its categorical metadata columns")
+    continuous: list[str] = option([], "manifest: its continuous metadata columns")
+    test_split: list[str] | None = option(None, "its rows in test (see dataset.test_split)")
+
+
+@dataclass
 class DatasetConfig:
-    data_folder: str = option(help="folder with the ICBHI recordings (`<stem>.wav` + `<stem>.txt`) and helper files")
-    name: Literal["icbhi"] = option("icbhi", "dataset name; only `icbhi` exists (validated)")
+    data_folder: str = option(
+        help="the dataset's folder: ICBHI recordings (`<stem>.wav` + `<stem>.txt`) and helper files; SPRSound: the "
+        "BioCAS 2022 root (train2022_wav/, train2022_json/, test2022_*); manifest: the CSV's folder; combined: "
+        "where the shared feature cache goes")
+    name: str = option(
+        "icbhi", "the kind of dataset (docs/datasets.md): icbhi, sprsound, manifest (any dataset, from a CSV), "
+        "combined (several, see parts), or a kind added with ls.data.sources.register_reader")
+    task: str | None = option(
+        None, "classification task (ls.data.tasks): icbhi4, icbhi2 (crackle/wheeze bits, any dataset that has "
+        "them); SPRSound event2, event7, record3, record5; manifest: labels (its label column, classes below). "
+        "null: icbhi4/icbhi2 from n_cls for ICBHI and bit datasets, labels for a manifest without bits")
+    classes: list[str] | None = option(
+        None, "task labels: the class names in id order, class 0 the normal class")
+    test_split: list[str] | None = option(
+        None, "the dataset's own splits that form the test set (official split): SPRSound test_inter and/or "
+        "test_intra; null: every test split of the dataset (ICBHI: test; SPRSound: both)")
     cycle_metadata_path: str | None = option(
-        None, "the cycle table (`icbhi_metadata.csv`); null: built from data_folder")
+        None, "icbhi: the cycle table (`icbhi_metadata.csv`); null: built from data_folder")
+    manifest: str = option("manifest.csv", "manifest: the CSV (one row per segment), relative to data_folder")
+    manifest_columns: dict[str, str] = option(
+        {}, "manifest: its column names where they differ from path, start, end, label, patient, split (and "
+        "crackle, wheeze: give both to read crackle/wheeze bits)")
+    categorical: list[str] = option([], "manifest: the categorical metadata columns (each a factor)")
+    continuous: list[str] = option(
+        [], "manifest: the continuous metadata columns (the segment duration is always one)")
+    parts: list[DatasetPart] = option([], "combined: the datasets trained on together (a `dataset` factor tells "
+                                          "them apart)")
     class_split: Literal["lungsound"] = option(
         "lungsound", "class definition; only `lungsound` (normal / crackle / wheeze / both) exists")
     split_strategy: Literal["official", "foldwise", "random"] = option(
-        "official", "official: the challenge's 60/40 file; foldwise: the patients of fold test_fold are test; "
-        "random: a seeded draw of random_test_fraction of the patients (the reference's random split was "
-        "recording-level and leaked patients, docs/fixes.md 11.1-4)")
+        "official", "official: the dataset's own split (ICBHI: the challenge's 60/40 file); foldwise: the patients "
+        "of fold test_fold are test (ICBHI); random: a seeded draw of random_test_fraction of the patients (the "
+        "reference's random split was recording-level and leaked patients, docs/fixes.md 11.1-4)")
     test_fold: int = option(0, "`foldwise` split: the patient fold used as test")
     random_test_fraction: float = option(0.4, "`random` split: fraction of the patients in test")
     split_seed: int = option(1, "seed of the `random` patient-level split")
@@ -109,16 +147,19 @@ class DatasetConfig:
         None, "patient -> fold list (not part of the official download); null: the table's Fold column, "
         "else patient_list_foldwise.txt in data_folder")
     patient_disjoint_official: bool = option(
-        False, "the official split puts patients 156 and 218 in both train and test; false keeps the paper's "
-        "split, true drops their training recordings (test untouched, now patient-disjoint)")
+        False, "the official split puts patients in both train and test (ICBHI: 156 and 218); false keeps the "
+        "paper's split, true drops their training recordings (test untouched, now patient-disjoint)")
     val_fraction: float = option(
         0.2, "fraction of the training patients carved out as a patient-disjoint validation split (model "
-        "selection under training.selection: strict never sees test); 0: no validation split")
+        "selection under training.selection: strict never sees test); 0: no validation split. Rows the "
+        "dataset itself marks `val` (a manifest's split column) are used instead")
     val_seed: int = option(0, "seed of the validation draw")
-    n_cls: Literal[2, 4] = option(
-        4, "evaluation classes: 4 (normal, crackle, wheeze, both) or 2 (normal, abnormal)")
-    multi_label: bool = option(
-        True, "targets are the [crackle, wheeze] bits, two sigmoid outputs (needs n_cls 4)")
+    n_cls: int | None = option(
+        None, "number of classes; null: the task's. ICBHI: 4 (normal, crackle, wheeze, both) or 2 (normal, "
+        "abnormal) chooses the task")
+    multi_label: bool | None = option(
+        None, "targets are the [crackle, wheeze] bits, two sigmoid outputs (4-class bit tasks only); null: true "
+        "for those (the paper's), false otherwise")
     weighted_sampler: bool = option(False, "class-weighted sampling with replacement of the training split")
     batch_size: int = option(16, "training batch size (per process under DDP)")
     eval_batch_size: int | None = option(None, "validation/test batch size; null: batch_size")
@@ -133,24 +174,35 @@ class DatasetConfig:
     cache_dir: str | None = option(None, "feature cache folder; null: <data_folder>/.ls_cache")
     cache_workers: int | None = option(
         None, "processes building the feature cache; null: all CPUs, 0: in-process")
-    cont_features: list[str] = option(
-        ["age", "bmi", "duration"], "continuous metadata features in `cont` column order (subset of age, bmi, "
-        "duration); the metadata encoder is fitted on the training split only")
+    cont_features: list[str] | None = option(
+        None, "continuous metadata features in `cont` column order (a subset of what the dataset declares; "
+        "ICBHI: age, bmi, duration); null: all of them. The metadata encoder is fitted on the training split only")
     use_missing_flags: bool = option(
-        False, "append the 0/1 flags age_missing / bmi_missing to `cont` (the reference computed them but never "
-        "fed them, docs/fixes.md 11.2-3)")
-    child_bmi_range: list[float] = option([10.0, 60.0], "plausible child BMI (kg/m^2) computed from weight/height")
+        False, "append a 0/1 flag <feature>_missing per imputed feature to `cont` (ICBHI: age, bmi; the "
+        "reference computed them but never fed them, docs/fixes.md 11.2-3)")
+    child_bmi_range: list[float] = option([10.0, 60.0], "icbhi: plausible child BMI (kg/m^2) from weight/height")
 
     __aliases__: ClassVar[dict[str, str]] = {}
 
     def __post_init__(self) -> None:
-        # Split and label-mode checks at load time (the loader names the section and file); imported here so
-        # that ls.config stays light (these modules are only needed once a DatasetConfig is built).
-        from ls.data.labels import check_label_mode
+        # Split, task and label-mode checks at load time (the loader names the section and file); imported here
+        # so that ls.config stays light (these modules are only needed once a DatasetConfig is built).
+        from ls.data.labels import resolve_task
         from ls.data.splits import check_split_config
+        from ls.data.tasks import DATASET_TASKS
+        from ls.utils.fields import FieldError
 
+        for name in [self.name, *(part.name for part in self.parts)]:
+            if name not in DATASET_TASKS:
+                raise FieldError("name", f"unknown kind of dataset {name!r}; known: {', '.join(DATASET_TASKS)}")
+        if any(part.name == "combined" for part in self.parts):
+            raise FieldError("parts", "a part of a combined dataset cannot itself be combined")
+        tags = [part.tag or part.name for part in self.parts]
+        if len(set(tags)) != len(tags):
+            raise FieldError("parts", f"two parts share the tag {min(t for t in tags if tags.count(t) > 1)!r}; "
+                             "give each part a distinct `tag`")
         check_split_config(self)
-        check_label_mode(self.n_cls, self.multi_label)
+        resolve_task(self)  # fills task, n_cls and multi_label
         if self.num_workers != "auto" and self.num_workers < 0:
             raise ValueError(f"dataset.num_workers must be >= 0 or 'auto', got {self.num_workers}")
         if self.prefetch_factor < 1:
@@ -158,3 +210,7 @@ class DatasetConfig:
         for name in ("batch_size", "w"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.name == "combined" and not self.parts:
+            raise FieldError("parts", "dataset.name is 'combined' but no part is listed")
+        if self.name != "combined" and self.parts:
+            raise FieldError("parts", f"is for dataset.name: combined, not {self.name!r}")

@@ -1,7 +1,8 @@
-"""Datasets and loaders: cycle table + split + feature cache + metadata encoder -> batches.
+"""Datasets and loaders: segment table + split + feature cache + metadata encoder -> batches.
 
-``build_datasets(cfg)`` reads (or builds) the cycle table, assigns the split, makes sure the on-disk feature
-cache exists (one entry for all splits), fits the ``MetadataEncoder`` on the training rows and returns
+``build_datasets(cfg)`` reads the dataset (``ls.data.sources``: ICBHI, SPRSound, a manifest, several combined),
+assigns the split, makes sure the on-disk feature cache exists (one entry for all splits), fits the
+``MetadataEncoder`` on the training rows (the dataset's metadata schema) and returns
 ``Datasets(train, val, test, encoder, class_names, metadata_spec, normalizer)``. ``build_loaders`` wraps them
 in DataLoaders (seeded shuffling, optional class-weighted sampling, distributed samplers).
 
@@ -38,7 +39,10 @@ from ls.data import features as features_mod
 from ls.data.augment import Augmenter, item_generator
 from ls.data.cache import CachedArray, ensure_cached, feature_stats
 from ls.data.config import AudioConfig, DatasetConfig
+from ls.data.labels import task_class_ids, task_targets
 from ls.data.metadata import MetadataEncoder
+from ls.data.sources import Source, read_source
+from ls.data.tasks import get_task
 from ls.types import MetadataSpec
 
 log = logging.getLogger(__name__)
@@ -191,45 +195,20 @@ def _cache_dir(ds_cfg: DatasetConfig) -> Path:
 
 
 def load_table(ds_cfg: DatasetConfig) -> pd.DataFrame:
-    """The cycle table (from ``dataset.cycle_metadata_path`` or built from the folder), restricted to the
-    recordings whose wav exists, sorted by (Filename, CycleIndex) with a fresh index."""
-    from ls.data.icbhi import build_cycle_table, load_cycle_table
-
-    folder = Path(ds_cfg.data_folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"dataset.data_folder = {str(folder)!r} is not a folder")
-    if ds_cfg.cycle_metadata_path:
-        table = load_cycle_table(ds_cfg.cycle_metadata_path)
-        present = {p.stem for p in folder.glob("*.wav")}
-        keep = table["Filename"].astype(str).isin(present)
-        if not keep.any():
-            raise FileNotFoundError(
-                f"none of the {table['Filename'].nunique()} recordings in {ds_cfg.cycle_metadata_path} "
-                f"has a wav in dataset.data_folder = {folder}"
-            )
-        if not keep.all():  # a partial download: keep what is there, like the reference
-            log.warning(
-                "%d of %d cycles (%d recordings) in %s have no wav in %s; they are skipped",
-                (~keep).sum(),
-                len(table),
-                table.loc[~keep, "Filename"].nunique(),
-                ds_cfg.cycle_metadata_path,
-                folder,
-            )
-            table = table[keep]
-    else:
-        table = build_cycle_table(folder)
-    return table.sort_values(["Filename", "CycleIndex"], kind="stable").reset_index(drop=True)
+    """The segment table of a ``dataset`` section (``ls.data.sources``), sorted by (Filename, CycleIndex) with a
+    fresh index; its ``AudioPath`` column names each row's wav."""
+    return read_source(ds_cfg).table
 
 
 def _needs_augment(audio_cfg: AudioConfig) -> bool:
     return bool(audio_cfg.raw_augment) and bool(Augmenter.from_config(audio_cfg))
 
 
-def _prepare(cfg) -> tuple[pd.DataFrame, CachedArray, CachedArray | None]:
+def _prepare(cfg) -> tuple[Source, CachedArray, CachedArray | None]:
     ds_cfg, audio_cfg = cfg.dataset, cfg.audio
     features_mod.check_input_shape(audio_cfg, ds_cfg.h, ds_cfg.w)
-    table = load_table(ds_cfg)
+    source = read_source(ds_cfg)
+    table = source.table
     cache_dir = _cache_dir(ds_cfg)
     feats = ensure_cached(
         "features", table, ds_cfg.data_folder, audio_cfg, cache_dir, w=ds_cfg.w, workers=ds_cfg.cache_workers
@@ -239,7 +218,7 @@ def _prepare(cfg) -> tuple[pd.DataFrame, CachedArray, CachedArray | None]:
         waves = ensure_cached(
             "waves", table, ds_cfg.data_folder, audio_cfg, cache_dir, workers=ds_cfg.cache_workers
         )
-    return table, feats, waves
+    return source, feats, waves
 
 
 def _normalizer(cfg, feats: CachedArray, train_rows: np.ndarray, encoder: MetadataEncoder,
@@ -257,15 +236,14 @@ def _normalizer(cfg, feats: CachedArray, train_rows: np.ndarray, encoder: Metada
 
 def _make_datasets(
     cfg,
-    table: pd.DataFrame,
+    source: Source,
     split: pd.Series,
     feats: CachedArray,
     waves: CachedArray | None,
     encoder: MetadataEncoder | None = None,
 ) -> Datasets:
-    from ls.data.labels import class_names, cycle_labels
-
     ds_cfg = cfg.dataset
+    table, task = source.table, get_task(ds_cfg.task, ds_cfg.classes)
     split = split.reindex(table.index)
     other = ~split.isin(SPLITS)
     if other.any():
@@ -282,12 +260,10 @@ def _make_datasets(
             f"(split_strategy = {ds_cfg.split_strategy!r})"
         )
     if encoder is None:
-        encoder = MetadataEncoder.from_config(ds_cfg).fit(table.iloc[train_rows])
+        encoder = MetadataEncoder.from_config(ds_cfg, source.schema).fit(table.iloc[train_rows])
     normalizer = _normalizer(cfg, feats, train_rows, encoder, refit=not fitted)
     augmenter = Augmenter.from_config(cfg.audio) if cfg.audio.raw_augment else None
-    labels = cycle_labels(
-        table["Crackles"].to_numpy(), table["Wheezes"].to_numpy(), ds_cfg.n_cls, ds_cfg.multi_label
-    )
+    labels = task_targets(table, task, ds_cfg.multi_label)
 
     def subset(name: str) -> CycleDataset | None:
         rows = np.flatnonzero((split == name).to_numpy())
@@ -300,7 +276,7 @@ def _make_datasets(
             rows,
             feats,
             normalizer,
-            encoder.transform(part),
+            encoder.transform(part, source.schema),
             labels[rows],
             cfg.audio,
             ds_cfg.w,
@@ -321,7 +297,7 @@ def _make_datasets(
         val,
         test,
         encoder,
-        class_names(ds_cfg.n_cls, ds_cfg.multi_label),
+        list(task.classes),
         encoder.spec,
         normalizer,
         full,
@@ -338,9 +314,13 @@ def build_datasets(cfg, encoder: MetadataEncoder | None = None) -> Datasets:
     """
     from ls.data.splits import assign_splits
 
-    table, feats, waves = _prepare(cfg)
-    split = assign_splits(table, cfg.dataset, cfg.dataset.data_folder)
-    return _make_datasets(cfg, table, split, feats, waves, encoder)
+    source, feats, waves = _prepare(cfg)
+    split = assign_splits(source.table, cfg.dataset, cfg.dataset.data_folder, labels=_class_ids(cfg, source))
+    return _make_datasets(cfg, source, split, feats, waves, encoder)
+
+
+def _class_ids(cfg, source: Source) -> np.ndarray:
+    return task_class_ids(source.table, get_task(cfg.dataset.task, cfg.dataset.classes))
 
 
 def build_fold_datasets(cfg, fold: int, k: int = 5) -> Datasets:
@@ -351,17 +331,18 @@ def build_fold_datasets(cfg, fold: int, k: int = 5) -> Datasets:
 
     if not 0 <= fold < k:
         raise ValueError(f"fold must be in 0..{k - 1}, got {fold}")
-    table, feats, waves = _prepare(cfg)
-    split = assign_splits(table, cfg.dataset, cfg.dataset.data_folder)
+    source, feats, waves = _prepare(cfg)
+    table, labels = source.table, _class_ids(cfg, source)
+    split = assign_splits(table, cfg.dataset, cfg.dataset.data_folder, labels=labels)
     dev = split.isin(("train", "val"))
-    folds = _fold_of_rows(patient_kfold(table[dev], k, cfg.seed), int(dev.sum()))
+    folds = _fold_of_rows(patient_kfold(table[dev], k, cfg.seed, labels=labels[dev.to_numpy()]), int(dev.sum()))
     # Patients who also have test recordings (ICBHI's official split: 156 and 218) always train, never
     # validate, so selection never sees a test patient (as in the validation carve of ls.data.splits).
     tested = table.loc[(split == "test").to_numpy(), "PID"].unique()
     also_tested = table.loc[dev, "PID"].isin(tested).to_numpy()
     split = split.copy()
     split[dev] = np.where((folds == fold) & ~also_tested, "val", "train")
-    return _make_datasets(cfg, table, split, feats, waves)
+    return _make_datasets(cfg, source, split, feats, waves)
 
 
 def _fold_of_rows(folds: list[tuple[np.ndarray, np.ndarray]], n_rows: int) -> np.ndarray:

@@ -389,11 +389,15 @@ def recording_durations(data_folder: str | Path, stems: Iterable[str] | None = N
     """Duration in seconds of each recording (from the WAV header only, so cheap), indexed by stem."""
     import soundfile as sf
 
+    from ls.data.wav import check_wav_complete
+
     folder = Path(data_folder)
     stems = find_recordings(folder) if stems is None else list(stems)
     durations = {}
     for stem in stems:
         path = folder / f"{stem}.wav"
+        if path.is_file():
+            check_wav_complete(path)  # a truncated file is an error, not cycles past the end of the audio
         try:
             info = sf.info(str(path))
         except RuntimeError as exc:  # soundfile raises RuntimeError for unreadable files

@@ -20,13 +20,63 @@ which with ``n_cls=2`` turned every abnormal cycle into "crackle" (defect 11.2-2
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
+from ls.data.tasks import Task
 from ls.types import FOUR_CLASS_NAMES, TWO_CLASS_NAMES
 
 #: Columns of a multi-label target / logit vector.
 MULTI_LABEL_NAMES = ("crackle", "wheeze")
+
+
+def resolve_task(cfg: Any) -> Task:
+    """The task of a ``dataset`` section (``ls.data.tasks``), filling ``task``, ``n_cls`` and ``multi_label``.
+
+    Unset ``task``: ICBHI and the other bit datasets take ``icbhi4`` (``icbhi2`` when ``n_cls`` is 2); a manifest
+    with ``classes`` takes ``labels``. ``n_cls`` and ``multi_label`` follow the task (``multi_label`` is the
+    paper's two-sigmoid setting of 4-class bit tasks); values given for them must agree. Raises ValueError naming
+    the key and what the dataset can give.
+    """
+    from ls.data.tasks import DATASET_TASKS, LABELS, get_task
+    from ls.utils.fields import FieldError
+
+    kinds = [part.name for part in cfg.parts] if cfg.name == "combined" and cfg.parts else [cfg.name]
+    name = cfg.task
+    if name is None:
+        if cfg.name == "manifest" and cfg.classes:
+            name = LABELS
+        else:
+            if cfg.n_cls not in (None, 2, 4):
+                raise FieldError("n_cls", f"{cfg.n_cls} is not one of 2, 4 (normal/crackle/wheeze/both or "
+                                 "normal/abnormal); other class sets come from dataset.task")
+            name = "icbhi2" if cfg.n_cls == 2 else "icbhi4"
+    for kind in {cfg.name, *kinds}:
+        if name not in DATASET_TASKS[kind]:
+            raise FieldError("task", f"{name!r} is not available for dataset kind {kind} (it gives: "
+                             f"{', '.join(DATASET_TASKS[kind])})")
+    try:
+        task = get_task(name, cfg.classes)
+    except ValueError as exc:
+        raise FieldError("classes" if name == LABELS else "task", str(exc)) from None
+    if cfg.classes is not None and name != LABELS:
+        raise FieldError("classes", f"is for task 'labels' (a manifest's label column), not {name!r}")
+    if cfg.n_cls is None:
+        cfg.n_cls = task.n_classes
+    elif cfg.n_cls != task.n_classes:
+        raise FieldError("n_cls", f"{cfg.n_cls}, but task {name} has {task.n_classes} classes "
+                         f"({', '.join(task.classes)}); leave n_cls out")
+    four_bits = task.bits and task.n_classes == 4
+    if cfg.multi_label is None:
+        cfg.multi_label = four_bits
+    elif cfg.multi_label and not four_bits:
+        raise FieldError(
+            "multi_label", f"true needs a 4-class crackle/wheeze task (icbhi4): multi-label targets are the "
+            f"[crackle, wheeze] bits, evaluated as 4 classes; task {name} has {task.n_classes} classes "
+            "(for normal-vs-abnormal set n_cls=2 and multi_label=false)")
+    cfg.task = name
+    return task
 
 
 def check_label_mode(n_cls: int, multi_label: bool) -> None:
@@ -117,3 +167,33 @@ def target_names(n_cls: int, multi_label: bool) -> list[str]:
     """Columns of a target/logit vector: ``[crackle, wheeze]`` for multi-label, else the class names."""
     check_label_mode(n_cls, multi_label)
     return list(MULTI_LABEL_NAMES) if multi_label else class_names(n_cls)
+
+
+def task_class_ids(table: Any, task: Task) -> np.ndarray:
+    """Class ids (int64 ``[N]``) of a segment table's rows for ``task`` (``ls.data.tasks``): from the
+    ``Crackles``/``Wheezes`` columns for the bit tasks, from ``Label`` otherwise. Unknown or missing labels raise
+    ValueError naming them."""
+    if task.bits:
+        for column in ("Crackles", "Wheezes"):
+            if column not in table.columns:
+                raise ValueError(f"task {task.name} needs the crackle/wheeze bits (column {column!r}); this table "
+                                 f"has {', '.join(map(str, table.columns))}")
+        four = four_class_from_bits(table["Crackles"].to_numpy(), table["Wheezes"].to_numpy())
+        return four if task.n_classes == 4 else binary_from_four_class(four)
+    labels = table["Label"]
+    unknown = sorted(set(labels.dropna()) - set(task.class_of), key=str)
+    if labels.isna().any():
+        unknown.append("<missing>")
+    if unknown:
+        raise ValueError(f"task {task.name}: label(s) {unknown} are not among {', '.join(task.class_of)}")
+    return labels.map(task.class_of).to_numpy(dtype=np.int64)
+
+
+def task_targets(table: Any, task: Task, multi_label: bool) -> np.ndarray:
+    """Training targets: float32 ``[N, 2]`` crackle/wheeze bits when ``multi_label`` (4-class bit tasks),
+    else the int64 class ids of :func:`task_class_ids`."""
+    if multi_label:
+        if not (task.bits and task.n_classes == 4):
+            raise ValueError(f"multi_label targets are the crackle/wheeze bits of a 4-class task, not {task.name}")
+        return bits_from_four_class(task_class_ids(table, task))
+    return task_class_ids(table, task)

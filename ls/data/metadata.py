@@ -94,6 +94,10 @@ class MetadataEncoder:
         self.std: dict[str, float] = {}
         #: ``{"mean", "std"}`` of the raw training log-mel features (``audio.mel_norm: dataset``), else None.
         self.feature_stats: dict[str, float] | None = None
+        #: ``{feature: (min, max)}`` of the raw training values of each continuous feature (``duration``
+        #: included), so prediction can say when an input lies outside what the model saw. Empty for states
+        #: written before ranges were kept.
+        self.ranges: dict[str, tuple[float, float]] = {}
 
     @classmethod
     def from_config(cls, dataset_cfg: Any, schema: MetadataSchema = ICBHI_SCHEMA) -> MetadataEncoder:
@@ -152,6 +156,8 @@ class MetadataEncoder:
             x = self._imputed(name, raw, missing)
             self.mean[name] = float(x.mean())
             self.std[name] = float(x.std()) + 1e-6  # population std, as the reference
+        self.ranges = {name: (float(np.nanmin(v)), float(np.nanmax(v)))
+                       for name, v in raw.items() if np.isfinite(v).any()}
         return self
 
     def _imputed(self, name: str, raw: dict, missing: dict) -> np.ndarray:
@@ -181,19 +187,50 @@ class MetadataEncoder:
 
     def _ids(self, values: pd.Series, vocab: tuple[str, ...], what: str) -> np.ndarray:
         lookup = {name: i for i, name in enumerate(vocab) if i != UNKNOWN_ID}
+        absent = values.isna().to_numpy()
         ids = np.array([lookup.get(str(v), UNKNOWN_ID) for v in values], dtype=np.int64)
-        n_unknown = int((ids == UNKNOWN_ID).sum())
+        ids[absent] = UNKNOWN_ID
+        n_unknown = int(((ids == UNKNOWN_ID) & ~absent).sum())
         if n_unknown:
-            seen = sorted({str(v) for v in values if str(v) not in lookup})
+            seen = sorted({str(v) for v, a in zip(values, absent) if not a and str(v) not in lookup})
             log.warning(
                 "%d row(s) have a %s never seen in training %s: mapped to id %d (%s)",
                 n_unknown, what, seen[:5], UNKNOWN_ID, UNKNOWN_TOKEN,
             )  # fmt: skip
         return ids
 
-    def transform(self, table: pd.DataFrame) -> dict[str, np.ndarray]:
-        """Encode rows: ``{<factor>: int64 [N] ...}`` and ``cont`` float32 ``[N, C]``."""
+    def _columns_of(self, table: pd.DataFrame, schema: MetadataSchema) -> pd.DataFrame:
+        """``table`` of a dataset declaring ``schema``, seen through this encoder's schema: each factor and
+        feature taken from the column ``schema`` gives it under the same name, missing where it has none."""
+        view = pd.DataFrame({"CycleStart": table["CycleStart"], "CycleEnd": table["CycleEnd"]}, index=table.index)
+        absent = []
+        for name, column in self.schema.factors.items():
+            source = schema.factors.get(name)
+            view[column] = table[source].to_numpy(dtype=object) if source else None
+            absent += [] if source else [name]
+        for name, column in self.schema.continuous.items():
+            if column is None:
+                continue
+            source = schema.continuous.get(name)
+            view[column] = pd.to_numeric(table[source], errors="coerce").to_numpy() if source else np.nan
+            absent += [] if source else [name]
+        if self.schema.child_bmi:
+            for column in ("CW", "CH"):
+                view[column] = table[column].to_numpy() if schema.child_bmi and column in table else np.nan
+        if absent:
+            log.info("the data has no %s: unknown id / imputed with the training median", ", ".join(absent))
+        return view
+
+    def transform(self, table: pd.DataFrame, schema: MetadataSchema | None = None) -> dict[str, np.ndarray]:
+        """Encode rows: ``{<factor>: int64 [N] ...}`` and ``cont`` float32 ``[N, C]``.
+
+        ``schema``: the metadata schema of ``table``'s dataset when it is not the one this encoder was fitted on
+        (a model evaluated on another dataset): factors and features are matched by name; those the data lacks
+        become the unknown id / the training median.
+        """
         self._check_fitted()
+        if schema is not None and schema != self.schema:
+            table = self._columns_of(table, schema)
         raw, missing = self._raw(table)
         cols = [(self._imputed(n, raw, missing) - self.mean[n]) / self.std[n] for n in self.cont_features]
         if self.use_missing_flags:
@@ -249,6 +286,7 @@ class MetadataEncoder:
             "mean": dict(self.mean),
             "std": dict(self.std),
             "feature_stats": dict(self.feature_stats) if self.feature_stats else None,
+            "ranges": {k: list(v) for k, v in self.ranges.items()},
         }
 
     @classmethod
@@ -269,6 +307,7 @@ class MetadataEncoder:
             enc.std = {k: float(v) for k, v in state["std"].items()}
             stats = feature_stats or state.get("feature_stats")
             enc.feature_stats = {k: float(v) for k, v in stats.items()} if stats else None
+            enc.ranges = {k: (float(v[0]), float(v[1])) for k, v in (state.get("ranges") or {}).items()}
         except KeyError as exc:
             raise ValueError(f"metadata encoder state lacks key {exc}") from exc
         bad = [k for k, v in enc.vocabularies.items() if not v or v[UNKNOWN_ID] != UNKNOWN_TOKEN]

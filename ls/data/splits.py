@@ -2,11 +2,14 @@
 
 :func:`assign_splits` first separates test from train by ``dataset.split_strategy``:
 
-- ``official``: the table's ``Split`` column, i.e. the challenge's 60/40 split file. It is not
-  patient-disjoint (patients 156 and 218 are in both; a warning names them); with
-  ``dataset.patient_disjoint_official`` their *training* recordings are excluded instead, so the test set
-  stays the official one. Recordings the split file does not list (``Split == "unknown"``) are excluded
-  (counted warning; the reference dropped them silently).
+- ``official``: the dataset's own split, the table's ``Split`` column: ``train`` rows train, ``val`` rows (a
+  manifest may have them) validate, the test splits (``dataset.test_split``; by default every split named
+  ``test...``: ICBHI's ``test``, SPRSound's ``test_inter`` and ``test_intra``) test, other rows are excluded.
+  ICBHI's is the challenge's 60/40 split file. It is not patient-disjoint (ICBHI: patients 156 and 218 are in
+  both; SPRSound's intra-subject test by design; a warning names them); with
+  ``dataset.patient_disjoint_official`` their *training* recordings are excluded instead, so the test set stays
+  the official one. Recordings the split file does not list (``Split == "unknown"``) are excluded (counted
+  warning; the reference dropped them silently).
 - ``foldwise``: cycles of patients whose fold equals ``dataset.test_fold`` are test, the rest train (patients
   without a fold go to train, as in the reference, with a warning). Folds come from ``dataset.fold_file`` when
   set, else from the table's ``Fold`` column, else from ``patient_list_foldwise.txt`` in the data folder.
@@ -31,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ls.data.icbhi import NO_FOLD, UNKNOWN_SPLIT, find_helper_file, read_fold_file, shared_patients
+from ls.data.icbhi import NO_FOLD, UNKNOWN_SPLIT, find_helper_file, read_fold_file
 from ls.data.labels import four_class_from_bits
 
 log = logging.getLogger(__name__)
@@ -54,34 +57,62 @@ def check_split_config(cfg: Any) -> None:
         raise ValueError(f"dataset.val_fraction must be in [0, 1), got {cfg.val_fraction}")
 
 
-def _four_class(table: pd.DataFrame) -> np.ndarray:
+def _class_ids(table: pd.DataFrame, labels: np.ndarray | None) -> np.ndarray:
+    """Per-row class ids for stratification: given, or ICBHI's 4 classes from the crackle/wheeze bits."""
+    if labels is not None:
+        return np.asarray(labels, dtype=np.int64)
     return four_class_from_bits(table["Crackles"].to_numpy(), table["Wheezes"].to_numpy())
 
 
+def test_split_names(table: pd.DataFrame, cfg: Any) -> set[str]:
+    """The dataset's own split values that form the test set: ``dataset.test_split``, else every value that
+    starts with ``test`` (ICBHI ``test``; SPRSound ``test_inter`` and ``test_intra``)."""
+    present = set(map(str, pd.unique(table["Split"])))
+    chosen = getattr(cfg, "test_split", None)
+    if chosen:
+        unknown = sorted(set(chosen) - present)
+        if unknown:
+            raise ValueError(f"dataset.test_split names {unknown}, which the data does not have (its splits: "
+                             f"{', '.join(sorted(present))})")
+        return set(chosen)
+    return {s for s in present if s.startswith(TEST)}
+
+
 def _official(table: pd.DataFrame, cfg: Any) -> pd.Series:
-    split = table["Split"].astype(object).copy()
-    unknown = (split == UNKNOWN_SPLIT).to_numpy()
+    """The dataset's own split: its ``train`` rows train, its ``val`` rows validate (a manifest may have them),
+    its test splits test; rows of any other split are excluded."""
+    raw = table["Split"].astype(str)
+    tests = test_split_names(table, cfg)
+    split = pd.Series(EXCLUDED, index=table.index, dtype=object)
+    split[(raw == TRAIN).to_numpy()] = TRAIN
+    split[(raw == VAL).to_numpy()] = VAL
+    split[raw.isin(tests).to_numpy()] = TEST
+    unknown = (raw == UNKNOWN_SPLIT).to_numpy()
     if unknown.any():
         log.warning(
             "official split: %d cycle(s) of %d recording(s) are not in the split file and are excluded",
             int(unknown.sum()), table.loc[unknown, "Filename"].nunique(),
         )  # fmt: skip
-        split[unknown] = EXCLUDED
-    shared = shared_patients(table)
+    other = sorted(set(raw[(split == EXCLUDED).to_numpy() & ~unknown]))
+    if other:
+        log.info("official split: rows of split(s) %s are not used (dataset.test_split: %s)", other, sorted(tests))
+    train_pids = set(table.loc[(split == TRAIN).to_numpy(), "PID"])
+    shared = sorted(train_pids & set(table.loc[(split == TEST).to_numpy(), "PID"]), key=str)
     if shared:
+        named = ", ".join(map(str, shared[:8])) + (f" and {len(shared) - 8} more" if len(shared) > 8 else "")
         if getattr(cfg, "patient_disjoint_official", False):
             drop = (split == TRAIN).to_numpy() & table["PID"].isin(shared).to_numpy()
             split[drop] = EXCLUDED
             log.warning(
                 "official split: patient(s) %s are in train and test; patient_disjoint_official=true "
                 "excludes "
-                "their %d training cycle(s)", ", ".join(map(str, shared)), int(drop.sum()),
+                "their %d training cycle(s)", named, int(drop.sum()),
             )  # fmt: skip
         else:
             log.warning(
                 "official split is not patient-disjoint: patient(s) %s have recordings in both train and "
                 "test (kept, as in the paper; set dataset.patient_disjoint_official=true to exclude their "
-                "training recordings)", ", ".join(map(str, shared)),
+                "training recordings)", named,
             )  # fmt: skip
     return split
 
@@ -134,17 +165,23 @@ def _random(table: pd.DataFrame, cfg: Any) -> pd.Series:
 
 
 def carve_validation(
-    table: pd.DataFrame, assignment: pd.Series, val_fraction: float, seed: int, n_draws: int = _N_DRAWS
+    table: pd.DataFrame, assignment: pd.Series, val_fraction: float, seed: int, n_draws: int = _N_DRAWS,
+    labels: np.ndarray | None = None,
 ) -> pd.Series:
     """Move ``val_fraction`` of the training patients to ``"val"`` (returns a new Series).
 
     Eligible patients have all their cycles in train (so validation shares no patient with train or test).
     Among ``n_draws`` seeded random patient subsets of the right size, the chosen one (1) contains every class
     that train contains while leaving every class in train, when any draw does, and (2) is closest to the
-    training class distribution and to ``val_fraction`` of the training cycles.
+    training class distribution and to ``val_fraction`` of the training cycles. ``labels``: per-row class ids of
+    ``table`` (default: ICBHI's 4 classes from the crackle/wheeze bits). When the assignment already has
+    validation rows (the dataset's own), nothing is carved.
     """
     out = assignment.copy()
     if val_fraction <= 0:
+        return out
+    if (assignment == VAL).any():
+        log.info("the dataset has its own validation rows: dataset.val_fraction is not used")
         return out
     in_train = (assignment == TRAIN).to_numpy()
     tested = set(table.loc[(assignment == TEST).to_numpy(), "PID"].unique())
@@ -156,15 +193,24 @@ def carve_validation(
             "are not also in test (set dataset.val_fraction=0 to train without validation)"
         )
     n_val = int(np.clip(round(val_fraction * len(candidates)), 1, len(candidates) - 1))
+    n_train_patients = train_rows["PID"].nunique()
+    if len(candidates) < n_train_patients / 2:  # e.g. SPRSound's intra-subject test set
+        log.warning(
+            "%d of %d training patients also have test recordings and never validate (selection never sees a "
+            "test patient): validation is %d of the other %d patients; dataset.test_split can leave a test set "
+            "of training patients out", n_train_patients - len(candidates), n_train_patients, n_val, len(candidates),
+        )  # fmt: skip
 
-    # Per-candidate cycle counts per class, [P, 4]; train rows of non-candidates stay in train regardless.
-    labels = _four_class(train_rows)
+    # Per-candidate cycle counts per class, [P, K]; train rows of non-candidates stay in train regardless.
+    all_labels = _class_ids(table, labels)
+    labels = all_labels[in_train]
+    n_classes = max(4, int(all_labels.max(initial=0)) + 1)
     pid_pos = {p: i for i, p in enumerate(candidates)}
-    counts = np.zeros((len(candidates), 4))
+    counts = np.zeros((len(candidates), n_classes))
     for pid, label in zip(train_rows["PID"].to_numpy(), labels):
         if pid in pid_pos:
             counts[pid_pos[pid], label] += 1
-    total = np.bincount(labels, minlength=4).astype(float)
+    total = np.bincount(labels, minlength=n_classes).astype(float)
     present = total > 0
     target = total / total.sum()
 
@@ -182,20 +228,21 @@ def carve_validation(
             best_key, best = key, chosen
     val_patients = candidates[best]
     val_counts = counts[best].sum(axis=0)
-    missing = [c for c in range(4) if present[c] and val_counts[c] == 0]
+    missing = [c for c in range(n_classes) if present[c] and val_counts[c] == 0]
     if missing:
         log.warning("validation split lacks class(es) %s: no draw of %d patients covers them", missing, n_val)
     out[in_train & table["PID"].isin(val_patients).to_numpy()] = VAL
     return out
 
 
-def assign_splits(table: pd.DataFrame, dataset_cfg: Any, data_folder: str | Path | None = None) -> pd.Series:
+def assign_splits(table: pd.DataFrame, dataset_cfg: Any, data_folder: str | Path | None = None,
+                  labels: np.ndarray | None = None) -> pd.Series:
     """Split assignment of every cycle: ``"train" | "val" | "test" | "excluded"``, indexed like ``table``.
 
-    ``dataset_cfg`` is a ``DatasetConfig`` (fields ``split_strategy``, ``test_fold``,
+    ``dataset_cfg`` is a ``DatasetConfig`` (fields ``split_strategy``, ``test_split``, ``test_fold``,
     ``random_test_fraction``, ``split_seed``, ``val_fraction``, ``val_seed``, ``fold_file``,
-    ``patient_disjoint_official``). Raises ValueError naming the strategy (and fold) when train or test would
-    be empty.
+    ``patient_disjoint_official``); ``labels``: per-row class ids for the stratified validation draw (default:
+    ICBHI's 4 classes). Raises ValueError naming the strategy (and fold) when train or test would be empty.
     """
     check_split_config(dataset_cfg)
     strategy = dataset_cfg.split_strategy
@@ -211,7 +258,7 @@ def assign_splits(table: pd.DataFrame, dataset_cfg: Any, data_folder: str | Path
     for split in (TRAIN, TEST):
         if not (assignment == split).any():
             raise ValueError(f"{where}: the {split} split is empty ({len(table)} cycles in the table)")
-    assignment = carve_validation(table, assignment, dataset_cfg.val_fraction, dataset_cfg.val_seed)
+    assignment = carve_validation(table, assignment, dataset_cfg.val_fraction, dataset_cfg.val_seed, labels=labels)
     log.info("%s: %s", where, split_counts(table, assignment).to_dict(orient="index"))
     return assignment.astype(object).rename("split")
 
@@ -226,10 +273,12 @@ def split_counts(table: pd.DataFrame, assignment: pd.Series) -> pd.DataFrame:
     return counts.loc[order]
 
 
-def patient_kfold(table: pd.DataFrame, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def patient_kfold(table: pd.DataFrame, k: int, seed: int,
+                  labels: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Patient-grouped, class-stratified K-fold over the rows of ``table`` (e.g. the training cycles).
 
-    Uses sklearn ``StratifiedGroupKFold`` (groups = patient, strata = 4-class label), reseeding
+    Uses sklearn ``StratifiedGroupKFold`` (groups = patient, strata = ``labels``, default ICBHI's 4-class label
+    from the bits), reseeding
     ``seed, seed + 1, ...`` up to 50 times until every validation fold holds every class present (warning if
     none does). Returns ``k`` pairs ``(train_positions, val_positions)``: int64 row positions in ``table``.
     """
@@ -240,7 +289,7 @@ def patient_kfold(table: pd.DataFrame, k: int, seed: int) -> list[tuple[np.ndarr
         raise ValueError(
             f"patient_kfold: k must be between 2 and the number of patients ({n_patients}), got {k}"
         )
-    labels = _four_class(table)
+    labels = _class_ids(table, labels)
     groups = table["PID"].to_numpy()
     present = set(labels.tolist())
     folds: list[tuple[np.ndarray, np.ndarray]] = []

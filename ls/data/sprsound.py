@@ -26,22 +26,10 @@ Two tables in the canonical segment form (see ``docs/datasets.md``), one row per
 - :func:`build_record_table`: one row per recording, ``CycleStart`` 0, ``CycleEnd`` the audio duration,
   ``Label`` the record type.
 
-Tasks (:data:`TASKS`; :func:`class_ids` maps a table to int64 class ids; class 0 is always the normal class):
-
-========  ======  ==============================================================================
-task      level   classes (id order)
-========  ======  ==============================================================================
-event2    event   Normal, Adventitious (every other event type)
-event7    event   Normal, Rhonchi, Wheeze, Stridor, Coarse Crackle, Fine Crackle, Wheeze+Crackle
-icbhi4    event   normal, crackle, wheeze, both (class ``c + 2 w`` from the mapping below)
-record3   record  Normal, Adventitious (CAS, DAS, CAS & DAS), Poor Quality
-record5   record  Normal, CAS, DAS, CAS & DAS, Poor Quality
-========  ======  ==============================================================================
-
-ICBHI-compatible mapping of event types to (crackle, wheeze) bits, :data:`ICBHI_BITS`: crackles are the
-discontinuous sounds (Fine Crackle, Coarse Crackle), wheezes the continuous ones (Wheeze, Rhonchi, Stridor;
-ICBHI's annotators counted rhonchi as wheezes), Wheeze+Crackle is both, Normal neither. A model trained on
-ICBHI's four classes can thus be evaluated on SPRSound events and back.
+Tasks (``ls.data.tasks``: event2, event7, record3, record5, and ICBHI's icbhi4/icbhi2 on events): :func:`class_ids`
+maps a table to int64 class ids; class 0 is always the normal class. Events carry ICBHI-compatible
+(crackle, wheeze) bits, ``ls.data.tasks.ICBHI_BITS``: crackles are the discontinuous sounds, wheezes the continuous
+ones, so a model trained on ICBHI's four classes can be evaluated on SPRSound events and back.
 
 Nothing is dropped silently: a recording without events contributes no event rows and is counted in a log
 message (INFO for Poor Quality records, which are expected to have none; WARNING otherwise).
@@ -62,7 +50,8 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from ls.data.labels import FOUR_CLASS_NAMES
+from ls.data.labels import task_class_ids
+from ls.data.tasks import EVENT_TYPES, ICBHI_BITS, RECORD_TYPES, TASKS, Task, get_task
 
 log = logging.getLogger(__name__)
 
@@ -74,22 +63,6 @@ SPLIT_FOLDERS: Mapping[str, tuple[str, str]] = MappingProxyType({
 })  # fmt: skip
 SPLITS: tuple[str, ...] = tuple(SPLIT_FOLDERS)
 
-#: Event types in the challenge's class order (Normal first).
-EVENT_TYPES: tuple[str, ...] = (
-    "Normal", "Rhonchi", "Wheeze", "Stridor", "Coarse Crackle", "Fine Crackle", "Wheeze+Crackle",
-)  # fmt: skip
-#: Record types in the challenge's class order (CAS: continuous, DAS: discontinuous adventitious sounds).
-RECORD_TYPES: tuple[str, ...] = ("Normal", "CAS", "DAS", "CAS & DAS", "Poor Quality")
-#: Event type -> ICBHI (crackle, wheeze) bits.
-ICBHI_BITS: Mapping[str, tuple[int, int]] = MappingProxyType({
-    "Normal": (0, 0),
-    "Rhonchi": (0, 1),
-    "Wheeze": (0, 1),
-    "Stridor": (0, 1),
-    "Coarse Crackle": (1, 0),
-    "Fine Crackle": (1, 0),
-    "Wheeze+Crackle": (1, 1),
-})  # fmt: skip
 #: Chest locations (fourth stem field).
 SITES: Mapping[str, str] = MappingProxyType(
     {"p1": "left posterior", "p2": "left lateral", "p3": "right posterior", "p4": "right lateral"}
@@ -446,64 +419,28 @@ def build_record_table(root: str | Path, *, splits: Sequence[str] = SPLITS) -> p
 # --------------------------------------------------------------------------------------------- tasks
 
 
-@dataclass(frozen=True)
-class Task:
-    """A classification task: its level (``event`` or ``record`` table), class names (id order, class 0
-    normal) and the class id of every label."""
-
-    name: str
-    level: str
-    classes: tuple[str, ...]
-    class_of: Mapping[str, int]
-
-
-def _task(name: str, level: str, classes: Sequence[str], class_of: Mapping[str, int]) -> Task:
-    return Task(name, level, tuple(classes), MappingProxyType(dict(class_of)))
-
-
-#: The SPRSound tasks by name (see the module docstring).
-TASKS: Mapping[str, Task] = MappingProxyType({
-    "event2": _task("event2", "event", ("Normal", "Adventitious"),
-                    {t: int(t != "Normal") for t in EVENT_TYPES}),
-    "event7": _task("event7", "event", EVENT_TYPES, {t: i for i, t in enumerate(EVENT_TYPES)}),
-    "icbhi4": _task("icbhi4", "event", FOUR_CLASS_NAMES,
-                    {t: c + 2 * w for t, (c, w) in ICBHI_BITS.items()}),
-    "record3": _task("record3", "record", ("Normal", "Adventitious", "Poor Quality"),
-                     {"Normal": 0, "CAS": 1, "DAS": 1, "CAS & DAS": 1, "Poor Quality": 2}),
-    "record5": _task("record5", "record", RECORD_TYPES, {t: i for i, t in enumerate(RECORD_TYPES)}),
-})  # fmt: skip
-
-
-def get_task(task: str | Task) -> Task:
-    """The :class:`Task` of a name in :data:`TASKS` (a Task is returned as is)."""
-    if isinstance(task, Task):
-        return task
-    if task not in TASKS:
-        raise KeyError(f"unknown SPRSound task {task!r}; expected one of {', '.join(TASKS)}")
-    return TASKS[task]
-
-
 def class_ids(table: pd.DataFrame, task: str | Task) -> np.ndarray:
     """Class ids (int64 ``[N]``) of the rows of an event or record table for ``task``.
 
-    An event table is recognised by its ``Record`` column: event tasks need one, record tasks need a table
-    without it (the two levels share the label ``Normal``, so a wrong table would not fail otherwise).
-    Raises ValueError naming the task and the offending labels.
+    An event table is recognised by its ``Record`` column: event tasks (the bit tasks ``icbhi4``/``icbhi2``
+    included) need one, record tasks need a table without it (the two levels share the label ``Normal``, so a
+    wrong table would not fail otherwise). Raises ValueError naming the task and the offending labels.
     """
-    task = get_task(task)
-    is_event_table = "Record" in table.columns
-    if (task.level == "event") != is_event_table:
-        want = "an event table (build_event_table)"
-        if task.level == "record":
-            want = "a record table (build_record_table)"
-        raise ValueError(f"task {task.name} is {task.level}-level and needs {want}")
-    labels = table["Label"]
-    unknown = sorted(set(labels.dropna()) - set(task.class_of))
-    if labels.isna().any():
-        unknown.append("<missing>")
-    if unknown:
-        raise ValueError(f"task {task.name}: label(s) {unknown} are not among {', '.join(task.class_of)}")
-    return labels.map(task.class_of).to_numpy(dtype=np.int64)
+    if isinstance(task, str):
+        if task not in TASKS:
+            raise KeyError(f"unknown SPRSound task {task!r}; expected one of {', '.join(TASKS)}")
+        task = get_task(task)
+    level = "event" if task.bits else task.level
+    if (level == "event") != ("Record" in table.columns):
+        want = "a record table (build_record_table)" if level == "record" else "an event table (build_event_table)"
+        raise ValueError(f"task {task.name} is {level}-level and needs {want}")
+    if task.bits and "Crackles" not in table.columns:  # bits from the event types (ICBHI-compatible mapping)
+        unknown = sorted(set(table["Label"].dropna()) - set(ICBHI_BITS), key=str)
+        if unknown:
+            raise ValueError(f"task {task.name}: event type(s) {unknown} are not among {', '.join(ICBHI_BITS)}")
+        bits = np.array([ICBHI_BITS[t] for t in table["Label"]], dtype=np.int64).reshape(-1, 2)
+        table = table.assign(Crackles=bits[:, 0], Wheezes=bits[:, 1])
+    return task_class_ids(table, task)
 
 
 # --------------------------------------------------------------------------------------------- reporting

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ls.engine.distributed import unwrap
-from ls.utils.io import atomic_torch_save
+from ls.utils.io import atomic_torch_save, describe_kind, file_kind, torch_load_problem
 from ls.utils.trees import flatten
 
 #: Bumped when the checkpoint layout changes incompatibly.
@@ -161,11 +161,17 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
+        kind = file_kind(path)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+    if kind not in ("torch-zip", "torch-legacy"):
+        raise CheckpointError(f"{path} is not a checkpoint: it is {describe_kind(kind)}, expected a best.pt or "
+                              "last.pt written by ls")
+    try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(
-            f"{path} is not a readable ls checkpoint (torch.load(weights_only=True) failed: {exc})"
-        ) from exc
+    except Exception as exc:  # noqa: BLE001 - any failure to load means: not a usable checkpoint
+        # torch's own message advises weights_only=False, i.e. running the file's code: never passed on
+        raise CheckpointError(f"{path} is not a readable ls checkpoint: {torch_load_problem(exc)}") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} holds a {type(state).__name__}, expected an ls checkpoint dict")
     missing = [k for k in REQUIRED_KEYS if k not in state]

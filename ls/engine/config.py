@@ -139,9 +139,10 @@ class FreezeConfig:
 class TrainingConfig:
     epochs: int = option(50, "training epochs")
     # Task loss (ls.engine.losses.build_loss; the names valid per output mode are in ls.engine.modes.LOSSES).
-    loss: str = option(
-        "bce", "task loss: bce, focal, asymmetric, hierarchical, composite (sigmoid outputs); ce, weighted_ce, "
-        "focal, label_smoothing (softmax). With dataset.n_cls it decides the output mode")
+    loss: str | None = option(
+        None, "task loss: bce, focal, asymmetric, hierarchical, composite (sigmoid outputs); ce, weighted_ce, "
+        "focal, label_smoothing (softmax). With the task it decides the output mode. null: bce for the "
+        "crackle/wheeze bits and 2-class tasks (the paper's), ce for other tasks")
     sensitivity_bias: float = option(1.0, "multiplies the BCE pos_weight (n_neg / n_pos) of every sigmoid output")
     n_cls: int | None = option(None, "reference key duplicating dataset.n_cls; when given it must agree")
     focal_alpha: float = option(0.25, "focal: weight of positives (sigmoid outputs; negatives get 1 - alpha)")

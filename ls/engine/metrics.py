@@ -11,6 +11,9 @@ The ICBHI challenge definitions:
   'both' cycle predicted 'crackle' is a miss, not half a hit;
 - ``icbhi_score`` = (Sp + Se) / 2.
 
+The SPRSound (BioCAS 2022) challenge scores the same Sp and Se further: ``harmonic_score`` = 2 Sp Se / (Sp + Se)
+and ``sprsound_score`` = (icbhi_score + harmonic_score) / 2 (the challenge's "average" and "harmonic" scores).
+
 A denominator of zero (no normal or no abnormal cycle) gives 0.0, the reference's convention, so the keys
 are always present; ``group_metrics`` instead omits what a group cannot define.
 """
@@ -18,6 +21,7 @@ are always present; ``group_metrics`` instead omits what a group cannot define.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -100,6 +104,18 @@ def icbhi_scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int | None =
     return {"specificity": sp, "sensitivity": se, "icbhi_score": (sp + se) / 2.0}
 
 
+def sprsound_scores(sp: float, se: float) -> dict[str, float]:
+    """The SPRSound challenge's ``harmonic_score`` and ``sprsound_score`` from specificity and sensitivity."""
+    harmonic = _ratio(2.0 * sp * se, sp + se)
+    return {"harmonic_score": harmonic, "sprsound_score": ((sp + se) / 2.0 + harmonic) / 2.0}
+
+
+def metric_key(name: str) -> str:
+    """A class name as part of a metric key: lower case, runs of other characters than letters and digits as one
+    ``_`` (``CAS & DAS`` -> ``cas_das``; tracking servers refuse ``&`` and ``+``)."""
+    return re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_") or "class"
+
+
 def binary_view(y: np.ndarray) -> np.ndarray:
     """Normal (0) vs abnormal (1) view of class ids ``[N]``: any adventitious sound is abnormal."""
     return (_as_classes(y, "y") > 0).astype(np.int64)
@@ -163,10 +179,11 @@ def classification_metrics(
         y_true, y_pred: class ids ``[N]`` (0 = normal).
         probs: optional class probabilities ``[N, K]`` (``[N]`` = P(abnormal) also accepted when K = 2).
         n_classes: K (4 or 2 for ICBHI); inferred from the labels when omitted.
-        names: per-class key names (default ``class_names(K)``).
+        names: class names, in keys as :func:`metric_key` writes them (default ``class_names(K)``).
 
     Keys:
-        ``specificity, sensitivity, icbhi_score`` (ICBHI, exact class match);
+        ``specificity, sensitivity, icbhi_score`` (ICBHI, exact class match); ``harmonic_score,
+        sprsound_score`` (SPRSound challenge);
         ``binary_specificity, binary_sensitivity, binary_icbhi_score`` (normal vs abnormal view);
         ``accuracy, balanced_accuracy, f1_macro, f1_weighted, precision_macro, recall_macro``;
         ``precision_<c>, recall_<c>, f1_<c>`` for every class ``c``;
@@ -174,14 +191,17 @@ def classification_metrics(
         ``binary_auroc`` (P(abnormal) = 1 - P(normal)) for K > 2, each only where defined.
     """
     k = n_classes if n_classes is not None else _infer_n_classes(y_true, y_pred)
-    names = tuple(names) if names is not None else class_names(k)
+    names = tuple(map(metric_key, names)) if names is not None else class_names(k)
     if len(names) != k:
         raise ValueError(f"got {len(names)} class names for {k} classes: {names}")
+    if len(set(names)) != k:
+        raise ValueError(f"class names {names} are not distinct as metric keys")
     t, p = _check_pair(y_true, y_pred, k)
     if t.size == 0:
         raise ValueError("cannot compute metrics on an empty set of cycles")
 
     out = icbhi_scores(t, p, k)
+    out.update(sprsound_scores(out["specificity"], out["sensitivity"]))
     out.update(binary_icbhi_scores(t, p))
     out["accuracy"] = float(np.mean(t == p))
     # sklearn warns and returns 0 for classes absent from y_true; recall over present classes only.
@@ -217,9 +237,10 @@ def group_metrics(
 
     Returns:
         Flat ``{"<factor>/<group>/<metric>": value}`` with metrics ``n_cycles`` (a count), ``specificity``
-        (if the group has normal cycles), ``sensitivity`` (if it has abnormal ones), ``icbhi_score`` (if
-        both), and ``binary_sensitivity`` / ``binary_icbhi_score`` likewise. Undefined values are omitted
-        rather than reported as 0, so a device with no abnormal cycle does not look like a failure.
+        (if the group has normal cycles), ``sensitivity`` (if it has abnormal ones), ``icbhi_score`` and
+        ``sprsound_score`` (if both), and ``binary_sensitivity`` / ``binary_icbhi_score`` likewise. Undefined
+        values are omitted rather than reported as 0, so a device with no abnormal cycle does not look like a
+        failure.
     """
     k = n_classes if n_classes is not None else _infer_n_classes(y_true, y_pred)
     t, p = _check_pair(y_true, y_pred, k)
@@ -244,6 +265,8 @@ def group_metrics(
                 out[prefix + "binary_sensitivity"] = binary["binary_sensitivity"]
             if has_normal and has_abnormal:
                 out[prefix + "icbhi_score"] = scores["icbhi_score"]
+                out[prefix + "sprsound_score"] = sprsound_scores(scores["specificity"], scores["sensitivity"])[
+                    "sprsound_score"]
                 out[prefix + "binary_icbhi_score"] = binary["binary_icbhi_score"]
     return out
 
@@ -279,4 +302,6 @@ __all__ = [
     "format_metrics",
     "group_metrics",
     "icbhi_scores",
+    "metric_key",
+    "sprsound_scores",
 ]

@@ -123,11 +123,28 @@ def class_probabilities(probs: np.ndarray, mode: OutputMode) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ThresholdSearch:
-    """Grid (start, stop inclusive, step), sensitivity floor and fallback threshold of one search."""
+    """Grid (start, stop inclusive, step), sensitivity floor and fallback threshold of one search, and its two
+    edge rules: ``ties`` (``first``: of grid points with exactly the same best score, the first in grid order
+    wins; ``last``: the last) and ``floor`` (``inclusive``: Se >= floor qualifies; ``exclusive``: Se > floor).
+
+    The defaults, ``first`` and ``inclusive``, follow the written description of the reference search that
+    ``ls`` was built from ("strictly greater score replaces", "Se >= floor"). A later report on the original
+    code says the opposite on both points (a later grid point wins a tie, a sensitivity exactly on the floor
+    is rejected). The original code was not available to settle it; ``ls`` keeps its description and offers
+    the other reading as ``ThresholdSearch(..., ties="last", floor="exclusive")``. The two readings differ only
+    on exact score ties and on a sensitivity exactly equal to the floor.
+    """
 
     grid: tuple[float, float, float]
     min_sensitivity: float
     fallback: float
+    ties: str = "first"
+    floor: str = "inclusive"
+
+    def __post_init__(self) -> None:
+        if self.ties not in ("first", "last") or self.floor not in ("inclusive", "exclusive"):
+            raise ValueError(f"ThresholdSearch: ties must be first|last and floor inclusive|exclusive, got "
+                             f"{self.ties!r}, {self.floor!r}")
 
 
 #: The reference's searches: grid, sensitivity floor and fallback per output mode.
@@ -154,6 +171,8 @@ def search_settings(cfg: ThresholdConfig | None, mode: OutputMode) -> ThresholdS
         grid=tuple(cfg.grid) if cfg.grid is not None else base.grid,  # type: ignore[arg-type]
         min_sensitivity=cfg.min_sensitivity if cfg.min_sensitivity is not None else base.min_sensitivity,
         fallback=cfg.fallback if cfg.fallback is not None else base.fallback,
+        ties=base.ties,
+        floor=base.floor,
     )
 
 
@@ -169,9 +188,12 @@ class ThresholdResult:
 
 
 def tune_thresholds(
-    probs: np.ndarray, y_true: np.ndarray, mode: OutputMode, cfg: ThresholdConfig | None = None
+    probs: np.ndarray, y_true: np.ndarray, mode: OutputMode, cfg: ThresholdConfig | None = None,
+    search: ThresholdSearch | None = None,
 ) -> ThresholdResult:
-    """The reference's grid search: maximise the ICBHI score subject to Se >= floor; ties keep the first point.
+    """The reference's grid search: maximise the ICBHI score subject to Se >= floor; ties keep the first point
+    (both edge rules as described for the reference; a report on the original code says it keeps the last
+    point and needs Se > floor: see :class:`ThresholdSearch`, whose ``search`` argument selects either).
 
     Multilabel: every (t_c, t_w) pair of the grid (t_c outer, t_w inner), scored on the 4-class composite
     prediction; binary: every t. All grid points are scored at once: for pair (i, j) the hits of each true
@@ -180,8 +202,9 @@ def tune_thresholds(
     Args:
         probs: ``probabilities(logits, mode)``: ``[N, 2]`` (multilabel) or ``[N]`` (binary).
         y_true: class ids ``[N]``.
+        search: the whole search (grid, floor, fallback, edge rules) instead of the paper's with ``cfg``.
     """
-    s = search_settings(cfg, mode)
+    s = search if search is not None else search_settings(cfg, mode)
     grid = threshold_grid(*s.grid)
     p = _numpy(probs).astype(np.float64)
     y = np.asarray(y_true).astype(np.int64)
@@ -207,13 +230,20 @@ def tune_thresholds(
     sp = normal_hits / n_normal if n_normal else np.zeros(normal_hits.shape)
     se = abnormal_hits / n_abnormal if n_abnormal else np.zeros(abnormal_hits.shape)
     score = (sp + se) / 2.0
-    ok = se >= s.min_sensitivity - 1e-12  # a floor met exactly counts (float division noise aside)
+    # Se is a ratio of counts: "exactly on the floor" is decided with a tolerance for division noise.
+    if s.floor == "inclusive":
+        ok = se >= s.min_sensitivity - 1e-12
+    else:
+        ok = se > s.min_sensitivity + 1e-12
     if not ok.any():
         t = _threshold_tuple(s.fallback, mode)
         m = icbhi_scores(y, predict_classes(p, mode, t), mode.n_classes)
         return ThresholdResult(t, m["specificity"], m["sensitivity"], m["icbhi_score"], found=False)
     flat = np.where(ok, score, -np.inf).ravel()
-    best = int(np.argmax(flat))  # first maximum in grid order (t_c outer): the reference's tie rule
+    if s.ties == "first":
+        best = int(np.argmax(flat))  # first maximum in grid order (t_c outer)
+    else:
+        best = flat.size - 1 - int(np.argmax(flat[::-1]))  # last maximum in grid order
     idx = np.unravel_index(best, score.shape)
     t = tuple(float(grid[i]) for i in idx)
     return ThresholdResult(t, float(sp[idx]), float(se[idx]), float(score[idx]), found=True)

@@ -21,6 +21,10 @@ Reproducibility: at the start of epoch ``e`` every RNG (python, numpy, torch) is
 ``(seed, e, rank)``, so data order, augmentation and dropout are functions of (seed, epoch); a run stopped
 after epoch k and resumed from ``last.pt`` ends with exactly the metrics of an uninterrupted run on CPU.
 
+Progress: tqdm bars on a terminal; otherwise (a log file) a line with samples/s and the epoch's ETA every
+``PROGRESS_EVERY_S`` seconds, every line flushed. Ctrl-C raises :class:`TrainingInterrupted`, which names the
+epoch ``last.pt`` holds, for ``--resume``.
+
 Speed: the step never waits for the host. Losses and logits stay on the device until the end of the epoch;
 the non-finite-loss check reads one flag every ``NAN_CHECK_EVERY`` batches and at the end of the epoch.
 """
@@ -61,10 +65,26 @@ from ls.engine.tracking import NullTracker
 
 #: Batches between two reads of the non-finite-loss flag (each read waits for the device).
 NAN_CHECK_EVERY = 50
+#: Seconds between two progress lines within an epoch when no progress bar is shown (output to a log file).
+PROGRESS_EVERY_S = 30.0
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN/inf; the message names the epoch and batch and the last good checkpoint."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :meth:`Trainer.fit`: ``epoch`` is the last epoch saved in ``checkpoint`` (``last.pt``;
+    None when none was written yet), from where ``--resume`` continues."""
+
+    def __init__(self, epoch: int, checkpoint: Path | None) -> None:
+        super().__init__(epoch, checkpoint)
+        self.epoch, self.checkpoint = epoch, checkpoint
+
+    def __str__(self) -> str:
+        if self.checkpoint is None:
+            return f"interrupted during epoch {self.epoch + 1}, before the first checkpoint; start the run again"
+        return f"interrupted after epoch {self.epoch}; continue with --resume {self.checkpoint}"
 
 
 @dataclass
@@ -157,7 +177,9 @@ class Trainer:
         self.meta = dict(checkpoint_meta or {})
         self.group_names = dict(group_names or {})
         self.run_dir = Path(run_dir or training.checkpoint_dir)
+        # Bars on a terminal; with output to a file (nohup, CI, a cluster job) periodic lines instead.
         self.progress = (sys.stderr.isatty() if progress is None else progress) and self.ctx.is_main
+        self.progress_every_s = PROGRESS_EVERY_S
 
         self.device = resolve_device(training.device)
         self.precision = resolve_precision(training.amp, self.device)
@@ -190,6 +212,7 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.epoch_weight_decay = float("nan")
         self.epoch_lrs: dict[str, float] = {}
+        self.saved_epoch = 0  # the epoch last.pt holds (what --resume continues from)
 
     # =============================================================================================
     # The loop
@@ -198,8 +221,21 @@ class Trainer:
         """Train ``training.epochs`` epochs (from a resumed state if given), then test the best weights."""
         if resume_from is not None:
             self.load_resume_state(resume_from)
+        self.saved_epoch = self.start_epoch
+        try:
+            return self._fit()
+        except KeyboardInterrupt:
+            last = self.run_dir / "last.pt"
+            raise TrainingInterrupted(self.saved_epoch, last if self.saved_epoch and last.is_file() else None) \
+                from None
+
+    def _fit(self) -> FitResult:
         epochs = self.tcfg.epochs
         stopped_early = False
+        if not self.progress:
+            n = len(self.loaders.train)
+            self._say(f"training epochs {self.start_epoch + 1}..{epochs} of {n} batches of "
+                      f"{getattr(self.loaders.train, 'batch_size', '?')} on {self.device}")
         bar = tqdm(range(self.start_epoch, epochs), desc="epochs", initial=self.start_epoch, total=epochs,
                    disable=not self.progress, leave=False)
         for epoch in bar:
@@ -235,6 +271,8 @@ class Trainer:
         logits_all: list[torch.Tensor] = []
         labels_all: list[np.ndarray] = []
         n_batches = 0
+        lines = None if self.progress or not self.ctx.is_main else _ProgressLines(
+            f"epoch {epoch + 1}/{self.tcfg.epochs} train", len(loader), self.progress_every_s, self._say)
         # One loader iterator per epoch: given the loader itself, tqdm.auto's bar starts a second one of its own
         # (worker processes and prefetched batches started, then dropped, every epoch).
         batches = tqdm(iter(loader), desc=f"train {epoch + 1}", total=len(loader), disable=not self.progress,
@@ -265,6 +303,8 @@ class Trainer:
             n_batches += 1
             if n_batches % NAN_CHECK_EVERY == 0:
                 self._check_finite(first_bad, epoch)
+            if lines is not None:
+                lines.update(n_batches, len(labels_all[-1]))
         self._check_finite(first_bad, epoch)
         mean = (sums / max(n_batches, 1)).tolist()
         out = {k: all_reduce_mean(v, self.ctx) for k, v in zip(("loss", "task_loss", "aux_loss"), mean)}
@@ -385,6 +425,7 @@ class Trainer:
     def _say(self, text: str) -> None:
         if self.ctx.is_main:
             tqdm.write(text)
+            sys.stdout.flush()  # a log file is block-buffered: without this, lines show up minutes late
 
     # -- checkpoints -------------------------------------------------------------------------------
     def _checkpoint(self, weights: Mapping[str, torch.Tensor], thresholds: Any, epoch: int,
@@ -411,6 +452,7 @@ class Trainer:
         resume = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                   "scaler": self.scaler.state_dict(), "rng": ckpt.capture_rng_state()}
         ckpt.save_checkpoint(self._checkpoint(weights, self.best_thresholds, epoch, resume), self.run_dir / "last.pt")
+        self.saved_epoch = epoch + 1
 
     def load_resume_state(self, path: str | Path) -> None:
         """Continue from ``last.pt``: weights, optimiser, scheduler, scaler, epoch, best, history, RNG."""
@@ -481,6 +523,35 @@ class Trainer:
             names = self.group_names.get(factor)
             groups[factor] = [names[i] if names is not None and i < len(names) else str(i) for i in ids]
         return metrics.group_metrics(result.y_true, result.pred, groups, self.output_mode.n_classes)
+
+
+class _ProgressLines:
+    """Progress of a loop as plain lines (``batch i/n, samples/s, ETA``) every ``every_s`` seconds."""
+
+    def __init__(self, what: str, total: int, every_s: float, say: Any) -> None:
+        self.what, self.total, self.every_s, self.say = what, total, every_s, say
+        self.t0 = self.last = time.perf_counter()
+        self.samples = 0
+
+    def update(self, done: int, batch_samples: int) -> None:
+        self.samples += batch_samples
+        now = time.perf_counter()
+        if now - self.last < self.every_s or done >= self.total:
+            return
+        self.last = now
+        elapsed = max(now - self.t0, 1e-9)
+        eta = elapsed / done * (self.total - done)
+        self.say(f"{self.what}: batch {done}/{self.total} ({100 * done / self.total:.0f}%) | "
+                 f"{self.samples / elapsed:.1f} samples/s | epoch ETA {_duration(eta)}")
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 # -- small pure helpers ----------------------------------------------------------------------------

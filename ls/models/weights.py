@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -49,6 +50,7 @@ from torch import Tensor, nn
 
 from ls.models.backbone import NUM_PREFIX_TOKENS, PATCH_SIZE, TIMM_NAMES, ASTBackbone, ViTArch, patch_grid
 from ls.models.options import WeightsConfig
+from ls.utils.io import describe_kind, file_kind, torch_load_problem
 
 log = logging.getLogger(__name__)
 
@@ -384,6 +386,7 @@ def read_state_dict(path: str | Path) -> StateDict:
     ``{"model": sd}`` (DeiT releases) and ``{"state_dict": sd}`` wrappers are unwrapped.
     """
     path = Path(path)
+    _check_file_format(path)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -391,8 +394,9 @@ def read_state_dict(path: str | Path) -> StateDict:
             state = load_file(str(path), device="cpu")
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt file, pickle with non-tensor objects, ...
-        raise WeightsError(f"cannot read checkpoint {path}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - corrupt file, pickle with non-tensor objects, ...
+        # torch's message advises weights_only=False (running the file's code): never passed on
+        raise WeightsError(f"cannot read checkpoint {path}: {torch_load_problem(exc)}") from None
     for wrapper in ("model", "state_dict"):
         if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
             state = state[wrapper]
@@ -506,6 +510,47 @@ def _check_fits(backbone: ASTBackbone, state: Mapping[str, Tensor], what: str) -
         raise WeightsError("\n  ".join(parts))
 
 
+def _check_file_format(path: Path) -> None:
+    """Raise unless ``path`` is a readable file of the kind its name promises (``.safetensors``: safetensors;
+    anything else: a ``torch.save`` file), from its first bytes only."""
+    try:
+        kind = file_kind(path)
+    except OSError as exc:
+        raise WeightsError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+    expected = ("safetensors",) if path.suffix == ".safetensors" else ("torch-zip", "torch-legacy")
+    if kind not in expected:
+        want = "a safetensors file" if path.suffix == ".safetensors" else "a PyTorch checkpoint (torch.save)"
+        raise WeightsError(f"{path} is not a checkpoint: it is {describe_kind(kind)}, expected {want}")
+
+
+def check_weights_file(weights: WeightsConfig, variant: str = "<variant>", model_size: str = "base384") -> Path | None:
+    """Check, without loading it, that the file of ``weights`` exists, is readable and has the format of
+    ``weights.source`` (a quick look at its first bytes); returns its path (None for ``source: none``).
+
+    Training calls this before any data is built, so a wrong path costs seconds, not a data build.
+    """
+    if weights.source == "none":
+        return None
+    path = _require_file(weights, variant, model_size)
+    key = f"models.{variant}.weights.path"
+    if weights.source == "hf":
+        config, files = _hf_files(path)
+        for file in [config, *files]:
+            if not os.access(file, os.R_OK):
+                raise WeightsError(f"{key}: cannot read {file} (permission denied)")
+        for file in files:
+            _check_file_format(file)
+        return path
+    if path.is_dir():
+        if weights.source == "imagenet" and (path / "model.safetensors").is_file():
+            path = path / "model.safetensors"
+        else:
+            raise WeightsError(f"{key}={weights.path!r} is a folder; weights.source={weights.source!r} needs a "
+                               "checkpoint file")
+    _check_file_format(path)
+    return path
+
+
 def _require_file(weights: WeightsConfig, variant: str, model_size: str = "base384") -> Path:
     where = _WHERE[weights.source].format(timm_name=TIMM_NAMES.get(model_size, TIMM_NAMES["base384"]))
     key = f"models.{variant}.weights.path"
@@ -616,6 +661,7 @@ __all__ = [
     "WeightsError",
     "adapt_pos_embed",
     "backbone_from_hf",
+    "check_weights_file",
     "filter_deit_state",
     "filter_hf_state",
     "filter_original_ast_state",

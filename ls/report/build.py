@@ -169,6 +169,29 @@ def build_section(runs: Sequence[Run], settings: Settings) -> Section:
     )  # fmt: skip
 
 
+def _seeds_vary_more_than_patients(row: pd.Series, confidence: float) -> str:
+    """A warning when the training seeds move the mean difference more than the test patients do.
+
+    The bootstrap interval holds the trained models fixed; its half-width over the normal quantile is the
+    standard error from test sampling. The spread of the per-seed differences gives the standard error from
+    training (sd / sqrt(n)). When the second is larger, the interval alone understates the uncertainty.
+    """
+    n, sd = int(row["n_pairs"]), float(row["sd_diff"])
+    low, high = float(row["ci_low"]), float(row["ci_high"])
+    if n < 2 or not np.isfinite(sd) or not (np.isfinite(low) and np.isfinite(high)):
+        return ""
+    from scipy.stats import norm
+
+    se_patients = (high - low) / (2.0 * norm.ppf(0.5 + confidence / 2.0))
+    se_seeds = sd / np.sqrt(n)
+    if se_seeds <= se_patients:
+        return ""
+    return (f"the per-seed differences vary more (SD {100 * sd:.2f} pp, standard error of their mean "
+            f"{100 * se_seeds:.2f} pp) than test-patient sampling moves it ({100 * se_patients:.2f} pp, what the "
+            f"interval covers): the interval understates the uncertainty of this comparison; read it with the "
+            f"paired tests over seeds, and add seeds")
+
+
 def _comparison_notes(comparison: pd.DataFrame, display: dict[str, str], settings: Settings) -> list[str]:
     notes = []
     seen_unpaired = set()
@@ -182,6 +205,9 @@ def _comparison_notes(comparison: pd.DataFrame, display: dict[str, str], setting
                     if str(row[col]).startswith("not computed")]
         if untested:
             notes.append(f"{name}, {row['metric']}: {'; '.join(untested)}")
+        seeds_wider = _seeds_vary_more_than_patients(row, settings.confidence)
+        if seeds_wider:
+            notes.append(f"{name}, {row['metric']}: {seeds_wider}")
         dropped = int(row["n_boot_dropped"])
         if row["n_pairs"] and dropped:
             share = dropped / settings.n_boot

@@ -29,8 +29,9 @@ METRIC_LABELS = {
     "binary_sensitivity": "2-class Se",
     "binary_icbhi_score": "2-class Score",
 }
-#: Colour-blind-safe colours (Okabe & Ito) for the variants; the baseline is dark grey.
-VARIANT_PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#8C564B", "#9467BD")
+#: Colours for the variants, the first four colour-blind-safe (Okabe & Ito), every one at least 3:1 against
+#: white (``ls.viz.style.MIN_CONTRAST``); the baseline is dark grey.
+VARIANT_PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#B8860B", "#0A9396", "#8C564B", "#9467BD")
 BASELINE_COLOR = "#4d4d4d"
 NOT_COMPUTED = "n/c"
 
@@ -430,7 +431,7 @@ def scores_figure(section: Section):
                 v = _runs_of(section, variant, m)
                 xs += list(x[j] + width * 0.28 + jitter.uniform(-0.06, 0.06, v.size) * width)
                 ys += list(v)
-            ax.scatter(xs, ys, s=5, color=colors[variant], alpha=0.55, linewidths=0, zorder=2)
+            ax.scatter(xs, ys, s=5, color=colors[variant], linewidths=0, zorder=2)
         ax.set_xticks(range(len(metrics)), [METRIC_LABELS[m] for m in metrics])
         ax.set_xlim(-0.5, len(metrics) - 0.5)
         ax.set_ylabel("Test metric (%)")
@@ -451,7 +452,8 @@ def scores_figure(section: Section):
                     v = _runs_of(section, variant, key)
                     xs += list(x[j] + jitter.uniform(-0.15, 0.15, v.size) * width)
                     ys += list(v)
-                ax.scatter(xs, ys, s=3, color="black", alpha=0.45, linewidths=0, zorder=3)
+                # white dots with a black rim read on every bar colour, dark grey included
+                ax.scatter(xs, ys, s=6, facecolor="white", edgecolor="black", linewidths=0.4, zorder=3)
             labels = [v for v, _ in values]
             ax.set_xticks(range(len(values)), labels, rotation=30 if len(values) > 8 else 0,
                           ha="right" if len(values) > 8 else "center")

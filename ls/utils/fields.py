@@ -23,6 +23,14 @@ def option(default: Any = dataclasses.MISSING, help: str = "") -> Any:
     return dataclasses.field(default=default, metadata=meta)
 
 
+class FieldError(ValueError):
+    """A ``__post_init__`` problem with one key: the config loader names ``<section>.<key>``, not the section."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 def field_help(f: dataclasses.Field) -> str:
     return f.metadata.get(HELP, "")
 

@@ -1,36 +1,137 @@
 """Atomic file writes: write to a temp file in the same folder, fsync, then rename over the target.
 
-A crash mid-write leaves either the old file or the new one, never a truncated one.
+A crash mid-write leaves either the old file or the new one, never a truncated one. The file gets the mode a
+plain ``open()`` would give it (``0666`` minus the umask), not the ``0600`` of the temp file. A write that
+fails raises :class:`WriteError` naming the path and the reason ("no space left on device", "read-only file
+system", ...), whatever layer (e.g. ``torch.save``) hit the failure.
+
+Also here: what kind of file a path holds (:func:`file_kind`), so a text file given as a checkpoint is
+reported as such, and the message for a ``torch.load`` failure (:func:`torch_load_problem`).
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+#: errno -> the words a user searches for.
+_WRITE_REASONS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "no space left on device (disk quota exceeded)",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied (the folder is read-only for this user)",
+    errno.EPERM: "permission denied (the folder is read-only for this user)",
+    errno.ENOENT: "the folder does not exist",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EFBIG: "file too large for this file system",
+}
+
+
+class WriteError(OSError):
+    """A file could not be written; ``str()`` is one line naming the path and why."""
+
+    def __str__(self) -> str:
+        return self.strerror or "write failed"
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux: /proc)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (briefly process-wide)
+    os.umask(mask)
+    return mask
+
+
+def default_file_mode() -> int:
+    """What ``open(path, "w")`` would create: ``0o666`` minus the umask."""
+    return 0o666 & ~current_umask()
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError behind ``exc`` (itself, or one in its cause/context chain, e.g. under torch's RuntimeError)."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno is not None:
+            return e
+        stack += [e.__cause__, e.__context__]
+    return None
+
+
+def write_failure_reason(exc: BaseException, folder: str | Path | None = None) -> str:
+    """Why a write failed, in words: from the errno when one is known, else from the free space of
+    ``folder`` (a full disk shows up inside torch as ``enforce fail at inline_container.cc``)."""
+    err = _os_error(exc)
+    if err is not None:
+        return _WRITE_REASONS.get(err.errno, err.strerror or str(err))
+    if folder is not None:
+        try:
+            if shutil.disk_usage(folder).free < 1 << 20:
+                return "no space left on device"
+        except OSError:
+            pass
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"the write failed ({first})"
+
+
+def _write_error(path: Path, exc: BaseException) -> WriteError:
+    err = _os_error(exc)
+    return WriteError(err.errno if err is not None else errno.EIO,
+                      f"cannot write {path}: {write_failure_reason(exc, path.parent)}")
+
 
 @contextmanager
 def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
-    """Open a temp file beside ``path``; on clean exit it replaces ``path`` atomically."""
+    """Open a temp file beside ``path``; on clean exit it replaces ``path`` atomically.
+
+    Failures to create, write or rename raise :class:`WriteError` naming ``path`` and the reason; the temp
+    file is removed. Errors raised by the caller's own code inside the block pass through unchanged.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _write_error(path, exc) from exc
     try:
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, default_file_mode())  # mkstemp creates 0600; give what open() would
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
-        raise
+        if isinstance(exc, WriteError) or not _is_write_failure(exc):
+            raise
+        raise _write_error(path, exc) from exc
+
+
+def _is_write_failure(exc: BaseException) -> bool:
+    """OSErrors, and torch's RuntimeError around one (``PytorchStreamWriter failed writing``)."""
+    if isinstance(exc, OSError):
+        return True
+    return isinstance(exc, RuntimeError) and (_os_error(exc) is not None or "inline_container" in str(exc)
+                                              or "write" in str(exc).lower())
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -49,3 +150,75 @@ def atomic_torch_save(obj: object, path: str | Path) -> None:
 
     with atomic_open(path, "wb") as fh:
         torch.save(obj, fh)
+
+
+# -- reading -----------------------------------------------------------------------------------------------
+def file_kind(path: str | Path) -> str:
+    """What ``path`` holds, from its first bytes: ``torch-zip`` (``torch.save`` since 1.6, any zip),
+    ``torch-legacy`` (a pickle), ``safetensors``, ``empty``, ``text`` or ``unknown``. ``directory`` for a
+    folder."""
+    path = Path(path)
+    if path.is_dir():
+        return "directory"
+    with path.open("rb") as fh:
+        head = fh.read(4096)
+    if not head:
+        return "empty"
+    if head.startswith(b"PK\x03\x04"):
+        return "torch-zip"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "torch-legacy"
+    if len(head) >= 9:
+        size = int.from_bytes(head[:8], "little")
+        if 0 < size < 100_000_000 and head[8:9] == b"{":
+            return "safetensors"
+    try:
+        head.decode("utf-8")
+        return "text"
+    except UnicodeDecodeError:
+        # a cut multi-byte character at the end of the sample is still text
+        try:
+            head[:-3].decode("utf-8")
+            return "text" if len(head) > 3 else "unknown"
+        except UnicodeDecodeError:
+            return "unknown"
+
+
+def describe_kind(kind: str) -> str:
+    return {
+        "empty": "an empty file",
+        "text": "a text file",
+        "unknown": "not a PyTorch or safetensors file",
+        "directory": "a folder",
+        "safetensors": "a safetensors file",
+        "torch-zip": "a PyTorch file",
+        "torch-legacy": "a PyTorch (legacy pickle) file",
+    }.get(kind, kind)
+
+
+def torch_load_problem(exc: BaseException) -> str:
+    """One line on why ``torch.load(weights_only=True)`` failed, without PyTorch's advice to load with
+    ``weights_only=False`` (which would run whatever code the file carries)."""
+    text = str(exc)
+    if "weights_only" in text or "Unsupported global" in text or "WeightsUnpickler" in text:
+        found = re.search(r"(?:unsupported|Unsupported global:)\s+GLOBAL\s+([\w.]+)", text)
+        what = f" ({found.group(1)})" if found else ""
+        return (f"it holds Python objects other than tensors and plain values{what}, which are refused "
+                "because loading them could run arbitrary code")
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return f"it is corrupt or not a checkpoint ({type(exc).__name__}: {first})"
+
+
+__all__ = [
+    "WriteError",
+    "atomic_open",
+    "atomic_torch_save",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "current_umask",
+    "default_file_mode",
+    "describe_kind",
+    "file_kind",
+    "torch_load_problem",
+    "write_failure_reason",
+]

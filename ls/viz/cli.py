@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+import ls.engine.tracking  # noqa: F401 - before anything imports mlflow: it turns MLflow's telemetry off
+
 log = logging.getLogger(__name__)
 
 FIGURES = ("mask_analysis", "tsne", "film_params", "performance")
@@ -62,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-batches", type=int, default=None, help="use only the first N batches of the split")
     p.add_argument("--compute-device", default="auto", choices=("auto", "cpu", "cuda"), help="where models run")
     p.add_argument("--seed", type=int, default=42, help="t-SNE seed")
+    p.add_argument("--traceback", action="store_true",
+                   help="on an error, print the Python traceback too (or set LS_TRACEBACK=1)")
     return p
 
 
@@ -160,7 +164,8 @@ def mask_figures(run: ModelRun, out_dir: Path, tau1: bool) -> list[Path]:
         finally:
             model.set_mask_temperature(tau)  # the model keeps running at its trained temperature
         for key, masks in mask_sets.items():
-            result = mask_analysis(masks, out_dir, prefix=f"mask_{key}{suffix}", temperature=temperature)
+            result = mask_analysis(masks, out_dir, prefix=f"mask_{key}{suffix}", temperature=temperature,
+                                   model_name=f"{run.name} ({key.replace('_', ' ')})")
             s = result["stats"]
             overlaps = ", ".join(f"{k} {100 * v:.1f}% (chance {100 * s['overlap_chance'][k]:.1f}%)"
                                  for k, v in s["overlap"].items())
@@ -197,7 +202,7 @@ def film_figures(run: ModelRun, out_dir: Path) -> list[Path]:
     film = run.outputs.extra.get("film")
     if not film:
         raise FigureError(f"{run.ctx.path}: the model reported no FiLM parameters")
-    return film_params_figures(film, _groupings(run), out_dir, prefix="film_params")
+    return film_params_figures(film, _groupings(run), out_dir, prefix="film_params", model_name=run.name)
 
 
 def training_history(ctx: Any) -> list[dict] | dict | None:
@@ -240,10 +245,16 @@ def performance_figures(run: ModelRun, out_dir: Path) -> list[Path]:
     paths = plot_confusion_matrix(report.confusion, report.class_names, out_dir, f"{stem}_confusion", title)
     for factor in run.outputs.meta:
         scores = group_scores(report.group_metrics, factor)
-        paths += plot_group_scores(scores, factor_label(factor), out_dir, f"{stem}_score_by_{factor}", run.name)
+        paths += plot_group_scores(scores, factor_label(factor), out_dir, f"{stem}_score_by_{factor}",
+                                   f"{run.name}: ICBHI metrics per {factor_label(factor).lower()}")
     history = training_history(run.ctx)
     if history:
-        paths += plot_training_curves(history, out_dir, f"{stem}_curves", run.name)
+        try:
+            paths += plot_training_curves(history, out_dir, f"{stem}_curves", model_name=run.name,
+                                          best_epoch=run.ctx.state.get("best_epoch"))
+        except ValueError:  # e.g. a one-epoch run: a curve needs two points
+            print(f"note: the training history in {run.ctx.path} has no multi-epoch series: curves skipped",
+                  file=sys.stderr)
     else:
         print(f"note: no training history in {run.ctx.path} (nor an MLflow run): curves skipped",
               file=sys.stderr)
@@ -265,6 +276,7 @@ def attach_to_run(paths: Sequence[Path], run_id: str, cfg: Any) -> None:
 # -- entry point ------------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> list[Path]:
     """Draw the requested figures; returns the written files."""
+    from ls.evaluate import require_data_folder
     from ls.inference import build_split_loader, load_for_inference, run_inference
     from ls.viz.film import summarise_film_info
 
@@ -281,6 +293,8 @@ def run(args: argparse.Namespace) -> list[Path]:
     plan = check_request(figures, explicit, contexts.get("conditioned"), "baseline" in contexts)
     if not plan:
         raise FigureError("nothing to draw with the given checkpoints")
+    for ctx in contexts.values():
+        require_data_folder(ctx, args.config)
 
     def keep(info: Any, batch: Any) -> dict[str, Any]:
         kept = {"embedding": info["embedding"]}
@@ -311,8 +325,8 @@ def run(args: argparse.Namespace) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ls.config import ConfigError
-    from ls.engine.checkpoint import CheckpointError
+    """``visualize.py``; problems are one ``error:`` line and exit code 2 (``--traceback`` shows where)."""
+    from ls.utils.cli import run_command
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -321,10 +335,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (args.checkpoint or args.baseline_ckpt):
         parser.error("give --checkpoint (alias --softfilm-ckpt) and/or --baseline-ckpt")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
+
+    def body() -> int:
         paths = run(args)
-    except (FigureError, CheckpointError, ConfigError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {len(paths)} files to {args.out}")
-    return 0
+        print(f"wrote {len(paths)} files to {args.out}")
+        return 0
+
+    return run_command(body, args)

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from ls.viz.style import (
     COLUMN_WIDTH,
@@ -72,6 +73,19 @@ def concat_summaries(batches: Sequence[Mapping[str, Mapping[str, np.ndarray]]]) 
     return {k: {layer: np.concatenate([b[k][layer] for b in batches]) for layer in first[k]} for k in first}
 
 
+MEAN_STYLE = {"marker": "o", "markersize": 4, "markerfacecolor": "white", "markeredgecolor": "black",
+              "linestyle": ""}
+
+
+def _legend_handles() -> list:
+    """What the marks of the violin figures mean: mean (dot), median (bar), identity (dashed line)."""
+    from matplotlib.lines import Line2D
+
+    return [Line2D([], [], label="mean", **MEAN_STYLE),
+            Line2D([], [], color="black", linewidth=1.2, label="median"),
+            Line2D([], [], color="black", linestyle="--", linewidth=0.6, label=r"identity ($\gamma$ = 1, $\beta$ = 0)")]
+
+
 def _violins(ax, data: list[np.ndarray], colors: list[str]) -> None:
     """Violin per group where a density can be estimated; every group also gets its points' mean (dot)
     and median (bar), so groups with one cycle or identical values still show."""
@@ -79,29 +93,29 @@ def _violins(ax, data: list[np.ndarray], colors: list[str]) -> None:
     dense = [i for i, d in enumerate(data) if d.size >= 2 and np.ptp(d) > 0]
     if dense:
         parts = ax.violinplot([data[i] for i in dense], positions=positions[dense], showextrema=False, widths=0.8)
-        for body, i in zip(parts["bodies"], dense):
+        for body, i in zip(parts["bodies"], dense, strict=True):
             body.set_facecolor(colors[i])
             body.set_edgecolor("black")
             body.set_linewidth(0.4)
             body.set_alpha(0.6)
-    for pos, d, color in zip(positions, data, colors):
+    for pos, d, color in zip(positions, data, colors, strict=True):
         if d.size == 0:
             continue
-        ax.scatter([pos], [d.mean()], s=10, color="white", edgecolor=color, linewidths=1.0, zorder=3)
+        ax.plot([pos], [d.mean()], zorder=3, **{**MEAN_STYLE, "markeredgecolor": color})
         ax.hlines(np.median(d), pos - 0.25, pos + 0.25, color="black", linewidth=0.8, zorder=3)
 
 
-def plot_film_by_group(
+def film_by_group_figure(
     summary: Mapping[str, Mapping[str, np.ndarray]],
     groups: Sequence[str],
     group_title: str,
-    out_dir: str | Path,
-    name: str,
-) -> list[Path]:
+    model_name: str = "FiLM model",
+) -> Figure:
     """Violins of per-cycle mean FiLM parameters per group value: rows = parameter keys, columns = layers.
 
     ``summary``: ``{key: {layer: [N]}}`` (from :func:`summarise_film_info`); ``groups``: ``N`` names (e.g.
-    the device of each cycle). A dashed line marks identity (gamma = 1, beta = 0).
+    the device of each cycle). A dashed line marks identity (gamma = 1, beta = 0). The figure title names
+    the model, each column's title its layer; the legend (below) says what dot, bar and line are.
     """
     groups = np.asarray([str(g) for g in groups])
     keys = [k for k in FILM_KEYS if k in summary]
@@ -110,7 +124,7 @@ def plot_film_by_group(
     colors = category_colors(groups.tolist(), palette_for(group_title))
     with paper_style():
         width = COLUMN_WIDTH if len(layers) == 1 and len(order) <= 5 else TEXT_WIDTH
-        fig = figure(width, aspect=0.32 * len(keys) * (COLUMN_WIDTH / width) * 1.6)
+        fig = figure(width, aspect=0.32 * len(keys) * (COLUMN_WIDTH / width) * 1.6 + 0.1)
         axes = fig.subplots(len(keys), len(layers), squeeze=False, sharex=True)
         for r, key in enumerate(keys):
             for c, layer in enumerate(layers):
@@ -127,23 +141,47 @@ def plot_film_by_group(
                 ax.set_xticks(np.arange(1, len(order) + 1), order, rotation=35, ha="right")
         for ax in axes[-1]:
             ax.set_xlabel(group_title)
-        return save_figure(fig, out_dir, name)
+        fig.suptitle(f"{model_name}: FiLM parameters per {group_title.lower()} "
+                     f"(layer{'s' if len(layers) > 1 else ''} {', '.join(layers)})")
+        fig.legend(handles=_legend_handles(), loc="outside lower center", ncols=3, frameon=False)
+    return fig
 
 
-def plot_film_by_layer(summary: Mapping[str, Mapping[str, np.ndarray]], out_dir: str | Path, name: str) -> list[Path]:
-    """Violins of per-cycle mean FiLM parameters per conditioned layer, one panel per parameter key."""
+def plot_film_by_group(
+    summary: Mapping[str, Mapping[str, np.ndarray]],
+    groups: Sequence[str],
+    group_title: str,
+    out_dir: str | Path,
+    name: str,
+    model_name: str = "FiLM model",
+) -> list[Path]:
+    """:func:`film_by_group_figure` saved as ``<name>.png/.pdf``."""
+    return save_figure(film_by_group_figure(summary, groups, group_title, model_name), out_dir, name)
+
+
+def film_by_layer_figure(summary: Mapping[str, Mapping[str, np.ndarray]], model_name: str = "FiLM model") -> Figure:
+    """Violins of per-cycle mean FiLM parameters per conditioned layer, one panel per parameter key; the
+    title names the model, the legend (below) the marks."""
     keys = [k for k in FILM_KEYS if k in summary]
     with paper_style():
-        fig = figure("column", aspect=0.45 * len(keys))
+        fig = figure("column", aspect=0.45 * len(keys) + 0.15)
         axes = fig.subplots(len(keys), 1, squeeze=False, sharex=True)[:, 0]
-        for ax, key in zip(axes, keys):
+        for ax, key in zip(axes, keys, strict=True):
             layers = list(summary[key])
-            _violins(ax, [np.asarray(summary[key][layer]) for layer in layers], ["#7f7f7f"] * len(layers))
+            _violins(ax, [np.asarray(summary[key][layer]) for layer in layers], ["#5d6d7e"] * len(layers))
             ax.axhline(identity_value(key), color="black", linestyle="--", linewidth=0.6)
             ax.set_ylabel(film_label(key))
             ax.set_xticks(np.arange(1, len(layers) + 1), layers)
         axes[-1].set_xlabel("Conditioned layer")
-        return save_figure(fig, out_dir, name)
+        fig.suptitle(f"{model_name}: FiLM parameters per layer")
+        fig.legend(handles=_legend_handles(), loc="outside lower center", ncols=2, frameon=False)
+    return fig
+
+
+def plot_film_by_layer(summary: Mapping[str, Mapping[str, np.ndarray]], out_dir: str | Path, name: str,
+                       model_name: str = "FiLM model") -> list[Path]:
+    """:func:`film_by_layer_figure` saved as ``<name>.png/.pdf``."""
+    return save_figure(film_by_layer_figure(summary, model_name), out_dir, name)
 
 
 def film_params_figures(
@@ -151,10 +189,12 @@ def film_params_figures(
     groupings: Mapping[str, Sequence[str]],
     out_dir: str | Path,
     prefix: str = "film_params",
+    model_name: str = "FiLM model",
 ) -> list[Path]:
     """All FiLM figures: ``<prefix>_by_layer`` and one ``<prefix>_by_<grouping>`` per grouping
     (e.g. ``{"Device": [...], "Site": [...], "Class": [...]}``). Returns the written paths."""
-    paths = plot_film_by_layer(summary, out_dir, f"{prefix}_by_layer")
+    paths = plot_film_by_layer(summary, out_dir, f"{prefix}_by_layer", model_name)
     for title, groups in groupings.items():
-        paths += plot_film_by_group(summary, groups, title, out_dir, f"{prefix}_by_{title.lower()}")
+        slug = title.lower().replace(" ", "_")
+        paths += plot_film_by_group(summary, groups, title, out_dir, f"{prefix}_by_{slug}", model_name)
     return paths

@@ -10,41 +10,48 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.colors import to_hex
+from matplotlib.figure import Figure
 
+import ls.engine.tracking  # noqa: F401 - before anything imports mlflow: it turns MLflow's telemetry off
 from ls.viz.style import (
     TEXT_WIDTH,
-    category_colors,
     figure,
     ordered_categories,
-    palette_for,
     paper_style,
     save_figure,
+    text_color_on,
 )
 
 #: Colours of the three ICBHI quantities in bar charts.
-METRIC_COLORS = {"specificity": "#3498db", "sensitivity": "#e74c3c", "score": "#2c3e50"}
+METRIC_COLORS = {"specificity": "#2e86c1", "sensitivity": "#c0392b", "score": "#2c3e50"}
 METRIC_LABELS = {"specificity": "Sp", "sensitivity": "Se", "score": "Score"}
+#: Colours of the splits in training curves (train, the selection split, test monitoring).
+SPLIT_COLORS = {"train": "#1f4e79", "val": "#d35400", "test": "#1e8449", "test_epoch": "#1e8449"}
+SPLIT_LABELS = {"train": "train", "val": "validation", "test": "test", "test_epoch": "test (monitoring only)"}
 
 
 # -- confusion matrix (counts from ls.engine.metrics.confusion_matrix) -----------------------------------
-def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], out_dir: str | Path, name: str,
-                          title: str | None = None) -> list[Path]:
+def confusion_matrix_figure(cm: np.ndarray, class_names: Sequence[str], title: str | None = None) -> Figure:
     """Confusion matrix coloured by row share (recall per true class), each cell annotated with its count
-    and its percentage of the row."""
+    and its percentage of the row, in black or white, whichever reads better on the cell."""
+    import matplotlib as mpl
+
     cm = np.asarray(cm)
     k = len(class_names)
     if cm.shape != (k, k):
         raise ValueError(f"confusion matrix shape {cm.shape} does not match {k} class names {list(class_names)}")
     rows = cm.sum(axis=1, keepdims=True)
     share = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=float), where=rows > 0)
+    cmap = mpl.colormaps["Blues"]
     with paper_style():
         fig = figure("column", aspect=0.85)
         ax = fig.subplots()
-        im = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+        im = ax.imshow(share, cmap=cmap, vmin=0.0, vmax=1.0)
         for i in range(k):
             for j in range(k):
                 ax.text(j, i, f"{cm[i, j]}\n{100 * share[i, j]:.1f}%", ha="center", va="center", fontsize=6,
-                        color="white" if share[i, j] > 0.6 else "black")
+                        color=text_color_on(to_hex(cmap(share[i, j]))))
         ax.set_xticks(range(k), class_names)
         ax.set_yticks(range(k), class_names)
         ax.set_xlabel("Predicted class")
@@ -53,7 +60,13 @@ def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], out_dir: s
         fig.colorbar(im, ax=ax, label="Share of true class", fraction=0.046, pad=0.04)
         if title:
             ax.set_title(title)
-        return save_figure(fig, out_dir, name)
+    return fig
+
+
+def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], out_dir: str | Path, name: str,
+                          title: str | None = None) -> list[Path]:
+    """:func:`confusion_matrix_figure` saved as ``<name>.png/.pdf``."""
+    return save_figure(confusion_matrix_figure(cm, class_names, title), out_dir, name)
 
 
 # -- training curves --------------------------------------------------------------------------------
@@ -94,44 +107,70 @@ def history_from_mlflow(run_id: str, tracking_uri: str | None = None) -> dict[st
     return history
 
 
-#: Per-class and averaged metrics are left out of the curves; they would bury the headline Sp / Se / Score.
-_DETAIL_MARKERS = ("normal", "crackle", "wheeze", "both", "macro", "weighted", "binary")
+#: The metric groups of the training curves: one panel each, one line per split.
+CURVE_GROUPS = (("loss", "Loss"), ("specificity", "Specificity"), ("sensitivity", "Sensitivity"),
+                ("icbhi_score", "ICBHI Score"))
 
 
 def _curve_groups(history: Mapping[str, Sequence[float]]) -> list[tuple[str, list[str]]]:
-    """Panels of the training-curve figure: losses, then ICBHI Sp / Se / Score; only multi-epoch series."""
-    series = [k for k in history if len(history[k]) > 1]
-    losses = sorted(k for k in series if k.lower().endswith("loss"))
-    headline = sorted(
-        k for k in series
-        if k.lower().endswith(("icbhi_score", "specificity", "sensitivity"))
-        and not any(m in k.lower() for m in _DETAIL_MARKERS)
-    )
-    return [("Loss", losses), ("ICBHI", headline)]
+    """``(panel title, [series])`` per metric group with at least one multi-epoch ``<split>/<metric>`` series
+    (per-class, binary and auxiliary series are left out: they would bury the headline numbers)."""
+    series = [k for k in history if len(history[k]) > 1 and "/" in k]
+    panels = []
+    for metric, title in CURVE_GROUPS:
+        keys = [k for k in series if k.split("/", 1)[1] == metric]
+        keys.sort(key=lambda k: (list(SPLIT_COLORS).index(k.split("/")[0]) if k.split("/")[0] in SPLIT_COLORS
+                                 else len(SPLIT_COLORS), k))
+        if keys:
+            panels.append((title, keys))
+    return panels
+
+
+def training_curves_figure(history: Mapping[str, Sequence[float]] | Sequence[Mapping[str, float]],
+                           model_name: str | None = None, best_epoch: int | None = None,
+                           title: str | None = None) -> Figure:
+    """One panel per metric group (loss, Sp, Se, ICBHI Score), one line per split, the selected epoch as a
+    dashed vertical line; the model's name in the title, the legend below the panels."""
+    hist = normalise_history(history)
+    panels = _curve_groups(hist)
+    if not panels:
+        raise ValueError(f"history has no per-epoch loss or ICBHI series (keys: {sorted(hist)})")
+    n = len(panels)
+    cols = 2 if n > 1 else 1
+    rows = math.ceil(n / cols)
+    with paper_style():
+        fig = figure(TEXT_WIDTH if cols > 1 else "column", aspect=0.3 * rows + 0.08 if cols > 1 else 0.8)
+        axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False).ravel())
+        labels: dict[str, object] = {}
+        for ax, (panel, keys) in zip(axes, panels, strict=False):
+            for key in keys:
+                split = key.split("/")[0]
+                values = hist[key]
+                (line,) = ax.plot(np.arange(1, len(values) + 1), values, marker="o", markersize=2,
+                                  color=SPLIT_COLORS.get(split, "#5d6d7e"))
+                labels.setdefault(SPLIT_LABELS.get(split, split), line)
+            if best_epoch:
+                selected = ax.axvline(best_epoch, color="black", linestyle="--", linewidth=0.8)
+                labels.setdefault(f"selected epoch ({best_epoch})", selected)
+            ax.set_title(panel)
+            ax.set_xlabel("Epoch")
+            ax.set_ylabel(panel if panel == "Loss" else f"{panel} (fraction)")
+            if panel != "Loss":
+                ax.set_ylim(-0.02, 1.02)
+            ax.grid(lw=0.3, alpha=0.5)
+        for ax in axes[n:]:
+            ax.remove()
+        fig.legend(list(labels.values()), list(labels), loc="outside lower center", ncols=min(len(labels), 4),
+                   frameon=False)
+        fig.suptitle(title or (f"{model_name}: training curves" if model_name else "Training curves"))
+    return fig
 
 
 def plot_training_curves(history: Mapping[str, Sequence[float]] | Sequence[Mapping[str, float]],
-                         out_dir: str | Path, name: str, title: str | None = None) -> list[Path]:
-    """Loss curves (left) and ICBHI Sp / Se / Score curves (right) per epoch, one line per logged series."""
-    hist = normalise_history(history)
-    panels = [(t, keys) for t, keys in _curve_groups(hist) if keys]
-    if not panels:
-        raise ValueError(f"history has no per-epoch loss or ICBHI series (keys: {sorted(hist)})")
-    with paper_style():
-        fig = figure(TEXT_WIDTH if len(panels) > 1 else "column", aspect=0.3 if len(panels) > 1 else 0.7)
-        axes = fig.subplots(1, len(panels), squeeze=False)[0]
-        for ax, (panel, keys) in zip(axes, panels):
-            for key in keys:
-                values = hist[key]
-                ax.plot(np.arange(1, len(values) + 1), values, marker="o", markersize=2, label=key)
-            ax.set_xlabel("Epoch")
-            ax.set_ylabel(panel if panel == "Loss" else "Value")
-            if panel != "Loss":
-                ax.set_ylim(0, 1)
-            ax.legend(frameon=False, fontsize=6)
-        if title:
-            fig.suptitle(title)
-        return save_figure(fig, out_dir, name)
+                         out_dir: str | Path, name: str, title: str | None = None, *,
+                         model_name: str | None = None, best_epoch: int | None = None) -> list[Path]:
+    """:func:`training_curves_figure` saved as ``<name>.png/.pdf``."""
+    return save_figure(training_curves_figure(history, model_name, best_epoch, title), out_dir, name)
 
 
 # -- ICBHI score per group --------------------------------------------------------------------------
@@ -154,10 +193,9 @@ def group_scores(flat: Mapping[str, float], factor: str) -> dict[str, dict]:
     return out
 
 
-def plot_group_scores(scores: Mapping[str, Mapping], group_title: str, out_dir: str | Path, name: str,
-                      title: str | None = None) -> list[Path]:
+def group_scores_figure(scores: Mapping[str, Mapping], group_title: str, title: str | None = None) -> Figure:
     """Grouped bars of Sp, Se and Score (%) per group value; the number of cycles under each group name,
-    and 'n/a' where a quantity is undefined (no normal or no abnormal cycles in that group)."""
+    'n/a' where a quantity is undefined (no normal or no abnormal cycles in that group); legend below."""
     names = list(scores)
     if not names:
         raise ValueError(f"no groups to plot for {group_title}")
@@ -165,24 +203,27 @@ def plot_group_scores(scores: Mapping[str, Mapping], group_title: str, out_dir: 
     metrics = ("specificity", "sensitivity", "score")
     width = 0.27
     with paper_style():
-        fig = figure("column" if len(names) <= 5 else TEXT_WIDTH, aspect=0.6 if len(names) <= 5 else 0.3)
+        fig = figure("column" if len(names) <= 5 else TEXT_WIDTH, aspect=0.65 if len(names) <= 5 else 0.32)
         ax = fig.subplots()
         for m_i, metric in enumerate(metrics):
             vals = [scores[n][metric] for n in names]
             pos = x + (m_i - 1) * width
             ax.bar(pos, [0 if v is None else 100 * v for v in vals], width=width, color=METRIC_COLORS[metric],
                    label=METRIC_LABELS[metric], edgecolor="black", linewidth=0.3)
-            for xi, v in zip(pos, vals):
+            for xi, v in zip(pos, vals, strict=True):
                 if v is None:
                     ax.text(xi, 1, "n/a", ha="center", va="bottom", fontsize=5, rotation=90)
-        colors = category_colors(names, palette_for(group_title))
-        ax.set_xticks(x, [f"{n}\n(n={scores[n]['n']})" for n in names])
-        for tick, n in zip(ax.get_xticklabels(), names):
-            tick.set_color(colors[n])
+        ax.set_xticks(x, [f"{n}\n(n={scores[n]['n']})" for n in names],
+                      rotation=30 if len(names) > 8 else 0, ha="right" if len(names) > 8 else "center")
         ax.set_ylim(0, 105)
         ax.set_ylabel("%")
         ax.set_xlabel(group_title)
-        ax.legend(frameon=False, ncols=3, loc="upper center", bbox_to_anchor=(0.5, 1.15))
-        if title:
-            ax.set_title(title, pad=16)
-        return save_figure(fig, out_dir, name)
+        fig.legend(loc="outside lower center", ncols=3, frameon=False)
+        ax.set_title(title or f"ICBHI metrics per {group_title.lower()}")
+    return fig
+
+
+def plot_group_scores(scores: Mapping[str, Mapping], group_title: str, out_dir: str | Path, name: str,
+                      title: str | None = None) -> list[Path]:
+    """:func:`group_scores_figure` saved as ``<name>.png/.pdf``."""
+    return save_figure(group_scores_figure(scores, group_title, title), out_dir, name)

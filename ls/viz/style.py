@@ -26,24 +26,31 @@ from ls.utils.io import atomic_write_bytes
 COLUMN_WIDTH = 3.39
 TEXT_WIDTH = 7.0
 
-#: Metadata factors of SoftFiLM, in the order of the mask rows.
+#: SoftFiLM's mask keys of ICBHI (its factors are data: any dataset declares its own, plus ``rest``).
 FACTORS = ("dev", "site", "rest")
-FACTOR_LABELS = {"dev": "Device", "site": "Site", "rest": "Continuous"}
-FACTOR_COLORS = {"dev": "#e74c3c", "site": "#2980b9", "rest": "#27ae60"}
+#: Fixed labels and colours of the ICBHI factor keys; other factors get :func:`factor_label` and
+#: :data:`FACTOR_PALETTE` in order.
+FACTOR_LABELS = {"dev": "Device", "device": "Device", "site": "Site", "rest": "Continuous"}
+FACTOR_COLORS = {"dev": "#c0392b", "device": "#c0392b", "site": "#2471a3", "rest": "#1e8449"}
+FACTOR_PALETTE = ("#8e44ad", "#b35806", "#c51b7d", "#7d6608", "#5d6d7e", "#0e6655")
+
+#: Every colour that marks data is at least this contrast ratio against the white background (WCAG 2.1
+#: non-text contrast), so lines, dots and bars stay visible in print and for weaker eyes.
+MIN_CONTRAST = 3.0
 
 #: Composite respiratory classes (4-class) and the 2-class view; "Abnormal" reuses the crackle colour.
 CLASS_COLORS = {
-    "Normal": "#3498db",
-    "Crackle": "#e74c3c",
-    "Wheeze": "#f39c12",
+    "Normal": "#2e86c1",
+    "Crackle": "#c0392b",
+    "Wheeze": "#b9770e",
     "Both": "#8e44ad",
-    "Abnormal": "#e74c3c",
+    "Abnormal": "#c0392b",
 }
 
 #: Palettes for devices and sites: colours assigned in sorted-name order, so they are stable across figures.
-DEVICE_PALETTE = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d")
-SITE_PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
-                "#9c755f", "#bab0ac")
+DEVICE_PALETTE = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#4d9221", "#8c6d00", "#a6761d")
+SITE_PALETTE = ("#4e79a7", "#d35400", "#e15759", "#0a9396", "#59a14f", "#9a7d0a", "#b07aa1", "#d45087",
+                "#9c755f", "#7b7d7d")
 UNKNOWN_COLOR = "#7f7f7f"
 
 #: matplotlib settings for print: serif text with Computer Modern maths, small but legible sizes.
@@ -99,6 +106,39 @@ def category_colors(names: Sequence[str], palette: Sequence[str]) -> dict[str, s
         elif name == UNKNOWN_TOKEN:
             colors[name] = UNKNOWN_COLOR
     return colors
+
+
+def factor_label(key: str) -> str:
+    """Display name of a factor key: ``dev`` -> ``Device``, ``rest`` -> ``Continuous``, ``body_pos`` ->
+    ``Body pos``."""
+    return FACTOR_LABELS.get(key, key.replace("_", " ").capitalize())
+
+
+def factor_colors(keys: Sequence[str]) -> dict[str, str]:
+    """A colour per factor key: the fixed ICBHI ones, then :data:`FACTOR_PALETTE` in the given order."""
+    colors, free = {}, iter(FACTOR_PALETTE * (1 + len(keys) // len(FACTOR_PALETTE)))
+    for key in keys:
+        colors[key] = FACTOR_COLORS.get(key) or next(free)
+    return colors
+
+
+def relative_luminance(color: str) -> float:
+    """WCAG 2.1 relative luminance of a matplotlib colour (0 black .. 1 white)."""
+    from matplotlib.colors import to_rgb
+
+    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in to_rgb(color)]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def contrast_ratio(a: str, b: str = "white") -> float:
+    """WCAG 2.1 contrast ratio of two colours (1 .. 21)."""
+    la, lb = relative_luminance(a), relative_luminance(b)
+    return (max(la, lb) + 0.05) / (min(la, lb) + 0.05)
+
+
+def text_color_on(background: str) -> str:
+    """Black or white, whichever reads better on ``background``."""
+    return "black" if contrast_ratio("black", background) >= contrast_ratio("white", background) else "white"
 
 
 def palette_for(kind: str) -> Sequence[str]:

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 from sklearn.manifold import TSNE
 from sklearn.metrics import silhouette_score
 
@@ -65,6 +66,42 @@ def grouping_silhouette(embeddings: np.ndarray, labels: Sequence[str]) -> float 
     return float(silhouette_score(np.asarray(embeddings, dtype=np.float64), labels, metric="cosine"))
 
 
+def tsne_figure(coords: Mapping[str, np.ndarray], groupings: Mapping[str, Sequence[str]],
+                silhouette: Mapping[str, Mapping[str, float | None]] | None = None) -> Figure:
+    """t-SNE panels: one row per model (``coords``: model name -> ``[N, 2]``), one column per grouping; each
+    panel's title names the model and the grouping (with the silhouette when given), each column has its
+    legend below its bottom panel."""
+    rows, cols = len(coords), len(groupings)
+    with paper_style():
+        fig = figure(TEXT_WIDTH, aspect=0.32 * rows * 3 / max(cols, 3) + 0.1)
+        axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
+        for c, (group, values) in enumerate(groupings.items()):
+            values = np.asarray([str(v) for v in values])
+            colors = category_colors(values.tolist(), palette_for(group))
+            order = ordered_categories(values.tolist())
+            for r, model in enumerate(coords):
+                ax = axes[r, c]
+                xy = coords[model]
+                for cat in order:
+                    sel = values == cat
+                    ax.scatter(xy[sel, 0], xy[sel, 1], s=6, alpha=0.8, color=colors[cat], linewidths=0,
+                               label=f"{cat} ({int(sel.sum())})")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.spines[["top", "right"]].set_visible(True)
+                sil = (silhouette or {}).get(model, {}).get(group)
+                ax.set_title(f"{model}: {group.lower()}" + ("" if sil is None else f" (silh. {sil:+.2f})"))
+                if c == 0:
+                    ax.set_ylabel("t-SNE 2")
+                if r == rows - 1:
+                    ax.set_xlabel("t-SNE 1")
+            # one legend per column, under its bottom panel (same colours in every row of the column)
+            handles, labels = axes[0, c].get_legend_handles_labels()
+            axes[-1, c].legend(handles, labels, title=group, frameon=False, markerscale=2, ncols=2,
+                               loc="upper center", bbox_to_anchor=(0.5, -0.12))
+    return fig
+
+
 def plot_tsne_comparison(
     embeddings: Mapping[str, np.ndarray],
     groupings: Mapping[str, Sequence[str]],
@@ -91,36 +128,7 @@ def plot_tsne_comparison(
     coords = {m: tsne_embed(e, perplexity, seed, max_iter) for m, e in embeddings.items()}
     silhouette = {m: {g: grouping_silhouette(e, v) for g, v in groupings.items()} for m, e in embeddings.items()}
 
-    rows, cols = len(embeddings), len(groupings)
-    with paper_style():
-        fig = figure(TEXT_WIDTH, aspect=0.32 * rows * 3 / max(cols, 3))
-        axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
-        for c, (group, values) in enumerate(groupings.items()):
-            values = np.asarray([str(v) for v in values])
-            colors = category_colors(values.tolist(), palette_for(group))
-            order = ordered_categories(values.tolist())
-            for r, model in enumerate(embeddings):
-                ax = axes[r, c]
-                xy = coords[model]
-                for cat in order:
-                    sel = values == cat
-                    ax.scatter(xy[sel, 0], xy[sel, 1], s=6, alpha=0.6, color=colors[cat], linewidths=0,
-                               label=f"{cat} ({int(sel.sum())})")
-                ax.set_xticks([])
-                ax.set_yticks([])
-                ax.spines[["top", "right"]].set_visible(True)
-                sil = silhouette[model][group]
-                ax.set_title(f"{model}: {group.lower()}" + ("" if sil is None else f" (silh. {sil:+.2f})"))
-                if c == 0:
-                    ax.set_ylabel("t-SNE 2")
-                if r == rows - 1:
-                    ax.set_xlabel("t-SNE 1")
-            # one legend per column, under its bottom panel (same colours in every row of the column)
-            handles, labels = axes[0, c].get_legend_handles_labels()
-            axes[-1, c].legend(handles, labels, title=group, frameon=False, markerscale=2, ncols=2,
-                               loc="upper center", bbox_to_anchor=(0.5, -0.12))
-        paths = save_figure(fig, out_dir, name)
-
+    paths = save_figure(tsne_figure(coords, groupings, silhouette), out_dir, name)
     report = {"n_points": int(n), "perplexity": adapted_perplexity(n, perplexity), "seed": seed,
               "silhouette_cosine": silhouette}
     json_path = Path(out_dir) / f"{name}.json"

@@ -1,0 +1,114 @@
+"""One error style for every command line of ls: ``error: <what, where, what was expected>`` and exit code 2.
+
+A user-facing problem (bad config or argument, missing or unreadable file, data, audio, weights or checkpoint
+problem, tracking server, a failed write) is one ``error:`` line on stderr, no traceback. ``--traceback`` (or
+the environment variable ``LS_TRACEBACK=1``) prints the traceback as well. Anything else is reported the same
+way but marked as unexpected: likely a bug in ls, worth the traceback.
+
+Warnings raised while a command runs are printed as ``warning: <message>`` (no source line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+#: Environment variable that makes every ls command print tracebacks (same as ``--traceback``).
+TRACEBACK_ENV = "LS_TRACEBACK"
+#: Exit code of every user-facing error.
+EXIT_ERROR = 2
+#: Exit code after Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
+
+#: Exception types whose message is meant for the user (ls's own errors derive from these).
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, RuntimeError, LookupError, ImportError)
+
+
+def add_traceback_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--traceback", action="store_true",
+                        help=f"on an error, print the Python traceback too (or set {TRACEBACK_ENV}=1)")
+
+
+def want_traceback(args: Any = None) -> bool:
+    flag = bool(getattr(args, "traceback", False))
+    return flag or os.environ.get(TRACEBACK_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def error_message(exc: BaseException) -> str:
+    """The user-facing text of ``exc``: its message, with file errors as ``<path>: <reason>``."""
+    if isinstance(exc, OSError) and exc.strerror:
+        if exc.filename is None:  # OSError(errno, message): the message says it all, "[Errno n]" does not
+            return str(exc.strerror)
+        where = exc.filename if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
+        return f"{where}: {exc.strerror}"
+    if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        return exc.args[0]
+    text = str(exc).strip()
+    return text or type(exc).__name__
+
+
+def report_error(exc: BaseException, args: Any = None, file: Any = None) -> int:
+    """Print ``exc`` in the ls style (with the traceback when asked) and return the exit code."""
+    file = file or sys.stderr
+    if want_traceback(args):
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=file)
+    text = error_message(exc)
+    if not isinstance(exc, USER_ERRORS):
+        hint = "" if want_traceback(args) else f"; run again with --traceback ({TRACEBACK_ENV}=1) to see where"
+        text = f"unexpected {type(exc).__name__}: {text}{hint}"
+    print(f"error: {text}", file=file, flush=True)
+    return EXIT_ERROR
+
+
+def fail(message: str, file: Any = None) -> int:
+    """An argument problem found by the command itself: one ``error:`` line, exit code 2."""
+    print(f"error: {message}", file=file or sys.stderr, flush=True)
+    return EXIT_ERROR
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
+@contextlib.contextmanager
+def plain_warnings() -> Iterator[None]:
+    """While a command runs, print warnings as ``warning: <message>``, without the source line Python adds."""
+    previous = warnings.formatwarning
+    warnings.formatwarning = _format_warning
+    try:
+        yield
+    finally:
+        warnings.formatwarning = previous
+
+
+def run_command(body: Callable[[], int], args: Any = None) -> int:
+    """Run a command's ``body``; user errors become one ``error:`` line and exit code 2, Ctrl-C exit 130."""
+    with plain_warnings():
+        try:
+            return body()
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr, flush=True)
+            return EXIT_INTERRUPTED
+        except Exception as exc:  # noqa: BLE001 - the one place a command turns exceptions into messages
+            return report_error(exc, args)
+
+
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_INTERRUPTED",
+    "TRACEBACK_ENV",
+    "USER_ERRORS",
+    "add_traceback_option",
+    "error_message",
+    "fail",
+    "plain_warnings",
+    "report_error",
+    "run_command",
+    "want_traceback",
+]

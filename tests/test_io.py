@@ -1,0 +1,134 @@
+"""ls.utils.io: atomic writes get the mode open() would give, and a failed write names the path and the reason
+(no space left, read-only) whatever layer hit it; file kinds and torch.load messages for checkpoints."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from ls.utils import io
+
+
+@contextlib.contextmanager
+def _umask(mask: int):
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.parametrize("mask, expected", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_writes_respect_the_umask(tmp_path, mask, expected):
+    from ls.engine.checkpoint import save_checkpoint
+
+    with _umask(mask):
+        io.atomic_write_text(tmp_path / "a.txt", "x")
+        io.atomic_write_bytes(tmp_path / "b.bin", b"x")
+        io.atomic_torch_save({"w": torch.zeros(2)}, tmp_path / "c.pt")
+        save_checkpoint({"format": 2, "version": "0", "variant": "ast", "config": {}, "model": {},
+                         "metadata_encoder": None, "metadata_spec": None, "class_names": [], "thresholds": []},
+                        tmp_path / "best.pt")
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")  # what open() gives, for comparison
+    assert _mode(plain) == expected
+    for name in ("a.txt", "b.bin", "c.pt", "best.pt"):
+        assert _mode(tmp_path / name) == expected, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.bin", "best.pt", "c.pt", "plain.txt"]
+
+
+def _dev_full_mkstemp(monkeypatch, tmp_path):
+    """Temp files opened on /dev/full: every write fails with the kernel's ENOSPC, as on a full disk."""
+    if not Path("/dev/full").exists():
+        pytest.skip("needs /dev/full")
+    real = io.tempfile.mkstemp
+
+    def mkstemp(prefix="", suffix="", dir=None):
+        if prefix.startswith((".best.pt", ".last.pt", ".c.pt")):
+            return os.open("/dev/full", os.O_WRONLY), str(tmp_path / f"{prefix}fake{suffix}")
+        return real(prefix=prefix, suffix=suffix, dir=dir)
+
+    monkeypatch.setattr(io.tempfile, "mkstemp", mkstemp)
+
+
+def test_a_full_disk_under_torch_save_is_named_as_such(tmp_path, monkeypatch):
+    """torch.save on a full disk raises 'enforce fail at inline_container.cc'; ls says what happened."""
+    _dev_full_mkstemp(monkeypatch, tmp_path)
+    with pytest.raises(io.WriteError) as info:
+        io.atomic_torch_save({"w": torch.zeros(100_000)}, tmp_path / "c.pt")
+    msg = str(info.value)
+    assert msg == f"cannot write {tmp_path / 'c.pt'}: no space left on device"
+    assert "inline_container" not in msg and not (tmp_path / "c.pt").exists()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 256 kB tmpfs (root only): writes beyond it fail with a real ENOSPC."""
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    if os.geteuid() != 0 or subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], capture_output=True, check=False
+    ).returncode != 0:
+        pytest.skip("needs root and permission to mount a tmpfs")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+def test_a_read_only_folder_is_named_as_such(readonly_dir):
+    with pytest.raises(io.WriteError, match=r"cannot write .*ro/sub/x.txt: (read-only file system|permission denied)"):
+        io.atomic_write_text(readonly_dir / "sub" / "x.txt", "x")
+    with pytest.raises(io.WriteError, match=r"cannot write .*ro/x.pt: (read-only file system|permission denied)"):
+        io.atomic_torch_save({"w": torch.zeros(2)}, readonly_dir / "x.pt")
+
+
+def test_a_really_full_disk_is_named_and_leaves_no_temp_file(tiny_disk):
+    with pytest.raises(io.WriteError, match=r"cannot write .*best.pt: no space left on device"):
+        io.atomic_torch_save({"w": torch.zeros(1_000_000)}, tiny_disk / "best.pt")
+    assert list(tiny_disk.iterdir()) == []
+
+
+def test_errors_raised_by_the_writer_itself_pass_through(tmp_path):
+    with pytest.raises(ZeroDivisionError), io.atomic_open(tmp_path / "x.txt", "w") as fh:
+        fh.write("a")
+        _ = 1 / 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_file_kinds(tmp_path):
+    torch.save({"a": torch.zeros(1)}, tmp_path / "z.pt")
+    (tmp_path / "t.pt").write_text("epoch 1 loss 0.5\n")
+    (tmp_path / "e.pt").write_bytes(b"")
+    (tmp_path / "b.pt").write_bytes(bytes(range(256)) * 4)
+    from safetensors.torch import save_file
+
+    save_file({"a": torch.zeros(1)}, str(tmp_path / "s.safetensors"))
+    kinds = {p.name: io.file_kind(p) for p in tmp_path.iterdir()}
+    assert kinds == {"z.pt": "torch-zip", "t.pt": "text", "e.pt": "empty", "b.pt": "unknown",
+                     "s.safetensors": "safetensors"}
+    assert io.file_kind(tmp_path) == "directory"
+
+
+def test_torch_load_messages_never_pass_on_the_weights_only_false_advice(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    torch.save({"a": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(Exception) as info:
+        torch.load(tmp_path / "evil.pt", weights_only=True)
+    assert "weights_only` set to `False`" in str(info.value)  # what torch says ...
+    msg = io.torch_load_problem(info.value)
+    assert "weights_only" not in msg and "False" not in msg  # ... and what ls says
+    assert "arbitrary code" in msg and "system" in msg

@@ -1,0 +1,414 @@
+"""ls.study: the study file, the plan (finished / resume / new), orchestration, the report at the end, and -
+on real tiny training - resuming in the same MLflow runs and results that do not depend on how many runs went
+at once. The report's two done-when checks run on predictions of really trained models
+(tests/fixtures/study_report, made by tests/study_data.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from study_data import FIXTURES, write_conditional_icbhi
+
+import ls.study as study_mod
+from ls.config import ConfigError, dump_yaml
+from ls.report.build import Settings, build_report
+from ls.report.runs import load_runs
+from ls.study import RunResult, StudyError, load_study, plan_runs, run_study
+
+TINY = {
+    "dataset": {"data_folder": "DATA", "n_cls": 2, "multi_label": False, "batch_size": 16, "w": 32,
+                "val_fraction": 0.25, "cache_workers": 0},
+    "audio": {"sample_rate": 4000, "desired_length": 1.0, "n_mels": 16, "high_freq": 2000.0, "frame_shift": 31.25,
+              "mel_norm": "dataset"},
+    "models": {"ast": {"model_size": "tiny224", "fstride": 16, "tstride": 16},
+               "ast_film_soft": {"model_size": "tiny224", "fstride": 16, "tstride": 16}},
+    "training": {"epochs": 2, "device": "cpu", "monitor_test": False, "scheduler": {"type": "none"}},
+}  # fmt: skip
+
+
+def write_study(path: Path, study: dict, **sections) -> Path:
+    data = {"study": study, **{k: v for k, v in TINY.items() if k not in sections}, **sections}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+# =================================================================================================
+# The study file
+# =================================================================================================
+@pytest.mark.parametrize(("study", "sections", "error", "message"), [
+    (None, {}, StudyError, "no 'study:' section"),
+    ({"variants": ["ast", "ast_film_soft"], "seedz": [1]}, {}, ConfigError, "'seedz' in .*s.yaml \\(study section\\)"),
+    ({"variants": ["ast_film_soft"], "baseline": "ast"}, {}, StudyError, "study.baseline 'ast' is not among"),
+    ({"variants": ["ast", "ast_film"]}, {}, ConfigError, "no 'models.ast_film' block.*study.variants lists 'ast_film'"),
+    ({"variants": ["ast", "ast_film_soft"], "selections": ["loose"]}, {}, ConfigError, "selections must be"),
+    ({"variants": ["ast", "ast_film_soft"], "seeds": [1, 1]}, {}, ConfigError, "seeds lists 1 more than once"),
+    ({"variants": ["ast", "softfilm", "ast_film_soft"]}, {}, StudyError, "names a variant twice"),
+    ({"variants": ["ast"], "config": "missing.yaml"}, {}, StudyError, "study.config 'missing.yaml' not found"),
+    ({"variants": ["ast"]}, {"training": {"epochz": 3}}, ConfigError, "'training.epochz' in .*s.yaml"),
+])  # fmt: skip
+def test_study_file_problems_name_the_file_and_the_key(tmp_path, study, sections, error, message):
+    path = tmp_path / "s.yaml"
+    if study is None:
+        path.write_text(yaml.safe_dump(TINY))
+    else:
+        write_study(path, study, **sections)
+    with pytest.raises(error, match=message):
+        load_study(path)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).parents[1] / "configs").glob("*study*.yaml")))
+def test_shipped_study_files_load(name):
+    study = load_study(Path(__file__).parents[1] / "configs" / name)
+    assert study.settings.baseline in study.settings.variants and len(study.identities()) >= 2
+
+
+def test_cli_error_is_one_line_and_exit_code_2(tmp_path, capsys):
+    path = write_study(tmp_path / "s.yaml", {"variants": ["ast_film_soft"], "baseline": "ast"})
+    assert study_mod.main([str(path), "--no-tracking"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "s.yaml" in err[0]
+    assert study_mod.main([str(tmp_path / "none.yaml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+
+
+def test_sections_lie_over_the_base_config_and_runs_have_fixed_folders(tmp_path):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(TINY))
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({
+        "study": {"config": "base.yaml", "variants": ["ast", "softfilm"], "seeds": [3, 4],
+                  "selections": ["strict", "paper"], "out": str(tmp_path / "out")},
+        "training": {"epochs": 5, "optimizer": {"lr": 1e-3}},
+        "models": {"ast": {"dropout": 0.2}},
+    }))  # fmt: skip
+    study = load_study(path, ["training.epochs=7"], seeds=[3, 4, 5])
+    cfg = study.base
+    assert cfg.training.epochs == 7 and cfg.training.optimizer.lr == 1e-3  # --set > study file > base
+    assert cfg.model("ast").dropout == 0.2 and cfg.model("ast").model_size == "tiny224"  # merged key by key
+    assert cfg.dataset.n_cls == 2 and study.settings.variants == ["ast", "ast_film_soft"]  # alias resolved
+    assert study.name == "s" and study.out == tmp_path / "out"
+    assert len(study.identities()) == 12 and study.identities()[:2] == [("ast", 3, "strict"),
+                                                                        ("ast_film_soft", 3, "strict")]
+    run_cfg = study.run_config("ast_film_soft", 5, "paper")
+    assert (run_cfg.seed, run_cfg.training.selection) == (5, "paper") and cfg.seed != 5  # the base is untouched
+    assert study.run_dir("ast_film_soft", 5, "paper") == tmp_path / "out" / "runs" / "paper" / "ast_film_soft" / "seed5"
+
+
+def _fake_finished(study, variant, seed, selection, cfg=None):
+    run_dir = study.run_dir(variant, seed, selection)
+    run_dir.mkdir(parents=True)
+    dump_yaml(cfg or study.run_config(variant, seed, selection), run_dir / "config.yaml")
+    (run_dir / "run.json").write_text("{}")
+    return run_dir
+
+
+def test_plan_skips_finished_runs_and_refuses_runs_of_another_config(tmp_path):
+    path = write_study(tmp_path / "s.yaml", {"variants": ["ast", "ast_film_soft"], "seeds": [0, 1],
+                                             "out": str(tmp_path / "out")})
+    study = load_study(path)
+    _fake_finished(study, "ast", 0, "strict")
+    plan = plan_runs(study)
+    assert [(r.key, r.state) for r in plan] == [("strict/ast/seed0", "finished"), ("strict/ast_film_soft/seed0", "new"),
+                                                ("strict/ast/seed1", "new"), ("strict/ast_film_soft/seed1", "new")]
+    # where the work happens does not make another run; what is trained does
+    assert plan_runs(load_study(path, ["dataset.num_workers=2", "training.device=auto"]))[0].state == "finished"
+    # a run stored by an ls version without some option (here: a key removed from its config.yaml) still counts
+    stored = yaml.safe_load((study.run_dir("ast", 0, "strict") / "config.yaml").read_text())
+    del stored["training"]["grad_clip"]
+    (study.run_dir("ast", 0, "strict") / "config.yaml").write_text(yaml.safe_dump(stored))
+    assert plan_runs(study)[0].state == "finished"
+    with pytest.raises(StudyError, match=r"seed0: this finished run was trained with another config .*"
+                                         r"training.epochs: stored 2 vs study 3"):
+        plan_runs(load_study(path, ["training.epochs=3"]))
+
+
+def test_a_missing_data_folder_stops_the_study_before_any_run(tmp_path, capsys):
+    path = write_study(tmp_path / "s.yaml", {"variants": ["ast"], "out": str(tmp_path / "out")},
+                       dataset={**TINY["dataset"], "data_folder": str(tmp_path / "data_400rec_seed0")})
+    assert study_mod.main([str(path), "--no-tracking"]) == 2
+    err = capsys.readouterr().err
+    assert "data_400rec_seed0 (from" in err and "python -m ls.data.synthetic" in err and "--recordings 400" in err
+    assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_train_run_resumes_only_in_the_folder_of_its_checkpoint(tmp_path):
+    from ls.train import train_run
+
+    study = load_study(write_study(tmp_path / "s.yaml", {"variants": ["ast"]}))
+    with pytest.raises(ValueError, match="is not the folder of the checkpoint to resume"):
+        train_run(study.base, "ast", resume=tmp_path / "a" / "last.pt", run_dir=tmp_path / "b")
+
+
+def test_jobs_on_cuda_are_one_process_per_visible_gpu(tmp_path, monkeypatch):
+    """The GPU assignment, without a GPU: the visible devices, jobs by default, too many jobs, and each
+    worker's CUDA_VISIBLE_DEVICES."""
+    import queue
+
+    study = load_study(write_study(tmp_path / "s.yaml", {"variants": ["ast"]}))
+    assert study_mod.resolve_jobs(study) == (1, [])  # training.device: cpu
+    monkeypatch.setattr(study_mod, "_uses_cuda", lambda cfg: True)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert study_mod._visible_gpus() == ["3", "5"]
+    assert study_mod.resolve_jobs(study) == (2, ["3", "5"])  # every visible GPU by default
+    study.settings.jobs = 1
+    assert study_mod.resolve_jobs(study) == (1, [])  # one run at a time: in this process
+    study.settings.jobs = 3
+    with pytest.raises(StudyError, match="jobs 3 but 2 GPU"):
+        study_mod.resolve_jobs(study)
+    ids = queue.Queue()
+    ids.put("5")
+    study_mod._take_gpu(ids)  # the variable is restored by monkeypatch, which set it first
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "5"
+
+
+def test_one_process_per_study_folder(tmp_path):
+    with study_mod.study_lock(tmp_path), pytest.raises(StudyError, match="another process is working"), \
+            study_mod.study_lock(tmp_path):
+        pass
+    with study_mod.study_lock(tmp_path):  # released
+        pass
+
+
+# =================================================================================================
+# Orchestration (runs replaced by copies of trained runs: no training here)
+# =================================================================================================
+def _recording_tracker():
+    from ls.engine.tracking import Tracker, TrackingSettings
+
+    class Recording(Tracker):
+        def __init__(self):
+            super().__init__(TrackingSettings("sqlite:///unused.db", "exp"))
+            self.experiment_id, self.calls = "7", []
+
+        def start_run(self, run_name=None, *, run_id=None, tags=None):
+            self.run_id = run_id or "parent-1"
+            self.calls.append(("start", run_name, run_id, dict(tags or {})))
+            return self.run_id
+
+        def end_run(self, status="FINISHED"):
+            self.calls.append(("end", status))
+
+        def log_params(self, params):
+            self.calls.append(("params", dict(params)))
+
+        def log_metrics(self, metrics, step=None, **_):
+            self.calls.append(("metrics", dict(metrics)))
+
+        def log_artifact(self, path, artifact_path=None):
+            self.calls.append(("artifact", Path(path).name, artifact_path))
+
+    return Recording()
+
+
+def _fixture_study(tmp_path, rule="device", **kw):
+    """The fixture study, with the data folder its runs were trained on (so their configs match)."""
+    first = next((FIXTURES / f"metadata_{rule}").rglob("config.yaml"))
+    data = yaml.safe_load(first.read_text())["dataset"]["data_folder"]
+    return load_study(FIXTURES / "study.yaml", [f"dataset.data_folder={data}"], out=tmp_path / "study", **kw)
+
+
+def test_study_orchestration_state_report_and_parent_run(tmp_path, monkeypatch):
+    study = _fixture_study(tmp_path)
+    jobs = []
+
+    def fake_execute(job):  # the trained run of the fixtures, except one that fails
+        if job.run.key == "strict/ast_film_soft/seed2":
+            jobs.append(job)
+            return RunResult(job.run.key, False, 0.5, error="RuntimeError: out of memory")
+        return _copy_run(study, job, jobs)
+
+    monkeypatch.setattr(study_mod, "execute_run", fake_execute)
+    monkeypatch.setattr(study_mod, "check_data", lambda s: None)
+    tracker = _recording_tracker()
+    said = []
+    outcome = run_study(study, tracker=tracker, say=said.append)
+
+    assert len(jobs) == 6 and [r.key for r in outcome.failed] == ["strict/ast_film_soft/seed2"]
+    # every run is a child of the parent run, tagged with the study and its identity
+    assert {j.tracking["parent_run_id"] for j in jobs} == {"parent-1"} and jobs[0].threads == 1
+    assert jobs[1].tracking["tags"] == {"study": "report_fixture", "study_run": "strict/ast_film_soft/seed0"}
+    assert not any(j.log_to_file for j in jobs)  # one at a time: output to the console
+    # the report of the 5 finished runs, in the study folder and on the parent run
+    section = outcome.report.sections[0]
+    assert len(section.runs) == 5 and (study.report_dir / "report.md").is_file()
+    assert "ast_film_soft only" not in (study.report_dir / "report.md").read_text()
+    assert "ast only: seed 2" in (study.report_dir / "report.md").read_text()  # the unpaired seed is named
+    artifacts = {c[1] for c in tracker.calls if c[0] == "artifact" and c[2] == "report"}
+    assert {"report.md", "report.tex", "summary.csv", "comparison.csv", "runs.csv", "scores.png"} <= artifacts
+    metrics = next(c[1] for c in tracker.calls if c[0] == "metrics")
+    assert metrics["strict/ast_film_soft-ast/icbhi_score_diff"] == pytest.approx(section.comparison["mean_diff"][0])
+    assert tracker.calls[-1] == ("end", "FAILED")  # a run failed: the parent says so
+    state = json.loads((study.out / "study.json").read_text())
+    assert state["runs"]["strict/ast_film_soft/seed2"]["state"] == "failed"
+    assert "out of memory" in state["runs"]["strict/ast_film_soft/seed2"]["error"]
+    assert state["mlflow"]["parent_run_id"] == "parent-1" and state["sessions"][-1]["status"] == "FAILED"
+    assert any("failed" not in s and "ICBHI Score" in s for s in said)
+
+    # again: the five finished runs are skipped, the failed one runs, the parent run is reopened
+    jobs.clear()
+    monkeypatch.setattr(study_mod, "execute_run", lambda job: _copy_run(study, job, jobs))
+    tracker = _recording_tracker()
+    outcome = run_study(study, tracker=tracker, say=said.append)
+    assert [j.run.key for j in jobs] == ["strict/ast_film_soft/seed2"] and not outcome.failed
+    assert tracker.calls[0] == ("start", None, "parent-1", {}) and tracker.calls[-1] == ("end", "FINISHED")
+    assert len(outcome.report.sections[0].runs) == 6
+
+
+def _copy_run(study, job, jobs):
+    """Stands in for training: copies the fixture run of the same identity into the run folder, with the
+    config this ls would store (the fixtures' own config.yaml is that of the ls that trained them)."""
+    jobs.append(job)
+    src = FIXTURES / "metadata_device" / job.run.run_dir.relative_to(study.runs_dir)
+    shutil.copytree(src, job.run.run_dir, dirs_exist_ok=True)
+    dump_yaml(job.cfg, job.run.run_dir / "config.yaml")
+    return RunResult(job.run.key, True, 1.0, "child-x", json.loads((src / "run.json").read_text())["test"])
+
+
+def test_cli_exit_code_says_a_run_failed(tmp_path, monkeypatch, capsys):
+    study = _fixture_study(tmp_path, seeds=[0])
+    monkeypatch.setattr(study_mod, "check_data", lambda s: None)
+    monkeypatch.setattr(study_mod, "execute_run", lambda job: RunResult(job.run.key, False, 0.1, error="boom"))
+    data = str(study.base.dataset.data_folder)
+    argv = [str(FIXTURES / "study.yaml"), "--set", f"dataset.data_folder={data}", "--seeds", "0", "--out",
+            str(study.out), "--no-tracking"]
+    assert study_mod.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "run strict/ast/seed0 failed: boom" in err and "again to retry" in err
+    assert study_mod.main([*argv, "--dry-run"]) == 0
+    assert "to start 2" in capsys.readouterr().out
+
+
+# =================================================================================================
+# The report on really trained models (the done-when checks of the report)
+# =================================================================================================
+def _fixture_report(rule: str):
+    runs, _ = load_runs(FIXTURES / f"metadata_{rule}")
+    return build_report(runs, Settings(baseline="ast", metrics=("icbhi_score",), n_boot=2000, seed=0))
+
+
+def test_report_shows_softfilm_ahead_when_the_device_decides_the_class():
+    """The same mid tone is abnormal on the Meditron and normal on the LittC2SE: only a model that sees the
+    device can be right on both; SoftFiLM is ahead on every seed, with an interval well above zero."""
+    section = _fixture_report("device").sections[0]
+    row = section.comparison.set_index("variant").loc["ast_film_soft"]
+    assert row["n_pairs"] == 3 and all(d > 0.1 for d in row["diffs"])
+    assert 0.0 < row["ci_low"] <= row["mean_diff"] <= row["ci_high"]
+    assert row["t_p"] < 0.05  # the seeds agree too: no note that they move the difference more than patients
+    assert not any("vary more" in n for n in section.notes)
+    summary = section.summary.set_index(["variant", "metric"])["mean"]
+    assert summary[("ast_film_soft", "icbhi_score")] > summary[("ast", "icbhi_score")] + 0.1
+    # per device: the baseline's one threshold for mid tones is wrong on one of the two devices
+    assert {v for v, _ in section.factor_metrics("device")} == {"Meditron", "LittC2SE"}
+
+
+def test_interval_includes_zero_when_the_metadata_carries_no_signal():
+    """The class depends on the tone and a coin, not on the device: both models learn the tones, and the
+    interval of their difference includes zero."""
+    section = _fixture_report("none").sections[0]
+    row = section.comparison.set_index("variant").loc["ast_film_soft"]
+    assert row["n_pairs"] == 3
+    assert row["ci_low"] <= 0.0 <= row["ci_high"]
+    summary = section.summary.set_index(["variant", "metric"])["mean"]
+    assert summary[("ast", "icbhi_score")] > 0.65 and summary[("ast_film_soft", "icbhi_score")] > 0.65
+
+
+def test_report_fixtures_were_trained_as_their_study_file_says():
+    """Every value the fixture study file sets is in each fixture run's stored config (the data folder was a
+    temporary one; the rest are the defaults of the ls that trained them), and the identities are the plan's,
+    so the numbers above come from the documented settings."""
+    from ls.config import flatten
+
+    spec = yaml.safe_load((FIXTURES / "study.yaml").read_text())
+    plan = spec.pop("study")
+    wanted = {k: v for k, v in flatten(spec).items() if k != "dataset.data_folder"}
+    for rule in ("device", "none"):
+        runs = sorted((FIXTURES / f"metadata_{rule}").rglob("run.json"))
+        metas = [json.loads(r.read_text()) for r in runs]
+        assert sorted((m["variant"], m["seed"], m["selection"]) for m in metas) == sorted(
+            (v, s, sel) for v in plan["variants"] for s in plan["seeds"] for sel in plan["selections"])
+        for run_json in runs:
+            stored = flatten(yaml.safe_load((run_json.parent / "config.yaml").read_text()))
+            assert {k: stored.get(k) for k in wanted} == wanted, run_json
+            preds = pd.read_csv(run_json.parent / "test_predictions.csv")
+            assert {"patient", "device", "site", "true", "pred"} <= set(preds.columns)
+
+
+# =================================================================================================
+# Real training: interrupted, resumed in the same MLflow runs, reported; parallel = sequential
+# =================================================================================================
+@pytest.mark.slow
+def test_study_resumes_in_the_same_mlflow_runs_and_parallel_runs_give_the_same_numbers(tmp_path, monkeypatch,
+                                                                                     mlflow_db):
+    from mlflow.tracking import MlflowClient
+
+    from ls.engine.checkpoint import read_checkpoint
+    from ls.engine.tracking import Tracker, TrackingSettings
+    from ls.engine.trainer import Trainer
+    from ls.report.render import comparison_frame, summary_frame
+    from ls.report.runs import load_mlflow_runs
+
+    data = write_conditional_icbhi(tmp_path / "data", "device", patients=10, cycles=4)
+    path = write_study(tmp_path / "s.yaml", {"name": "tiny", "variants": ["ast", "ast_film_soft"], "seeds": [0],
+                                             "out": str(tmp_path / "seq"), "report": {"bootstrap": 200}},
+                       dataset={**TINY["dataset"], "data_folder": str(data)})
+    uri = f"sqlite:///{mlflow_db}"
+    client = MlflowClient(tracking_uri=uri)
+    client.create_experiment("studies", artifact_location=(tmp_path / "artifacts").as_uri())
+
+    def tracker():
+        t = Tracker(TrackingSettings(uri, "studies"), buffer_dir=tmp_path / "seq")
+        t.check_connection()
+        return t
+
+    # session 1: interrupted (Ctrl-C) after the first epoch of the second run
+    interrupted = load_study(path).run_dir("ast_film_soft", 0, "strict")
+    original = Trainer._write_checkpoints
+
+    def stop_after_first_epoch(self, epoch, improved):
+        original(self, epoch, improved)
+        if self.run_dir == interrupted and epoch == 0:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_write_checkpoints", stop_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(load_study(path), tracker=tracker(), say=lambda s: None)
+    monkeypatch.undo()
+    state = json.loads((tmp_path / "seq" / "study.json").read_text())
+    parent = state["mlflow"]["parent_run_id"]
+    assert state["sessions"][-1]["status"] == "KILLED" and client.get_run(parent).info.status == "KILLED"
+    assert not (interrupted / "run.json").exists()
+    last = read_checkpoint(interrupted / "last.pt")
+    child = last["mlflow_run_id"]
+    assert child and last["epoch"] == 1 and client.get_run(child).info.status == "FAILED"
+
+    # session 2: the finished run is skipped, the interrupted one continues in its MLflow run
+    study = load_study(path)
+    assert [r.state for r in plan_runs(study)] == ["finished", "resume"]
+    outcome = run_study(study, tracker=tracker(), say=lambda s: None)
+    assert not outcome.failed and outcome.parent_run_id == parent
+    assert json.loads((interrupted / "run.json").read_text())["run_id"] == child
+    children = client.search_runs([client.get_experiment_by_name("studies").experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
+    assert len(children) == 2 and {c.data.tags["study"] for c in children} == {"tiny"}
+    assert {c.info.status for c in children} == {"FINISHED"} and client.get_run(parent).info.status == "FINISHED"
+    assert "report/report.md" in {a.path for a in client.list_artifacts(parent, "report")}
+    # the report reads the same runs from the study folder and from MLflow (what ls.train really logs)
+    from_mlflow, _ = load_mlflow_runs(uri, "studies", parent)
+    settings = Settings(n_boot=200)
+    folder_report = build_report(load_runs(study.runs_dir)[0], settings)
+    mlflow_report = build_report(from_mlflow, settings)
+    pd.testing.assert_frame_equal(summary_frame(folder_report), summary_frame(mlflow_report))
+    pd.testing.assert_frame_equal(comparison_frame(folder_report), comparison_frame(mlflow_report))
+
+    # session 3: both runs again, two at once in worker processes: the same numbers, also for the resumed run
+    parallel = run_study(load_study(path, jobs=2, out=tmp_path / "par"), say=lambda s: None)
+    assert not parallel.failed
+    for variant in ("ast", "ast_film_soft"):
+        rel = Path("runs/strict") / variant / "seed0" / "test_predictions.csv"
+        assert (tmp_path / "par" / rel).read_bytes() == (tmp_path / "seq" / rel).read_bytes(), variant
+        assert (tmp_path / "par" / rel.parent / "train.log").is_file()
