@@ -3,13 +3,15 @@
 Measures, in one process and on the same input:
 
 - ls variants built by ``ls.models.build_model`` (baseline ``ast``; ``ast_film_soft`` with every layer
-  conditioned; optionally the others), fp32;
+  conditioned, or with ``--layers paper`` its own layers; optionally the others), fp32;
 - ``transformers.ASTForAudioClassification`` of the same width/depth/input, ``attn_implementation="sdpa"``;
 - an fp32 matmul peak (square ``torch.mm``) on the same device, as the roofline for the achieved GFLOP/s.
 
 Reported per model: median step time, samples/s, ratio of HF's step time to ours (> 1 = ls faster), FLOPs
-per step (counted by ``torch.utils.flop_counter.FlopCounterMode`` on one step) and the achieved fraction of
-the matmul peak. Usage::
+per step (``FlopCounterMode`` on one step, plus the CPU attention kernel it cannot see), the achieved fraction
+of the matmul peak, and the number of (non-view) aten kernels its forward and backward dispatch: on a GPU
+each is about one launch, so the difference between two models there is their launch overhead, a cost a CPU
+can count but not time. The attention kernel SDPA chose is printed once per config. Usage::
 
     python benchmarks/train_step.py                      # default configs on CPU
     python benchmarks/train_step.py --configs tiny --steps 3 --variants ast ast_film_soft ast_tafilm
@@ -22,18 +24,23 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/lsbench.py
+
+from lsbench import attention_backends, flops_per_call, kernels_per_call, matmul_peak_tflops
 
 from ls.data.icbhi import full_metadata_spec
 from ls.models import build_model, get_variant
-from ls.models.backbone import AST_SIZES, patch_grid
+from ls.models.backbone import AST_SIZES
 
 
 @dataclass(frozen=True)
@@ -52,19 +59,6 @@ CONFIGS = {
 }
 HF_LABEL = "hf ASTForAudioClassification"
 META_SPEC = full_metadata_spec()
-
-
-def matmul_peak_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
-    """Best fp32 ``torch.mm`` throughput of ``n x n`` matrices (GFLOP/s)."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    best = float("inf")
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        _sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e9
 
 
 def _sync(device: torch.device) -> None:
@@ -92,17 +86,19 @@ def make_optimizer(model: nn.Module, fused: bool) -> torch.optim.Optimizer:
 
 
 def ls_step_fn(
-    variant: str, cfg: BenchConfig, device: torch.device, fused: bool = False
-) -> tuple[nn.Module, Callable[[dict], None]]:
+    variant: str, cfg: BenchConfig, device: torch.device, fused: bool = False, layers: str = "all"
+) -> tuple[nn.Module, Callable[..., None]]:
     depth = AST_SIZES[cfg.model_size].depth
     options = get_variant(variant).options
-    extra = {"conditioned_layers": list(range(depth))} if hasattr(options(), "conditioned_layers") else {}
+    # all: the worst case, every block modulated; paper: the variant's own conditioned layers (e.g. 10-11)
+    all_layers = layers == "all" and hasattr(options(), "conditioned_layers")
+    extra = {"conditioned_layers": list(range(depth))} if all_layers else {}
     mcfg = options(variant=variant, label_dim=2, model_size=cfg.model_size, input_fdim=cfg.mel,
-                   input_tdim=cfg.frames, **extra)  # worst case: every block modulated
+                   input_tdim=cfg.frames, **extra)
     model = build_model(mcfg, META_SPEC).to(device).train()
     opt = make_optimizer(model, fused)
 
-    def step(batch: dict) -> None:
+    def step(batch: dict, optimise: bool = True) -> None:
         meta = {k: batch[k] for k in ("device", "site", "cont")}
         logits = model(batch["spec"], meta)
         loss = F.cross_entropy(logits, batch["label"])
@@ -111,7 +107,8 @@ def ls_step_fn(
             loss = loss + sum(aux.values())
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        if optimise:
+            opt.step()
 
     return model, step
 
@@ -135,11 +132,12 @@ def hf_step_fn(
     model = ASTForAudioClassification._from_config(hf_cfg, attn_implementation="sdpa").to(device).train()
     opt = make_optimizer(model, fused)
 
-    def step(batch: dict) -> None:
+    def step(batch: dict, optimise: bool = True) -> None:
         loss = F.cross_entropy(model(batch["spec"]).logits, batch["label"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        if optimise:
+            opt.step()
 
     return model, step
 
@@ -165,24 +163,6 @@ def time_interleaved(
     return {label: statistics.median(t) for label, t in times.items()}
 
 
-def count_flops(step: Callable[[dict], None], batch: dict, cfg: BenchConfig) -> int:
-    """FLOPs of one training step: FlopCounterMode, plus attention counted by hand where it cannot see it.
-
-    FlopCounterMode has no formula for the CPU flash-attention kernel behind SDPA, so on CPU the two
-    attention matmuls (Q K^T and P V: ``4 N^2 D`` per sample and layer forward, twice that backward) are
-    added analytically (model FLOPs: the backward's recomputation is not counted).
-    """
-    with FlopCounterMode(display=False) as counter:
-        step(batch)
-    total = counter.get_total_flops()
-    ops = counter.get_flop_counts().get("Global", {})
-    if not any("scaled_dot_product" in str(op) for op in ops):
-        arch = AST_SIZES[cfg.model_size]
-        tokens = 2 + patch_grid(cfg.mel, cfg.frames, 10, 10)[0] * patch_grid(cfg.mel, cfg.frames, 10, 10)[1]
-        total += 3 * 4 * cfg.batch * arch.depth * tokens**2 * arch.embed_dim
-    return total
-
-
 def print_profile(step: Callable[[dict], None], batch: dict, device: torch.device, label: str) -> None:
     """Top operators of one step by self time (where a step spends what is not matmul)."""
     from torch.profiler import ProfilerActivity, profile
@@ -200,6 +180,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", nargs="+", default=["tiny", "base"], choices=sorted(CONFIGS))
     parser.add_argument("--variants", nargs="+", default=["ast", "ast_film_soft"])
+    parser.add_argument("--layers", choices=("all", "paper"), default="all",
+                        help="conditioned blocks: all (worst case) or the variant's own (SoftFiLM: 10-11)")
     parser.add_argument("--no-hf", action="store_true", help="skip the Hugging Face reference")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=7, help="timed rounds (median)")
@@ -215,12 +197,12 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    peak = matmul_peak_gflops(device)
+    peak = 1000 * matmul_peak_tflops(device)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads, fp32")
-    print(f"fp32 matmul peak (2048^3 torch.mm, best of 10): {peak:.1f} GFLOP/s\n")
+    print(f"fp32 matmul peak (2048^3 torch.mm on CPU, 8192^3 on CUDA, best of 10): {peak:.1f} GFLOP/s\n")
     header = (
         f"{'config':22} {'model':24} {'step s':>8} {'samples/s':>10} {'HF/ls':>6} {'GFLOP/step':>11} "
-        f"{'GFLOP/s':>8} {'%peak':>6}"
+        f"{'GFLOP/s':>8} {'%peak':>6} {'kernels':>8}"
     )
     print(header)
     print("-" * len(header))
@@ -233,16 +215,20 @@ def main() -> None:
             if label == HF_LABEL:
                 steps[label] = hf_step_fn(cfg, device, args.fused_adamw)[1]
             else:
-                steps[label] = ls_step_fn(label[3:], cfg, device, args.fused_adamw)[1]
+                steps[label] = ls_step_fn(label[3:], cfg, device, args.fused_adamw, args.layers)[1]
+        first_ls = next(step for label, step in steps.items() if label != HF_LABEL)
+        print(f"{cfg.name}: attention kernel {', '.join(attention_backends(lambda: first_ls(batch)))}")  # noqa: B023
         seconds = time_interleaved(steps, batch, device, args.warmup, args.steps)
         hf_time = seconds.get(HF_LABEL, float("nan"))
         for label, step in steps.items():
-            flops = count_flops(step, batch, cfg)
+            flops = flops_per_call(lambda: step(batch))  # noqa: B023 - called at once
+            # forward + backward only: a CPU AdamW runs per-parameter ops, the CUDA one is fused
+            kernels = kernels_per_call(lambda: step(batch, optimise=False))  # noqa: B023
             sec = seconds[label]
             gflops = flops / sec / 1e9
             print(
                 f"{cfg.name:22} {label[:24]:24} {sec:8.3f} {cfg.batch / sec:10.2f} {hf_time / sec:6.2f} "
-                f"{flops / 1e9:11.1f} {gflops:8.1f} {100 * gflops / peak:5.1f}%",
+                f"{flops / 1e9:11.1f} {gflops:8.1f} {100 * gflops / peak:5.1f}% {kernels:8d}",
                 flush=True,
             )
             if args.profile:

@@ -164,6 +164,7 @@ def build_split_loader(ctx: InferenceContext, split: str) -> Any:
     from torch.utils.data import DataLoader
 
     from ls.data import build_datasets
+    from ls.data.dataset import resolve_num_workers
 
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
@@ -174,7 +175,8 @@ def build_split_loader(ctx: InferenceContext, split: str) -> Any:
     if dataset is None or len(dataset) == 0:
         raise ValueError(f"split {split!r} is empty for the data in {ctx.cfg.dataset.data_folder}")
     batch = ctx.cfg.dataset.eval_batch_size or ctx.cfg.dataset.batch_size
-    return DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=ctx.cfg.dataset.num_workers)
+    workers = resolve_num_workers(ctx.cfg.dataset.num_workers, ctx.device.type, evaluation=True)
+    return DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=workers)
 
 
 # -- per-cycle tables ------------------------------------------------------------------------------------------

@@ -1,18 +1,25 @@
-"""benchmarks/epoch.py runs end to end (one capped batch per pass) and states its config with the numbers."""
+"""The benchmarks run end to end on tiny settings and report what they promise: benchmarks/epoch.py (one capped
+batch per pass) states its config with the numbers; benchmarks/data_pipeline.py --augment measures every
+augmentation."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_epoch_benchmark_prints_the_stated_config_and_rates(synthetic_icbhi_dir, capsys):
-    spec = importlib.util.spec_from_file_location("bench_epoch", REPO / "benchmarks" / "epoch.py")
-    epoch = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(epoch)
-    rc = epoch.main(["--data", str(synthetic_icbhi_dir), "--device", "cpu", "--model-size", "tiny224", "--stride", "16",
+    rc = _load("epoch").main(["--data", str(synthetic_icbhi_dir), "--device", "cpu", "--model-size", "tiny224", "--stride", "16",
                      "--set", "dataset.w=64", "--set", "models.ast_film_soft.input_tdim=64",
                      "--set", "dataset.batch_size=4", "--set", "audio.raw_augment=false", "--max-batches", "1"])
     out = capsys.readouterr().out
@@ -21,3 +28,19 @@ def test_epoch_benchmark_prints_the_stated_config_and_rates(synthetic_icbhi_dir,
     assert "device=cpu" in out and "capped at 1 batches per pass" in out
     assert "train: 4 cycles in" in out and "full pass of" in out and "samples/s" in out
     assert "eval:  4 cycles in" in out and "peak RSS:" in out
+    assert "precision=fp32 (training.amp=auto)" in out and "compile=False" in out  # CPU: never autocast
+    assert "attention (SDPA) kernel: flash (CPU)" in out and "model FLOPs per sample" in out
+    assert "matmul peak" in out and "% of the fp32 peak" in out and "% of the bf16 peak" in out
+    assert out.count("loader alone") == 2 and out.count("waited for data") == 3 and "loader-bound: no" in out
+
+
+def test_data_pipeline_augment_reports_every_augmentation_per_core(synthetic_icbhi_dir, tmp_path, capsys):
+    bench = _load("data_pipeline")
+    rc = bench.main(["--augment", "--data", str(synthetic_icbhi_dir), "--cache-dir", str(tmp_path / "cache"),
+                     "--items", "2", "--workers", "1", "--target", "400"])
+    report = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    assert set(report["per_core"]) == set(bench.AUGMENTS)
+    assert all(v["items_per_s"] > 0 for v in report["per_core"].values())
+    assert report["loader"]["1"]["samples_per_s"] > 0
+    assert report["target"]["loader_needs"] == 800

@@ -172,9 +172,10 @@ def test_weighted_and_distributed_samplers(datasets, synthetic_icbhi_dir, cache_
     cfg = _cfg(synthetic_icbhi_dir, cache_dir)
     cfg.dataset.weighted_sampler = True
     loaders = [build_loaders(cfg, datasets, rank=r, world_size=2) for r in range(2)]
-    assert all(isinstance(ld.train.sampler, DistributedWeightedSampler) for ld in loaders)
+    # (wrapped: the wrapper keeps the random streams independent of the number of workers, see test_loaders.py)
+    assert all(isinstance(ld.train.sampler.sampler, DistributedWeightedSampler) for ld in loaders)
     loaders[0].set_epoch(1)
-    assert loaders[0].train.sampler.epoch == 1 and datasets.train.epoch == 1
+    assert loaders[0].train.sampler.sampler.epoch == 1 and datasets.train.epoch == 1
     datasets.train.set_epoch(0)
 
 

@@ -163,7 +163,10 @@ class DatasetConfig:
     weighted_sampler: bool = option(False, "class-weighted sampling with replacement of the training split")
     batch_size: int = option(16, "training batch size (per process under DDP)")
     eval_batch_size: int | None = option(None, "validation/test batch size; null: batch_size")
-    num_workers: int = option(0, "DataLoader worker processes")
+    num_workers: int | Literal["auto"] = option(
+        "auto", "DataLoader worker processes, kept alive for the whole run; auto: on a GPU every CPU of the "
+        "process but one (at most 16; evaluation loaders at most 4), on CPU 0 (the model's threads use the cores)")
+    prefetch_factor: int = option(4, "batches each worker prepares ahead (with num_workers > 0)")
     h: int | None = option(
         None, "mel bins of the model input; null: audio.n_mels (the frequency axis is never resized, so a value "
         "must equal it)")
@@ -200,6 +203,10 @@ class DatasetConfig:
                              "give each part a distinct `tag`")
         check_split_config(self)
         resolve_task(self)  # fills task, n_cls and multi_label
+        if self.num_workers != "auto" and self.num_workers < 0:
+            raise ValueError(f"dataset.num_workers must be >= 0 or 'auto', got {self.num_workers}")
+        if self.prefetch_factor < 1:
+            raise ValueError(f"dataset.prefetch_factor must be >= 1, got {self.prefetch_factor}")
         for name in ("batch_size", "w"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +25,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, WeightedRandomSampler
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    RandomSampler,
+    Sampler,
+    WeightedRandomSampler,
+)
 
 from ls.data import audio as audio_mod
 from ls.data import features as features_mod
@@ -89,21 +97,34 @@ class CycleDataset(Dataset):
         self.table = table
         self.audio_cfg, self.w = audio_cfg, w
         self.augmenter = augmenter if augmenter else None
-        self.seed, self.epoch = int(seed), 0
+        self.seed = int(seed)
+        # The epoch lives in shared memory: DataLoader workers are persistent (started once, each with a copy
+        # of this object), and a plain attribute set in the main process would never reach them.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._features: np.memmap | None = None
         self._waves: np.memmap | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
 
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
     def set_epoch(self, epoch: int) -> None:
-        """Select the augmentation stream of ``epoch`` (call before iterating; workers copy this value)."""
-        self.epoch = int(epoch)
+        """Select the augmentation stream of ``epoch``; call before iterating a loader over this dataset (its
+        workers, started earlier, read the shared value for every item)."""
+        self._epoch.fill_(int(epoch))
 
     def __getstate__(self) -> dict:  # memmaps are re-opened in each worker instead of being pickled
         state = self.__dict__.copy()
         state["_features"] = state["_waves"] = None
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if not self._epoch.is_shared():  # a copy made by plain pickling: share again for its own workers
+            self._epoch = self._epoch.clone().share_memory_()
 
     def _feature(self, i: int) -> torch.Tensor:
         if self._features is None:
@@ -122,7 +143,7 @@ class CycleDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         spec = None
-        gen = item_generator(self.seed, self.epoch, i) if self.augmenter is not None else None
+        gen = item_generator(self.seed, int(self._epoch), i) if self.augmenter is not None else None
         if gen is not None and self.augmenter.has_wave:
             spec = self._augmented_feature(i, gen)
         if spec is None:
@@ -385,6 +406,68 @@ class DistributedWeightedSampler(Sampler[int]):
         return self.per_rank
 
 
+#: Int64 draws before each epoch's sampling: the worker seeds of the two loader iterators the trainer of earlier
+#: versions started per epoch (one more came from its progress bar); kept so their runs' numbers stay the same.
+EPOCH_DRAWS = 2
+
+
+class _TrainSampler(Sampler[int]):
+    """The training order and random streams, the same whatever the number of workers and whether they persist.
+
+    A DataLoader draws its workers' base seed (one int64) from its generator, or from the global RNG when it has
+    none, each time a non-persistent iterator starts, i.e. every epoch, before the sampler runs; persistent
+    workers skip that draw after the first epoch, and multi-process iterators start the sampler as soon as they
+    are created. Orders (and dropout streams) of earlier versions include ``EPOCH_DRAWS`` such draws, so this
+    sampler makes them itself, from ``draw_from`` (None: the global RNG), when its iteration starts; the loader
+    gets a private generator for its worker seeds.
+    """
+
+    def __init__(self, sampler: Sampler, draw_from: torch.Generator | None) -> None:
+        self.sampler, self.draw_from = sampler, draw_from
+
+    @property
+    def generator(self) -> torch.Generator | None:  # the trainer re-seeds it every epoch
+        return getattr(self.sampler, "generator", None)
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        torch.empty(EPOCH_DRAWS, dtype=torch.int64).random_(generator=self.draw_from)
+        yield from self.sampler
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+#: Worker processes of each evaluation loader under ``num_workers: auto`` (no augmentation to keep up with).
+EVAL_WORKERS = 4
+#: Most worker processes ``num_workers: auto`` starts for the training loader.
+MAX_AUTO_WORKERS = 16
+
+
+def resolve_num_workers(value: int | str, device_type: str, world_size: int = 1, *, evaluation: bool = False,
+                        cpus: int | None = None) -> int:
+    """``dataset.num_workers`` as a number. ``auto``: on CUDA, every CPU of this process's share of the machine
+    (``cpus // world_size``) but one, which stays with the training loop, at most ``MAX_AUTO_WORKERS`` (at most
+    ``EVAL_WORKERS`` for an ``evaluation`` loader); on CPU 0, since there the model's threads use every core."""
+    if value != "auto":
+        return int(value)
+    if device_type != "cuda":
+        return 0
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    limit = EVAL_WORKERS if evaluation else MAX_AUTO_WORKERS
+    return max(0, min(cpus // max(world_size, 1) - 1, limit))
+
+
+def loader_device_type(cfg) -> str:
+    """``cuda`` when the run will train on a GPU (``training.device`` auto or cuda, and one is present)."""
+    device = getattr(getattr(cfg, "training", None), "device", "auto")
+    return "cuda" if device != "cpu" and torch.cuda.is_available() else "cpu"
+
+
 @dataclass
 class Loaders:
     """What ``build_loaders`` returns; ``set_epoch`` forwards to datasets and samplers."""
@@ -425,40 +508,49 @@ def build_loaders(cfg, datasets: Datasets | None = None, *, rank: int = 0, world
             f"dataset.batch_size = {ds_cfg.batch_size} is larger than the training split "
             f"({len(train)} cycles{f' / {world_size} ranks' if world_size > 1 else ''}); no full batch can be formed"
         )
-    common = {
-        "num_workers": ds_cfg.num_workers,
-        "pin_memory": torch.cuda.is_available(),
-        "persistent_workers": False,
-    }  # fresh workers each epoch pick up set_epoch()
+    device_type = loader_device_type(cfg)
+    workers = resolve_num_workers(ds_cfg.num_workers, device_type, world_size)
+
+    def worker_options(n: int) -> dict[str, Any]:
+        # Persistent workers start once per run, not once per epoch (the epoch reaches them through the
+        # dataset's shared-memory epoch); pinned batches let the copy to the GPU overlap the step.
+        options: dict[str, Any] = {"num_workers": n, "pin_memory": device_type == "cuda"}
+        if n > 0:
+            options.update(persistent_workers=True, prefetch_factor=ds_cfg.prefetch_factor)
+        return options
+
     gen = torch.Generator().manual_seed(cfg.seed)
     if ds_cfg.weighted_sampler:
         weights = sample_weights(train.labels.numpy())
         if world_size > 1:
-            sampler: Sampler | None = DistributedWeightedSampler(weights, rank, world_size, cfg.seed)
+            sampler: Sampler = DistributedWeightedSampler(weights, rank, world_size, cfg.seed)
         else:
             sampler = WeightedRandomSampler(
                 torch.as_tensor(weights, dtype=torch.double), len(weights), replacement=True, generator=gen
             )
+        draw_from = None
     elif world_size > 1:
         sampler = DistributedSampler(train, world_size, rank, shuffle=True, seed=cfg.seed, drop_last=True)
+        draw_from = None
     else:
-        sampler = None
+        sampler, draw_from = RandomSampler(train, generator=gen), gen
     train_loader = DataLoader(
         train,
         batch_size=ds_cfg.batch_size,
-        shuffle=sampler is None,
-        sampler=sampler,
-        generator=gen if sampler is None else None,
+        sampler=_TrainSampler(sampler, draw_from),
+        generator=torch.Generator().manual_seed(cfg.seed),  # worker seeds only (items draw from (seed, epoch, i))
         drop_last=True,
-        **common,
+        **worker_options(workers),
     )
 
     eval_bs = ds_cfg.eval_batch_size or ds_cfg.batch_size
+    eval_workers = resolve_num_workers(ds_cfg.num_workers, device_type, world_size, evaluation=True)
 
     def eval_loader(ds: CycleDataset | None) -> DataLoader | None:
         if ds is None:
             return None
         sampler = DistributedSampler(ds, world_size, rank, shuffle=False) if world_size > 1 else None
-        return DataLoader(ds, batch_size=eval_bs, shuffle=False, sampler=sampler, drop_last=False, **common)
+        return DataLoader(ds, batch_size=eval_bs, shuffle=False, sampler=sampler, drop_last=False,
+                          **worker_options(eval_workers))
 
     return Loaders(train_loader, eval_loader(datasets.val), eval_loader(datasets.test), datasets)

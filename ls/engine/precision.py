@@ -14,6 +14,7 @@ On CPU every setting means fp32: bf16 on this project's CPUs is hundreds of time
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,6 +40,8 @@ class Precision:
 
 
 FP32 = Precision()
+#: cuBLAS workspace that makes its matmuls deterministic (the smaller ":16:8" costs speed).
+CUBLAS_WORKSPACE = ":4096:8"
 
 
 def resolve_precision(amp: bool | str, device: torch.device,
@@ -59,6 +62,17 @@ def resolve_precision(amp: bool | str, device: torch.device,
     raise ValueError(f"training.amp must be auto, bf16, fp16, true or false; got {amp!r}")
 
 
+def configure_determinism(device: torch.device) -> None:
+    """Deterministic kernels (``training.deterministic``); where an op has none, a warning, not an error.
+
+    On CUDA, cuBLAS is deterministic only with a fixed workspace, which must be set before its first use: set
+    here unless the environment already chose one.
+    """
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 def configure_tf32(enabled: bool, device: torch.device) -> None:
     """TF32 tensor-core matmuls/convolutions for fp32 work on CUDA (no effect on CPU)."""
     if device.type != "cuda":
@@ -67,4 +81,4 @@ def configure_tf32(enabled: bool, device: torch.device) -> None:
     torch.backends.cudnn.allow_tf32 = bool(enabled)
 
 
-__all__ = ["FP32", "Precision", "configure_tf32", "resolve_precision"]
+__all__ = ["FP32", "Precision", "configure_determinism", "configure_tf32", "resolve_precision"]

@@ -59,7 +59,7 @@ from ls.engine.distributed import (
 )
 from ls.engine.inference import InferenceOutputs, run_inference, to_device
 from ls.engine.modes import OutputMode
-from ls.engine.precision import configure_tf32, resolve_precision
+from ls.engine.precision import configure_determinism, configure_tf32, resolve_precision
 from ls.engine.schedules import build_lr_scheduler
 from ls.engine.tracking import NullTracker
 
@@ -185,7 +185,7 @@ class Trainer:
         self.precision = resolve_precision(training.amp, self.device)
         configure_tf32(training.tf32, self.device)
         if training.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
+            configure_determinism(self.device)
         self._check_loaders()
 
         self.raw_model = model
@@ -273,15 +273,22 @@ class Trainer:
         n_batches = 0
         lines = None if self.progress or not self.ctx.is_main else _ProgressLines(
             f"epoch {epoch + 1}/{self.tcfg.epochs} train", len(loader), self.progress_every_s, self._say)
-        for b, batch in enumerate(tqdm(loader, desc=f"train {epoch + 1}", disable=not self.progress, leave=False)):
+        # One loader iterator per epoch: given the loader itself, tqdm.auto's bar starts a second one of its own
+        # (worker processes and prefetched batches started, then dropped, every epoch).
+        batches = tqdm(iter(loader), desc=f"train {epoch + 1}", total=len(loader), disable=not self.progress,
+                       leave=False)
+        for b, batch in enumerate(batches):
             spec, meta = to_device(batch, self.device)
             labels = batch["label"].to(self.device, non_blocking=True)
             with self.precision.autocast(self.device.type):
                 logits = self.model(spec, meta)
-                task_loss = self.loss_fn(logits, labels)
-                aux = _auxiliary_losses(unwrap(self.model))
-                aux_loss = torch.stack(list(aux.values())).sum() if aux else torch.zeros((), device=self.device)
-                loss = task_loss + aux_loss
+            # Losses in fp32 outside autocast: bf16/fp16 logits would round the loss (and the custom losses'
+            # log/pow terms are not on autocast's fp32 list). A no-op for fp32 runs.
+            logits = logits.float()
+            task_loss = self.loss_fn(logits, labels)
+            aux = _auxiliary_losses(unwrap(self.model))
+            aux_loss = torch.stack(list(aux.values())).sum() if aux else torch.zeros((), device=self.device)
+            loss = task_loss + aux_loss
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), b, first_bad)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -291,7 +298,7 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             sums += torch.stack([loss.detach(), task_loss.detach(), aux_loss.detach()]).double()
-            logits_all.append(logits.detach().float())
+            logits_all.append(logits.detach())
             labels_all.append(batch["label"].numpy())
             n_batches += 1
             if n_batches % NAN_CHECK_EVERY == 0:

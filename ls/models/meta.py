@@ -57,8 +57,10 @@ def check_meta_tensor(meta: Mapping[str, Tensor] | None, key: str, *, vocab_size
     if value.dim() != 1 or value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
         raise MetadataError(f"meta[{key!r}] must be an integer id tensor [B], got {value.dtype} {tuple(value.shape)}")
     # The id range is checked on CPU tensors only: on a GPU the check would make every step wait for the device
-    # (an id out of range there still fails, in the embedding lookup, with a less specific message).
-    if vocab_size is not None and value.numel() > 0 and value.device.type == "cpu":
+    # (an id out of range there still fails, in the embedding lookup, with a less specific message). Under
+    # torch.compile it is skipped too: reading the ids would split the graph at every metadata encoder.
+    if (vocab_size is not None and value.numel() > 0 and value.device.type == "cpu"
+            and not torch.compiler.is_compiling()):
         lo, hi = int(value.min()), int(value.max())
         if lo < 0 or hi >= vocab_size:
             raise MetadataError(

@@ -1,0 +1,167 @@
+"""The training step never waits for the device: no host read of a tensor per batch.
+
+On a GPU every ``.item()``, ``float(t)``, ``int(t)``, ``bool(t)``, ``.tolist()`` or ``.cpu()`` of a device
+tensor blocks the host until the device has caught up, so the next batch cannot be queued behind the current
+one. ``torch.cuda.set_sync_debug_mode`` would catch those, but only on CUDA; here every such call made from
+``ls`` code is counted on CPU instead, and the count must not grow with the number of batches: the only reads
+allowed are the non-finite-loss flag every ``NAN_CHECK_EVERY`` batches and the end-of-epoch ones.
+
+The metadata id range check reads ids, but only of CPU tensors (on a GPU it is skipped); it is left out of
+the count, and a test below checks that it never reads a tensor of another device.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+import ls.engine.trainer as trainer_mod
+from ls.config import config_from_dict
+from ls.data.icbhi import full_metadata_spec
+from ls.models import build_model, get_variant
+from ls.models.backbone import ASTBackbone, ViTArch
+from ls.models.meta import check_meta_tensor
+
+LS_DIR = str(Path(trainer_mod.__file__).resolve().parents[1])
+SPEC = full_metadata_spec()
+ARCH = ViTArch(embed_dim=16, num_heads=2, depth=2, mlp_ratio=2.0)
+T, FREQ = 64, 32
+#: Tensor methods that copy a value to the host (and so wait for the device).
+HOST_READS = ("item", "tolist", "cpu", "__bool__", "__float__", "__int__", "__index__")
+#: The one per-batch read allowed: the id range check, which only runs on CPU tensors.
+CPU_ONLY = {"check_meta_tensor"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread is faster than two, and far faster on a busy machine (no thread handoffs)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class _Cycles(Dataset):
+    def __init__(self, n: int) -> None:
+        g = torch.Generator().manual_seed(n)
+        self.spec = torch.randn(n, T, FREQ, generator=g)
+        self.labels = torch.randint(0, 2, (n, 2), generator=g).float()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        meta = {"device": torch.tensor(1 + i % 3), "site": torch.tensor(1 + i % 5), "cont": self.spec[i, 0, :3]}
+        return {"spec": self.spec[i], "meta": meta, "label": self.labels[i], "filename": f"r{i}",
+                "cycle_index": torch.tensor(0), "pid": str(i)}
+
+
+def _trainer(variant: str, batches: int, tmp_path) -> trainer_mod.Trainer:
+    options = get_variant(variant).options
+    kw = {"conditioned_layers": [0, 1]} if "conditioned_layers" in {f.name for f in dataclasses.fields(options)} else {}
+    torch.manual_seed(0)
+    model = build_model(options(variant=variant, label_dim=2, input_fdim=FREQ, input_tdim=T, **kw), SPEC,
+                        backbone=ASTBackbone(ARCH, input_fdim=FREQ, input_tdim=T))
+    loaders = SimpleNamespace(train=DataLoader(_Cycles(2 * batches), batch_size=2, shuffle=True, drop_last=True),
+                              val=DataLoader(_Cycles(2), batch_size=2), test=DataLoader(_Cycles(2), batch_size=2))
+    cfg = config_from_dict({"dataset": {"data_folder": "unused"},
+                            "training": {"epochs": 1, "device": "cpu", "checkpoint_dir": str(tmp_path),
+                                         "freeze": {"strategy": "none"}}})
+    return trainer_mod.Trainer(model, loaders, cfg.training, cfg.output_mode, seed=0, progress=False)
+
+
+@pytest.fixture
+def host_reads(monkeypatch):
+    """Counter of host reads made directly from ls code, by (file, function)."""
+    counts: collections.Counter = collections.Counter()
+
+    def spy(name):
+        original = getattr(torch.Tensor, name)
+
+        def wrapper(self, *args, **kwargs):
+            caller = sys._getframe(1).f_code
+            if caller.co_filename.startswith(LS_DIR) and caller.co_name not in CPU_ONLY:
+                counts[(Path(caller.co_filename).name, caller.co_name, name)] += 1
+            return original(self, *args, **kwargs)
+
+        return wrapper
+
+    for name in HOST_READS:
+        monkeypatch.setattr(torch.Tensor, name, spy(name))
+    return counts
+
+
+def _reads_of_an_epoch(variant, batches, tmp_path, counts) -> collections.Counter:
+    trainer = _trainer(variant, batches, tmp_path)
+    counts.clear()
+    trainer.train_one_epoch(0)
+    return collections.Counter(counts)
+
+
+@pytest.mark.parametrize("variant", ["ast", "ast_fus", "ast_film", "ast_tafilm", "ast_film_soft"])
+def test_host_reads_of_a_training_epoch_do_not_grow_with_its_batches(variant, tmp_path, host_reads, monkeypatch):
+    monkeypatch.setattr(trainer_mod, "NAN_CHECK_EVERY", 10**9)  # only the end-of-epoch check
+    short = _reads_of_an_epoch(variant, 2, tmp_path, host_reads)
+    long = _reads_of_an_epoch(variant, 6, tmp_path, host_reads)
+    assert long == short, f"reads per batch: {dict(long - short)}"
+    assert short[("trainer.py", "_check_finite", "__int__")] == 1
+
+
+def test_the_non_finite_flag_is_read_every_n_batches_and_at_the_end(tmp_path, host_reads, monkeypatch):
+    monkeypatch.setattr(trainer_mod, "NAN_CHECK_EVERY", 2)
+    reads = _reads_of_an_epoch("ast_film_soft", 6, tmp_path, host_reads)
+    assert reads[("trainer.py", "_check_finite", "__int__")] == 6 // 2 + 1
+
+
+def test_the_count_catches_a_per_batch_read_in_ls_code(tmp_path, host_reads, monkeypatch):
+    """What the test above guards against: here a ``float(loss)`` per batch (as a progress line might add),
+    in a function that counts as trainer code."""
+    monkeypatch.setattr(trainer_mod, "NAN_CHECK_EVERY", 10**9)
+    original = trainer_mod._auxiliary_losses
+
+    def reading(model):
+        out = original(model)
+        for value in out.values():
+            float(value.detach())
+        return out
+
+    reading.__code__ = reading.__code__.replace(co_filename=trainer_mod.__file__)  # as if in the trainer
+    monkeypatch.setattr(trainer_mod, "_auxiliary_losses", reading)
+    short = _reads_of_an_epoch("ast_film_soft", 2, tmp_path, host_reads)
+    long = _reads_of_an_epoch("ast_film_soft", 6, tmp_path, host_reads)
+    assert long - short == {("trainer.py", "reading", "__float__"): 4 * 2}  # 4 more batches, 2 losses each
+
+
+def test_the_id_range_check_never_reads_a_tensor_of_another_device():
+    ids = torch.empty(4, dtype=torch.long, device="meta")  # any read of its values would raise
+    assert check_meta_tensor({"device": ids}, "device", vocab_size=5) is ids
+
+
+def test_the_trainer_starts_one_loader_iterator_per_epoch(tmp_path):
+    """A second iterator (tqdm.auto's bar starts one when given a loader) starts and drops worker processes and
+    prefetched batches, and with them draws from the shuffling generator."""
+    trainer = _trainer("ast", 2, tmp_path)
+    loader = trainer.loaders.train
+    started = []
+
+    class Counting:
+        dataset, sampler, batch_size = loader.dataset, loader.sampler, loader.batch_size
+
+        def __len__(self):
+            return len(loader)
+
+        def __iter__(self):
+            started.append(1)
+            return iter(loader)
+
+    trainer.loaders.train = Counting()
+    trainer.progress = True  # the bar on, as on a terminal
+    trainer.train_one_epoch(0)
+    assert len(started) == 1

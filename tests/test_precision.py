@@ -1,0 +1,252 @@
+"""Mixed precision (ls.engine.precision and the trainer's use of it).
+
+- Selection: what ``training.amp`` means on CPU and on a CUDA device with and without bf16 support (the CUDA
+  capability is mocked: these machines have no GPU), TF32 switches, the paper configs' setting.
+- Numerics: a bf16-autocast forward/backward of every variant on a tiny backbone, on CPU (autocast runs the
+  same op-level casting policy there), is finite and close to fp32. Tolerances, from bf16's 8-bit mantissa
+  (relative spacing 2^-8 ~ 0.4 %): logits within 0.02 absolute (their scale is ~0.5; measured <= 0.004), the
+  loss within 0.005, the gradient vector within 5 % relative L2 error (measured 0.3-1.3 %).
+- The trainer's autocast path (bf16, and fp16 with a gradient scaler) runs end to end on CPU when forced,
+  with the losses computed in fp32.
+- Determinism on CUDA: the cuBLAS workspace it needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+import ls.engine.trainer as trainer_mod
+from ls.config import config_from_dict, load_config
+from ls.data.icbhi import full_metadata_spec
+from ls.engine.precision import FP32, Precision, configure_determinism, configure_tf32, resolve_precision
+from ls.models import VARIANTS as VARIANT_TABLE
+from ls.models import build_model, get_variant
+from ls.models.backbone import ASTBackbone, ViTArch
+
+REPO = Path(__file__).resolve().parents[1]
+SPEC = full_metadata_spec()
+VARIANTS = ("ast", "ast_fus", "ast_film", "ast_tafilm", "ast_film_soft")
+ARCH = ViTArch(embed_dim=32, num_heads=2, depth=2, mlp_ratio=2.0)
+T, FREQ, B = 64, 32, 2
+CUDA = torch.device("cuda")  # a device object needs no GPU; nothing here allocates on it
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread is faster than two, and far faster on a busy machine (no thread handoffs)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# -- selection ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("amp", ["auto", True, False, "false", "bf16", "fp16"])
+def test_cpu_is_always_fp32(amp):
+    assert resolve_precision(amp, torch.device("cpu"), bf16_supported=lambda: True) == FP32
+
+
+@pytest.mark.parametrize(("amp", "bf16_ok", "dtype", "scaler"), [
+    ("auto", True, torch.bfloat16, False),  # bf16: fp32's exponent range, no gradient scaler needed
+    (True, True, torch.bfloat16, False),
+    ("auto", False, torch.float16, True),  # older GPUs: fp16 needs a scaler against underflowing gradients
+    (True, False, torch.float16, True),
+    ("bf16", True, torch.bfloat16, False),
+    ("fp16", True, torch.float16, True),
+    (False, True, None, False),
+    ("false", True, None, False),
+])
+def test_cuda_selection(amp, bf16_ok, dtype, scaler):
+    p = resolve_precision(amp, CUDA, bf16_supported=lambda: bf16_ok)
+    assert (p.dtype, p.scaler) == (dtype, scaler)
+    assert p.name == {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}[dtype]
+
+
+def test_cuda_capability_comes_from_torch_when_not_given(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_precision("auto", CUDA) == Precision(torch.float16, scaler=True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_precision("auto", CUDA) == Precision(torch.bfloat16)
+
+
+def test_forcing_bf16_on_a_gpu_without_it_names_the_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla V100")
+    with pytest.raises(ValueError, match="Tesla V100 has no bf16 support"):
+        resolve_precision("bf16", CUDA, bf16_supported=lambda: False)
+
+
+def test_an_unknown_setting_is_an_error():
+    with pytest.raises(ValueError, match="training.amp must be"):
+        resolve_precision("fp8", CUDA, bf16_supported=lambda: True)
+
+
+def test_fp32_autocast_is_a_no_op_and_bf16_autocast_casts():
+    a = torch.randn(4, 4)
+    with FP32.autocast("cpu"):
+        assert (a @ a).dtype == torch.float32
+    with Precision(torch.bfloat16).autocast("cpu"):
+        assert (a @ a).dtype == torch.bfloat16
+
+
+@pytest.fixture
+def restore_tf32():
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_tf32_switches_follow_the_config_on_cuda_only(enabled, restore_tf32):
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not enabled
+    configure_tf32(enabled, torch.device("cpu"))
+    assert torch.backends.cuda.matmul.allow_tf32 is (not enabled)  # CPU: untouched
+    configure_tf32(enabled, CUDA)
+    assert torch.backends.cuda.matmul.allow_tf32 is enabled and torch.backends.cudnn.allow_tf32 is enabled
+
+
+@pytest.fixture
+def restore_determinism(monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    saved = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    yield
+    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+
+
+def test_determinism_sets_the_cublas_workspace_on_cuda_only(restore_determinism, monkeypatch):
+    configure_determinism(torch.device("cpu"))
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+    configure_determinism(CUDA)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
+    configure_determinism(CUDA)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"  # the environment's choice is kept
+
+
+def test_defaults_and_paper_configs_use_mixed_precision_and_tf32_on_cuda():
+    for variant in VARIANT_TABLE.values():
+        cfg = load_config(REPO / "configs" / f"{variant.name}_config.yaml")
+        assert cfg.training.amp in ("auto", True), variant.name
+        assert cfg.training.tf32 is True
+        assert resolve_precision(cfg.training.amp, CUDA, bf16_supported=lambda: True).name == "bf16"
+
+
+# -- numerics of every variant under bf16 autocast --------------------------------------------------------------
+
+
+def _model(variant: str, seed: int = 0):
+    options = get_variant(variant).options
+    names = {f.name for f in dataclasses.fields(options)}
+    kw = {"conditioned_layers": [0, 1]} if "conditioned_layers" in names else {}
+    cfg = options(variant=variant, label_dim=2, input_fdim=FREQ, input_tdim=T, dropout=0.0, **kw)
+    torch.manual_seed(seed)
+    return build_model(cfg, SPEC, backbone=ASTBackbone(ARCH, input_fdim=FREQ, input_tdim=T)).train()
+
+
+def _batch(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    meta = {"device": torch.tensor([1, 4]), "site": torch.tensor([7, 2]), "cont": torch.randn(B, 3, generator=g)}
+    return torch.randn(B, T, FREQ, generator=g), meta
+
+
+def _step(model, precision: Precision, spec, meta):
+    """One forward/backward as the trainer does it: the forward under autocast, the losses in fp32."""
+    model.zero_grad(set_to_none=True)
+    with precision.autocast("cpu"):
+        logits = model(spec, meta)
+    dtype = logits.dtype
+    logits = logits.float()
+    loss = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+    loss = loss + sum(model.auxiliary_losses().values())
+    loss.backward()
+    grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    return dtype, logits.detach(), loss.detach(), grads
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_bf16_forward_backward_of_every_variant_is_finite_and_close_to_fp32(variant):
+    model = _model(variant)
+    spec, meta = _batch()
+    _, logits32, loss32, grads32 = _step(model, FP32, spec, meta)
+    dtype, logits16, loss16, grads16 = _step(model, Precision(torch.bfloat16), spec, meta)
+    assert dtype == torch.bfloat16  # autocast really ran the model in bf16
+    assert torch.isfinite(logits16).all() and torch.isfinite(loss16) and torch.isfinite(grads16).all()
+    torch.testing.assert_close(logits16, logits32, rtol=0, atol=0.02)
+    torch.testing.assert_close(loss16, loss32, rtol=0, atol=0.005)
+    assert (grads16 - grads32).norm() / grads32.norm() < 0.05
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
+
+
+def test_attention_goes_through_sdpa_in_bf16_under_autocast(monkeypatch):
+    """bf16 query/key/value into scaled_dot_product_attention: what lets a GPU pick its flash or memory-efficient
+    kernel (benchmarks/epoch.py reports which one ran)."""
+    seen = []
+    sdpa = F.scaled_dot_product_attention
+
+    def recording(q, *args, **kwargs):
+        seen.append(q.dtype)
+        return sdpa(q, *args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", recording)
+    model = _model("ast_film_soft")
+    with Precision(torch.bfloat16).autocast("cpu"):
+        model(*_batch())
+    assert seen == [torch.bfloat16] * ARCH.depth
+
+
+# -- the trainer's autocast path ----------------------------------------------------------------------------------
+
+
+class _Cycles(Dataset):
+    def __init__(self, n: int, seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.spec = torch.randn(n, T, FREQ, generator=g)
+        self.labels = torch.randint(0, 2, (n, 2), generator=g).float()
+        self.cont = torch.randn(n, 3, generator=g)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        meta = {"device": torch.tensor(1 + i % 3), "site": torch.tensor(1 + i % 5), "cont": self.cont[i]}
+        return {"spec": self.spec[i], "meta": meta, "label": self.labels[i], "filename": f"r{i // 2}",
+                "cycle_index": torch.tensor(i % 2), "pid": str(i // 4)}
+
+
+def _loaders():
+    return SimpleNamespace(
+        train=DataLoader(_Cycles(8, 0), batch_size=4, shuffle=True, drop_last=True,
+                         generator=torch.Generator().manual_seed(0)),
+        val=DataLoader(_Cycles(4, 1), batch_size=4), test=DataLoader(_Cycles(4, 2), batch_size=4))
+
+
+@pytest.mark.parametrize("precision", [Precision(torch.bfloat16), Precision(torch.float16, scaler=True)],
+                         ids=["bf16", "fp16+scaler"])
+def test_the_trainer_runs_a_forced_autocast_epoch_with_fp32_losses(precision, tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer_mod, "resolve_precision", lambda amp, device: precision)
+    cfg = config_from_dict({"dataset": {"data_folder": "unused"},
+                            "training": {"epochs": 1, "device": "cpu", "checkpoint_dir": str(tmp_path)}})
+    model = _model("ast_film_soft")
+    seen = []
+    loss_fn_dtypes = []
+    trainer = trainer_mod.Trainer(model, _loaders(), cfg.training, cfg.output_mode, seed=0, progress=False)
+    assert trainer.scaler.is_enabled() is precision.scaler
+    inner = trainer.loss_fn
+    trainer.loss_fn = lambda logits, labels: (loss_fn_dtypes.append(logits.dtype), inner(logits, labels))[1]
+    model.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    before = [p.detach().clone() for p in model.parameters()]
+    result = trainer.train_one_epoch(0)
+    assert seen == [precision.dtype] * 2  # two batches, each forward under autocast
+    assert loss_fn_dtypes == [torch.float32] * 2
+    assert all(torch.isfinite(torch.tensor(v)) for v in (result["loss"], result["task_loss"], result["aux_loss"]))
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))  # the steps were taken
