@@ -42,7 +42,7 @@ import numpy as np
 from ls.config import Config, dump_yaml, flatten, load_config
 from ls.engine.checkpoint import read_checkpoint
 from ls.engine.distributed import DistContext, barrier, cleanup_distributed, init_distributed
-from ls.engine.tracking import NullTracker, Tracker, build_tracker, is_credential_key
+from ls.engine.tracking import NullTracker, Tracker, build_tracker, is_credential_key, strip_userinfo
 from ls.engine.trainer import FitResult, Trainer, TrainingInterrupted, resolve_device, seed_everything
 from ls.models.variants import VARIANTS, canonical_variant, get_variant
 from ls.utils.cli import (
@@ -203,7 +203,8 @@ def _say(ctx: DistContext, text: str) -> None:
 # =================================================================================================
 def stored_config(cfg: Config) -> dict[str, Any]:
     """The resolved config as it is stored (params, ``config.yaml``, checkpoints, ``run.json``): a plain dict
-    with every credential-like value (``mlflow.tracking_password``, ``tracking_username``, ...) set to None.
+    with every credential-like value (``mlflow.tracking_password``, ``tracking_username``, ...) set to None
+    and the ``user:password@`` part of any URI (``http://user:pw@host``) removed.
 
     The tracker gets the credentials from the live config; nothing written or logged holds them.
     """
@@ -214,7 +215,7 @@ def stored_config(cfg: Config) -> dict[str, Any]:
                         else clean(v)) for k, v in node.items()}
         if isinstance(node, list):
             return [clean(v) for v in node]
-        return node
+        return strip_userinfo(node, "") if isinstance(node, str) else node
 
     return clean(to_dict(cfg))
 

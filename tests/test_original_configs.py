@@ -285,6 +285,7 @@ def test_migration_keeps_only_what_differs_from_the_defaults():
     text, _ = migrate(FIXTURES / "ast_film_soft_config.yaml")
     assert set(_leaves(yaml.safe_load(text))) == {
         "dataset.data_folder", "dataset.cycle_metadata_path", "audio.raw_augment",
+        "dataset.num_workers",  # the original's 0; ls defaults to auto (worker processes on a GPU)
         "models.ast_film_soft.weights.source", "models.ast_film_soft.weights.path", "training.sensitivity_bias",
         "training.scheduler.reduce_metric"}
     text, _ = migrate(FIXTURES / "ast_fus_config.yaml")

@@ -8,6 +8,7 @@ fail before any data is built check that no dataset was built.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -175,6 +176,22 @@ def test_stored_config_drops_every_credential():
     assert stored["mlflow"] == {**stored["mlflow"], "tracking_password": None, "tracking_username": None,
                                 "tracking_uri": "http://host:5000"}
     assert cfg.mlflow.tracking_password == PASSWORD  # the live config keeps it for the tracker
+
+
+def test_credentials_written_into_the_tracking_uri_are_stored_nowhere_and_still_used():
+    from ls.config import config_from_dict
+    from ls.engine.tracking import resolve_settings
+
+    uri = f"http://alice:{PASSWORD}@mlflow.example:5000/prefix"
+    cfg = config_from_dict({"dataset": {"data_folder": "x"}, "mlflow": {"tracking_uri": uri}})
+    assert PASSWORD not in json.dumps(runner.stored_config(cfg))
+    assert runner.stored_config(cfg)["mlflow"]["tracking_uri"] == "http://mlflow.example:5000/prefix"
+    settings = resolve_settings(cfg.mlflow)  # what MLflow is given: a clean URI and basic-auth credentials
+    assert (settings.tracking_uri, settings.username, settings.password) == (
+        "http://mlflow.example:5000/prefix", "alice", PASSWORD)
+    explicit = resolve_settings(config_from_dict({"dataset": {"data_folder": "x"}, "mlflow": {
+        "tracking_uri": uri, "tracking_username": "bob", "tracking_password": "other-password"}}).mlflow)
+    assert (explicit.username, explicit.password) == ("bob", "other-password")  # explicit keys win
 
 
 # -- 3. errors before the work --------------------------------------------------------------------------------

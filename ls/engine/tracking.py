@@ -177,7 +177,7 @@ class TrackingSettings:
     @property
     def safe_uri(self) -> str:
         """The tracking URI without any ``user:password@`` part (for messages and buffer files)."""
-        return _strip_userinfo(self.tracking_uri)
+        return strip_userinfo(self.tracking_uri)
 
 
 def resolve_settings(mlflow_cfg: Any = None, mlflow_yaml: str | Path | None = None) -> TrackingSettings:
@@ -189,17 +189,32 @@ def resolve_settings(mlflow_cfg: Any = None, mlflow_yaml: str | Path | None = No
     """
     values = _configured_values(mlflow_cfg, mlflow_yaml)
     env = os.environ
+    uri = str(values.get("tracking_uri") or env.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI)
+    # Credentials written into the URI (http://user:password@host) become the username/password (the keys
+    # given explicitly win), so that the URI MLflow prints and ls logs holds none.
+    uri, uri_user, uri_password = _split_userinfo(uri)
     return TrackingSettings(
-        tracking_uri=str(
-            values.get("tracking_uri") or env.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-        ),
+        tracking_uri=uri,
         experiment_name=str(
             values.get("experiment_name") or env.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
         ),
-        username=_opt_str(values.get("tracking_username") or env.get("MLFLOW_TRACKING_USERNAME")),
-        password=_opt_str(values.get("tracking_password") or env.get("MLFLOW_TRACKING_PASSWORD")),
+        username=_opt_str(values.get("tracking_username") or env.get("MLFLOW_TRACKING_USERNAME") or uri_user),
+        password=_opt_str(values.get("tracking_password") or env.get("MLFLOW_TRACKING_PASSWORD") or uri_password),
         fallback_dir=str(values.get("fallback_dir") or "mlflow_fallback"),
     )
+
+
+def _split_userinfo(uri: str) -> tuple[str, str | None, str | None]:
+    """``http://user:pw@host/x`` -> (``http://host/x``, ``user``, ``pw``), percent-decoded; other URIs as they are."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
+        return uri, None, None
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user, _, password = userinfo.partition(":")
+    return (urlunsplit(parts._replace(netloc=host)), unquote(user) or None,
+            unquote(password) if password else None)
 
 
 def _configured_values(mlflow_cfg: Any = None, mlflow_yaml: str | Path | None = None) -> dict[str, Any]:
@@ -251,7 +266,8 @@ def is_credential_key(key: str) -> bool:
     return bool(_CREDENTIAL_KEY.search(str(key)))
 
 
-def _strip_userinfo(text: str, replacement: str = REDACTED + "@") -> str:
+def strip_userinfo(text: str, replacement: str = REDACTED + "@") -> str:
+    """``text`` with the ``user:password@`` part of every URI in it replaced by ``replacement``."""
     return _USERINFO.sub(lambda m: m.group("scheme") + replacement, text)
 
 
@@ -279,7 +295,7 @@ def _secret_values(secrets: Iterable[str | None]) -> list[str]:
 
 
 def _scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
-    text = _strip_userinfo(str(text))
+    text = strip_userinfo(str(text))
     for secret in _secret_values(secrets):
         text = text.replace(secret, REDACTED)
     return text
@@ -303,14 +319,14 @@ def open_hint(
     current directory, i.e. call this from the process that tracked."""
     uri = settings.tracking_uri
     if settings.is_remote:
-        base = _strip_userinfo(uri, "").rstrip("/")
+        base = strip_userinfo(uri, "").rstrip("/")
         if run_id and experiment_id:
             return f"open {base}/#/experiments/{experiment_id}/runs/{run_id} in a browser"
         return f"open {base} in a browser"
     if uri.startswith("databricks"):
         return "open the experiment in your Databricks workspace"
     store = _absolute_store_uri(uri)
-    return f"mlflow ui --backend-store-uri {shlex.quote(_strip_userinfo(store))}"
+    return f"mlflow ui --backend-store-uri {shlex.quote(strip_userinfo(store))}"
 
 
 def _absolute_store_uri(uri: str) -> str:
@@ -1264,4 +1280,5 @@ __all__ = [
     "replay_command",
     "replay_fallback",
     "resolve_settings",
+    "strip_userinfo",
 ]
