@@ -51,43 +51,61 @@ def _one_thread():
 # -- selection ------------------------------------------------------------------------------------------------
 
 
+def _gpu(monkeypatch, capability: tuple[int, int], name: str = "GPU") -> list:
+    """Pretend the CUDA device has ``capability``; returns the devices asked about."""
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (asked.append(device), capability)[1])
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    # emulation counts as support there (True on a T4): selection must not rely on it
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    return asked
+
+
 @pytest.mark.parametrize("amp", ["auto", True, False, "false", "bf16", "fp16"])
-def test_cpu_is_always_fp32(amp):
-    assert resolve_precision(amp, torch.device("cpu"), bf16_supported=lambda: True) == FP32
+def test_cpu_is_always_fp32(amp, monkeypatch):
+    _gpu(monkeypatch, (9, 0))
+    assert resolve_precision(amp, torch.device("cpu")) == FP32
 
 
-@pytest.mark.parametrize(("amp", "bf16_ok", "dtype", "scaler"), [
-    ("auto", True, torch.bfloat16, False),  # bf16: fp32's exponent range, no gradient scaler needed
-    (True, True, torch.bfloat16, False),
-    ("auto", False, torch.float16, True),  # older GPUs: fp16 needs a scaler against underflowing gradients
-    (True, False, torch.float16, True),
-    ("bf16", True, torch.bfloat16, False),
-    ("fp16", True, torch.float16, True),
-    (False, True, None, False),
-    ("false", True, None, False),
+SM75, SM80, SM90 = (7, 5), (8, 0), (9, 0)  # T4; A100; H100/H200
+
+
+@pytest.mark.parametrize(("amp", "capability", "dtype", "scaler"), [
+    ("auto", SM80, torch.bfloat16, False),  # bf16: fp32's exponent range, no gradient scaler needed
+    ("auto", SM90, torch.bfloat16, False),
+    (True, SM90, torch.bfloat16, False),
+    ("auto", SM75, torch.float16, True),  # older GPUs: fp16 needs a scaler against underflowing gradients
+    (True, SM75, torch.float16, True),
+    ("auto", (7, 0), torch.float16, True),  # V100
+    ("bf16", SM80, torch.bfloat16, False),
+    ("fp16", SM90, torch.float16, True),
+    ("fp16", SM75, torch.float16, True),
+    (False, SM90, None, False),
+    ("false", SM90, None, False),
 ])
-def test_cuda_selection(amp, bf16_ok, dtype, scaler):
-    p = resolve_precision(amp, CUDA, bf16_supported=lambda: bf16_ok)
+def test_cuda_selection_follows_the_compute_capability(amp, capability, dtype, scaler, monkeypatch):
+    _gpu(monkeypatch, capability)
+    p = resolve_precision(amp, CUDA)
     assert (p.dtype, p.scaler) == (dtype, scaler)
     assert p.name == {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}[dtype]
 
 
-def test_cuda_capability_comes_from_torch_when_not_given(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    assert resolve_precision("auto", CUDA) == Precision(torch.float16, scaler=True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert resolve_precision("auto", CUDA) == Precision(torch.bfloat16)
+def test_the_capability_of_the_given_device_is_asked(monkeypatch):
+    asked = _gpu(monkeypatch, SM90)
+    resolve_precision("auto", torch.device("cuda", 1))
+    assert asked == [torch.device("cuda", 1)]
 
 
-def test_forcing_bf16_on_a_gpu_without_it_names_the_gpu(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla V100")
-    with pytest.raises(ValueError, match="Tesla V100 has no bf16 support"):
-        resolve_precision("bf16", CUDA, bf16_supported=lambda: False)
+def test_forcing_bf16_on_a_gpu_without_native_bf16_names_the_gpu(monkeypatch):
+    _gpu(monkeypatch, SM75, "Tesla T4")
+    with pytest.raises(ValueError, match=r"Tesla T4 \(compute capability 7.5\) has no bf16 support"):
+        resolve_precision("bf16", CUDA)
 
 
-def test_an_unknown_setting_is_an_error():
+def test_an_unknown_setting_is_an_error(monkeypatch):
+    _gpu(monkeypatch, SM90)
     with pytest.raises(ValueError, match="training.amp must be"):
-        resolve_precision("fp8", CUDA, bf16_supported=lambda: True)
+        resolve_precision("fp8", CUDA)
 
 
 def test_fp32_autocast_is_a_no_op_and_bf16_autocast_casts():
@@ -133,12 +151,13 @@ def test_determinism_sets_the_cublas_workspace_on_cuda_only(restore_determinism,
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"  # the environment's choice is kept
 
 
-def test_defaults_and_paper_configs_use_mixed_precision_and_tf32_on_cuda():
+def test_defaults_and_paper_configs_use_mixed_precision_and_tf32_on_cuda(monkeypatch):
+    _gpu(monkeypatch, SM90)
     for variant in VARIANT_TABLE.values():
         cfg = load_config(REPO / "configs" / f"{variant.name}_config.yaml")
         assert cfg.training.amp in ("auto", True), variant.name
         assert cfg.training.tf32 is True
-        assert resolve_precision(cfg.training.amp, CUDA, bf16_supported=lambda: True).name == "bf16"
+        assert resolve_precision(cfg.training.amp, CUDA).name == "bf16"
 
 
 # -- numerics of every variant under bf16 autocast --------------------------------------------------------------

@@ -2,9 +2,10 @@
 
 ``training.amp``:
 
-- ``auto`` (or ``true``): bf16 autocast on CUDA devices that support it (no gradient scaler needed: bf16 has
-  fp32's exponent range); fp16 autocast with a ``GradScaler`` on older GPUs;
-- ``bf16`` / ``fp16``: that one (bf16 on a GPU without it is an error naming the device);
+- ``auto`` (or ``true``): bf16 autocast on CUDA devices with native bf16 (compute capability 8.0, Ampere, and
+  later; no gradient scaler needed: bf16 has fp32's exponent range); fp16 autocast with a ``GradScaler`` on
+  older GPUs (T4, V100), where torch would only emulate bf16, far slower than fp16;
+- ``bf16`` / ``fp16``: that one (bf16 on a GPU without native bf16 is an error naming the device);
 - ``false``: fp32.
 
 On CPU every setting means fp32: bf16 on this project's CPUs is hundreds of times slower than fp32.
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -40,22 +40,29 @@ class Precision:
 
 
 FP32 = Precision()
+#: The first CUDA compute capability with bf16 tensor cores (Ampere).
+NATIVE_BF16_CAPABILITY = (8, 0)
 #: cuBLAS workspace that makes its matmuls deterministic (the smaller ":16:8" costs speed).
 CUBLAS_WORKSPACE = ":4096:8"
 
 
-def resolve_precision(amp: bool | str, device: torch.device,
-                      bf16_supported: Callable[[], bool] | None = None) -> Precision:
+def native_bf16(device: torch.device) -> bool:
+    """Whether CUDA ``device`` computes bf16 natively. Not ``torch.cuda.is_bf16_supported()``: by default that
+    also counts emulation (True on a T4 or V100) and asks about the current device, not ``device``."""
+    return tuple(torch.cuda.get_device_capability(device)) >= NATIVE_BF16_CAPABILITY
+
+
+def resolve_precision(amp: bool | str, device: torch.device) -> Precision:
     """The precision ``training.amp`` means on ``device`` (see the module docstring)."""
     if device.type != "cuda" or amp is False or amp == "false":
         return FP32
-    supported = bf16_supported if bf16_supported is not None else torch.cuda.is_bf16_supported
     if amp in (True, "auto"):
-        return Precision(torch.bfloat16) if supported() else Precision(torch.float16, scaler=True)
+        return Precision(torch.bfloat16) if native_bf16(device) else Precision(torch.float16, scaler=True)
     if amp == "bf16":
-        if not supported():
-            raise ValueError(f"training.amp is 'bf16' but {torch.cuda.get_device_name(device)} has no bf16 "
-                             "support; use 'fp16' or 'auto'")
+        if not native_bf16(device):
+            major, minor = torch.cuda.get_device_capability(device)
+            raise ValueError(f"training.amp is 'bf16' but {torch.cuda.get_device_name(device)} (compute capability "
+                             f"{major}.{minor}) has no bf16 support; use 'fp16' or 'auto'")
         return Precision(torch.bfloat16)
     if amp == "fp16":
         return Precision(torch.float16, scaler=True)
@@ -81,4 +88,4 @@ def configure_tf32(enabled: bool, device: torch.device) -> None:
     torch.backends.cudnn.allow_tf32 = bool(enabled)
 
 
-__all__ = ["FP32", "Precision", "configure_determinism", "configure_tf32", "resolve_precision"]
+__all__ = ["FP32", "Precision", "configure_determinism", "configure_tf32", "native_bf16", "resolve_precision"]
