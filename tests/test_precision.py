@@ -141,14 +141,31 @@ def restore_determinism(monkeypatch):
 
 
 def test_determinism_sets_the_cublas_workspace_on_cuda_only(restore_determinism, monkeypatch):
-    configure_determinism(torch.device("cpu"))
+    configure_determinism(True, torch.device("cpu"))
     assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
     assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
-    configure_determinism(CUDA)
+    configure_determinism(True, CUDA)
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
-    configure_determinism(CUDA)
+    configure_determinism(True, CUDA)
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"  # the environment's choice is kept
+
+
+def test_determinism_is_switched_off_again(restore_determinism):
+    configure_determinism(True, torch.device("cpu"))
+    configure_determinism(False, torch.device("cpu"))
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_a_later_non_deterministic_trainer_does_not_inherit_an_earlier_deterministic_one(restore_determinism,
+                                                                                       tmp_path):
+    """Two runs in one process, as a sequential study makes them: the switch is process-wide."""
+    for deterministic in (True, False):
+        cfg = config_from_dict({"dataset": {"data_folder": "unused"},
+                                "training": {"epochs": 1, "device": "cpu", "checkpoint_dir": str(tmp_path),
+                                             "deterministic": deterministic}})
+        trainer_mod.Trainer(_model("ast"), _loaders(), cfg.training, cfg.output_mode, seed=0, progress=False)
+        assert torch.are_deterministic_algorithms_enabled() is deterministic
 
 
 def test_defaults_and_paper_configs_use_mixed_precision_and_tf32_on_cuda(monkeypatch):

@@ -69,12 +69,16 @@ def resolve_precision(amp: bool | str, device: torch.device) -> Precision:
     raise ValueError(f"training.amp must be auto, bf16, fp16, true or false; got {amp!r}")
 
 
-def configure_determinism(device: torch.device) -> None:
+def configure_determinism(enabled: bool, device: torch.device) -> None:
     """Deterministic kernels (``training.deterministic``); where an op has none, a warning, not an error.
 
-    On CUDA, cuBLAS is deterministic only with a fixed workspace, which must be set before its first use: set
-    here unless the environment already chose one.
+    The switch is process-wide, so ``False`` switches it off again: a later run in the same process (a study's
+    next run) must not inherit an earlier run's setting. On CUDA, cuBLAS is deterministic only with a fixed
+    workspace, which must be set before its first use: set here unless the environment already chose one.
     """
+    if not enabled:
+        torch.use_deterministic_algorithms(False)
+        return
     if device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     torch.use_deterministic_algorithms(True, warn_only=True)

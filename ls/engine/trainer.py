@@ -184,8 +184,7 @@ class Trainer:
         self.device = resolve_device(training.device)
         self.precision = resolve_precision(training.amp, self.device)
         configure_tf32(training.tf32, self.device)
-        if training.deterministic:
-            configure_determinism(self.device)
+        configure_determinism(training.deterministic, self.device)
         self._check_loaders()
 
         self.raw_model = model
