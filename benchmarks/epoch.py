@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     import torch
-    from lsbench import attention_backends, flops_per_call, matmul_peak_tflops
+    from lsbench import attention_backends, flops_per_call, matmul_peak_tflops, sync
 
     from ls.config import load_config
     from ls.data import build_datasets, build_loaders
@@ -144,7 +144,6 @@ def main(argv: list[str] | None = None) -> int:
     device = trainer.device
     print(describe(args, cfg, trainer, torch.get_num_threads(), loaders, full), flush=True)
     print(f"data preparation (cycle table, splits, feature cache): {prep:.1f} s", flush=True)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     peaks = {"fp32": matmul_peak_tflops(device, torch.float32), "bf16": matmul_peak_tflops(device, torch.bfloat16)}
     tf32_note = " (TF32 on)" if device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32 else ""
@@ -188,15 +187,15 @@ def main(argv: list[str] | None = None) -> int:
     loaders.train = _Timed(loaders.train, args.max_batches)
     loaders.test = _Timed(loaders.test, args.max_batches)
     trainer._begin_epoch(0)
-    sync()
+    sync(device)
     t0 = time.perf_counter()
     trainer.train_one_epoch(0)
-    sync()
+    sync(device)
     train_s = time.perf_counter() - t0
     n_train = len(loaders.train) * cfg.dataset.batch_size
     t0 = time.perf_counter()
     result = trainer.evaluate(loaders.test)
-    sync()
+    sync(device)
     eval_s = time.perf_counter() - t0
     n_eval = len(result.outputs)
 

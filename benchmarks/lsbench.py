@@ -23,6 +23,7 @@ SDPA_BACKENDS = {
 
 
 def sync(device: torch.device) -> None:
+    """Wait until ``device`` has run the queued work (timings end there); a no-op on CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 

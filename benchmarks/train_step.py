@@ -36,7 +36,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/lsbench.py
 
-from lsbench import attention_backends, flops_per_call, kernels_per_call, matmul_peak_tflops
+from lsbench import attention_backends, flops_per_call, kernels_per_call, matmul_peak_tflops, sync
 
 from ls.data.icbhi import full_metadata_spec
 from ls.models import build_model, get_variant
@@ -59,11 +59,6 @@ CONFIGS = {
 }
 HF_LABEL = "hf ASTForAudioClassification"
 META_SPEC = full_metadata_spec()
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def make_batch(cfg: BenchConfig, device: torch.device) -> dict[str, torch.Tensor]:
@@ -155,10 +150,10 @@ def time_interleaved(
     order = list(steps.items())
     for r in range(rounds):
         for label, step in order[r % len(order):] + order[: r % len(order)]:
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             step(batch)
-            _sync(device)
+            sync(device)
             times[label].append(time.perf_counter() - t0)
     return {label: statistics.median(t) for label, t in times.items()}
 
@@ -170,7 +165,7 @@ def print_profile(step: Callable[[dict], None], batch: dict, device: torch.devic
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         step(batch)
-        _sync(device)
+        sync(device)
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(f"--- profile: {label}")
     print(prof.key_averages().table(sort_by=key, row_limit=14, max_name_column_width=48))

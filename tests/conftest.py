@@ -52,6 +52,17 @@ def synthetic_icbhi_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny models: one thread is faster than two, and far faster on a busy machine (no thread handoffs)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def readonly_dir(tmp_path):
     """A folder this process cannot write to: chmod 555 for a normal user; a read-only tmpfs mounted on it for
     root (root ignores permissions). Skipped where neither is possible."""

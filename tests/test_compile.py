@@ -8,44 +8,13 @@ generates and compiles C++ (tens of seconds on a small CPU, hence ``slow``).
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
+from tiny_models import VARIANTS, tiny_batch, tiny_model
 
-from ls.data.icbhi import full_metadata_spec
-from ls.models import build_model, get_variant
-from ls.models.backbone import ASTBackbone, ViTArch
 from ls.models.meta import MetadataError
 
-SPEC = full_metadata_spec()
-VARIANTS = ("ast", "ast_fus", "ast_film", "ast_tafilm", "ast_film_soft")
-#: Two blocks, both conditioned: the smallest model that still runs every path of a mechanism.
-ARCH = ViTArch(embed_dim=16, num_heads=2, depth=2, mlp_ratio=2.0)
-T, FREQ, B = 64, 32, 2
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is faster than two, and far faster on a busy machine (no thread handoffs)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _model(variant: str):
-    options = get_variant(variant).options
-    kw = {"conditioned_layers": [0, 1]} if "conditioned_layers" in {f.name for f in dataclasses.fields(options)} else {}
-    cfg = options(variant=variant, label_dim=2, input_fdim=FREQ, input_tdim=T, dropout=0.0, **kw)  # no dropout:
-    torch.manual_seed(0)  # compiled and eager runs would draw different masks
-    return build_model(cfg, SPEC, backbone=ASTBackbone(ARCH, input_fdim=FREQ, input_tdim=T))
-
-
-def _batch():
-    g = torch.Generator().manual_seed(1)
-    meta = {"device": torch.tensor([1, 4]), "site": torch.tensor([7, 2]), "cont": torch.randn(B, 3, generator=g)}
-    return torch.randn(B, T, FREQ, generator=g), meta
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _loss_and_grads(model, forward, spec, meta):
@@ -60,8 +29,8 @@ def _loss_and_grads(model, forward, spec, meta):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_variant_compiles_to_one_graph_with_the_eager_outputs_and_gradients(variant):
     torch._dynamo.reset()
-    model = _model(variant).train()
-    spec, meta = _batch()
+    model = tiny_model(variant).train()
+    spec, meta = tiny_batch(1)
     # fullgraph=True raises at the first graph break (e.g. a host read of a tensor inside forward)
     compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
     got, got_grads = _loss_and_grads(model, compiled, spec, meta)
@@ -73,8 +42,8 @@ def test_every_variant_compiles_to_one_graph_with_the_eager_outputs_and_gradient
 
 
 def test_the_metadata_id_check_still_runs_eagerly_but_not_inside_a_compiled_graph():
-    model = _model("ast_film_soft").eval()
-    spec, meta = _batch()
+    model = tiny_model("ast_film_soft").eval()
+    spec, meta = tiny_batch(1)
     bad = {**meta, "device": torch.tensor([1, 99])}
     with pytest.raises(MetadataError, match="ids in"):
         model(spec, bad)
@@ -87,8 +56,8 @@ def test_the_metadata_id_check_still_runs_eagerly_but_not_inside_a_compiled_grap
 def test_inductor_compiled_softfilm_matches_eager():
     """The default backend (C++ code generation on CPU); tolerance 1e-5: fused kernels reorder sums."""
     torch._dynamo.reset()
-    model = _model("ast_film_soft").eval()
-    spec, meta = _batch()
+    model = tiny_model("ast_film_soft").eval()
+    spec, meta = tiny_batch(1)
     with torch.no_grad():
         want = model(spec, meta)
         got = torch.compile(model, fullgraph=True)(spec, meta)

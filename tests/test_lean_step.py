@@ -13,68 +13,29 @@ the count, and a test below checks that it never reads a tensor of another devic
 from __future__ import annotations
 
 import collections
-import dataclasses
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset
+from tiny_models import VARIANTS, tiny_config, tiny_loaders, tiny_model
 
 import ls.engine.trainer as trainer_mod
-from ls.config import config_from_dict
-from ls.data.icbhi import full_metadata_spec
-from ls.models import build_model, get_variant
-from ls.models.backbone import ASTBackbone, ViTArch
 from ls.models.meta import check_meta_tensor
 
 LS_DIR = str(Path(trainer_mod.__file__).resolve().parents[1])
-SPEC = full_metadata_spec()
-ARCH = ViTArch(embed_dim=16, num_heads=2, depth=2, mlp_ratio=2.0)
-T, FREQ = 64, 32
 #: Tensor methods that copy a value to the host (and so wait for the device).
 HOST_READS = ("item", "tolist", "cpu", "__bool__", "__float__", "__int__", "__index__")
 #: The one per-batch read allowed: the id range check, which only runs on CPU tensors.
 CPU_ONLY = {"check_meta_tensor"}
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is faster than two, and far faster on a busy machine (no thread handoffs)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-class _Cycles(Dataset):
-    def __init__(self, n: int) -> None:
-        g = torch.Generator().manual_seed(n)
-        self.spec = torch.randn(n, T, FREQ, generator=g)
-        self.labels = torch.randint(0, 2, (n, 2), generator=g).float()
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        meta = {"device": torch.tensor(1 + i % 3), "site": torch.tensor(1 + i % 5), "cont": self.spec[i, 0, :3]}
-        return {"spec": self.spec[i], "meta": meta, "label": self.labels[i], "filename": f"r{i}",
-                "cycle_index": torch.tensor(0), "pid": str(i)}
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _trainer(variant: str, batches: int, tmp_path) -> trainer_mod.Trainer:
-    options = get_variant(variant).options
-    kw = {"conditioned_layers": [0, 1]} if "conditioned_layers" in {f.name for f in dataclasses.fields(options)} else {}
-    torch.manual_seed(0)
-    model = build_model(options(variant=variant, label_dim=2, input_fdim=FREQ, input_tdim=T, **kw), SPEC,
-                        backbone=ASTBackbone(ARCH, input_fdim=FREQ, input_tdim=T))
-    loaders = SimpleNamespace(train=DataLoader(_Cycles(2 * batches), batch_size=2, shuffle=True, drop_last=True),
-                              val=DataLoader(_Cycles(2), batch_size=2), test=DataLoader(_Cycles(2), batch_size=2))
-    cfg = config_from_dict({"dataset": {"data_folder": "unused"},
-                            "training": {"epochs": 1, "device": "cpu", "checkpoint_dir": str(tmp_path),
-                                         "freeze": {"strategy": "none"}}})
-    return trainer_mod.Trainer(model, loaders, cfg.training, cfg.output_mode, seed=0, progress=False)
+    cfg = tiny_config(tmp_path, freeze={"strategy": "none"})
+    return trainer_mod.Trainer(tiny_model(variant), tiny_loaders(2 * batches, batch_size=2, n_eval=2), cfg.training,
+                               cfg.output_mode, seed=0, progress=False)
 
 
 @pytest.fixture
@@ -105,7 +66,7 @@ def _reads_of_an_epoch(variant, batches, tmp_path, counts) -> collections.Counte
     return collections.Counter(counts)
 
 
-@pytest.mark.parametrize("variant", ["ast", "ast_fus", "ast_film", "ast_tafilm", "ast_film_soft"])
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_host_reads_of_a_training_epoch_do_not_grow_with_its_batches(variant, tmp_path, host_reads, monkeypatch):
     monkeypatch.setattr(trainer_mod, "NAN_CHECK_EVERY", 10**9)  # only the end-of-epoch check
     short = _reads_of_an_epoch(variant, 2, tmp_path, host_reads)

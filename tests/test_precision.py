@@ -13,39 +13,25 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from tiny_models import VARIANTS, tiny_batch, tiny_config, tiny_loaders, tiny_model
 
 import ls.engine.trainer as trainer_mod
-from ls.config import config_from_dict, load_config
-from ls.data.icbhi import full_metadata_spec
+from ls.config import load_config
 from ls.engine.precision import FP32, Precision, configure_determinism, configure_tf32, resolve_precision
 from ls.models import VARIANTS as VARIANT_TABLE
-from ls.models import build_model, get_variant
-from ls.models.backbone import ASTBackbone, ViTArch
+from ls.models.backbone import ViTArch
 
 REPO = Path(__file__).resolve().parents[1]
-SPEC = full_metadata_spec()
-VARIANTS = ("ast", "ast_fus", "ast_film", "ast_tafilm", "ast_film_soft")
 ARCH = ViTArch(embed_dim=32, num_heads=2, depth=2, mlp_ratio=2.0)
-T, FREQ, B = 64, 32, 2
 CUDA = torch.device("cuda")  # a device object needs no GPU; nothing here allocates on it
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is faster than two, and far faster on a busy machine (no thread handoffs)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- selection ------------------------------------------------------------------------------------------------
@@ -161,10 +147,8 @@ def test_a_later_non_deterministic_trainer_does_not_inherit_an_earlier_determini
                                                                                        tmp_path):
     """Two runs in one process, as a sequential study makes them: the switch is process-wide."""
     for deterministic in (True, False):
-        cfg = config_from_dict({"dataset": {"data_folder": "unused"},
-                                "training": {"epochs": 1, "device": "cpu", "checkpoint_dir": str(tmp_path),
-                                             "deterministic": deterministic}})
-        trainer_mod.Trainer(_model("ast"), _loaders(), cfg.training, cfg.output_mode, seed=0, progress=False)
+        cfg = tiny_config(tmp_path, deterministic=deterministic)
+        trainer_mod.Trainer(_model("ast"), tiny_loaders(), cfg.training, cfg.output_mode, seed=0, progress=False)
         assert torch.are_deterministic_algorithms_enabled() is deterministic
 
 
@@ -180,19 +164,8 @@ def test_defaults_and_paper_configs_use_mixed_precision_and_tf32_on_cuda(monkeyp
 # -- numerics of every variant under bf16 autocast --------------------------------------------------------------
 
 
-def _model(variant: str, seed: int = 0):
-    options = get_variant(variant).options
-    names = {f.name for f in dataclasses.fields(options)}
-    kw = {"conditioned_layers": [0, 1]} if "conditioned_layers" in names else {}
-    cfg = options(variant=variant, label_dim=2, input_fdim=FREQ, input_tdim=T, dropout=0.0, **kw)
-    torch.manual_seed(seed)
-    return build_model(cfg, SPEC, backbone=ASTBackbone(ARCH, input_fdim=FREQ, input_tdim=T)).train()
-
-
-def _batch(seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    meta = {"device": torch.tensor([1, 4]), "site": torch.tensor([7, 2]), "cont": torch.randn(B, 3, generator=g)}
-    return torch.randn(B, T, FREQ, generator=g), meta
+def _model(variant: str):
+    return tiny_model(variant, ARCH).train()
 
 
 def _step(model, precision: Precision, spec, meta):
@@ -212,7 +185,7 @@ def _step(model, precision: Precision, spec, meta):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_bf16_forward_backward_of_every_variant_is_finite_and_close_to_fp32(variant):
     model = _model(variant)
-    spec, meta = _batch()
+    spec, meta = tiny_batch()
     _, logits32, loss32, grads32 = _step(model, FP32, spec, meta)
     dtype, logits16, loss16, grads16 = _step(model, Precision(torch.bfloat16), spec, meta)
     assert dtype == torch.bfloat16  # autocast really ran the model in bf16
@@ -236,46 +209,22 @@ def test_attention_goes_through_sdpa_in_bf16_under_autocast(monkeypatch):
     monkeypatch.setattr(F, "scaled_dot_product_attention", recording)
     model = _model("ast_film_soft")
     with Precision(torch.bfloat16).autocast("cpu"):
-        model(*_batch())
+        model(*tiny_batch())
     assert seen == [torch.bfloat16] * ARCH.depth
 
 
 # -- the trainer's autocast path ----------------------------------------------------------------------------------
 
 
-class _Cycles(Dataset):
-    def __init__(self, n: int, seed: int) -> None:
-        g = torch.Generator().manual_seed(seed)
-        self.spec = torch.randn(n, T, FREQ, generator=g)
-        self.labels = torch.randint(0, 2, (n, 2), generator=g).float()
-        self.cont = torch.randn(n, 3, generator=g)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        meta = {"device": torch.tensor(1 + i % 3), "site": torch.tensor(1 + i % 5), "cont": self.cont[i]}
-        return {"spec": self.spec[i], "meta": meta, "label": self.labels[i], "filename": f"r{i // 2}",
-                "cycle_index": torch.tensor(i % 2), "pid": str(i // 4)}
-
-
-def _loaders():
-    return SimpleNamespace(
-        train=DataLoader(_Cycles(8, 0), batch_size=4, shuffle=True, drop_last=True,
-                         generator=torch.Generator().manual_seed(0)),
-        val=DataLoader(_Cycles(4, 1), batch_size=4), test=DataLoader(_Cycles(4, 2), batch_size=4))
-
-
 @pytest.mark.parametrize("precision", [Precision(torch.bfloat16), Precision(torch.float16, scaler=True)],
                          ids=["bf16", "fp16+scaler"])
 def test_the_trainer_runs_a_forced_autocast_epoch_with_fp32_losses(precision, tmp_path, monkeypatch):
     monkeypatch.setattr(trainer_mod, "resolve_precision", lambda amp, device: precision)
-    cfg = config_from_dict({"dataset": {"data_folder": "unused"},
-                            "training": {"epochs": 1, "device": "cpu", "checkpoint_dir": str(tmp_path)}})
+    cfg = tiny_config(tmp_path)
     model = _model("ast_film_soft")
     seen = []
     loss_fn_dtypes = []
-    trainer = trainer_mod.Trainer(model, _loaders(), cfg.training, cfg.output_mode, seed=0, progress=False)
+    trainer = trainer_mod.Trainer(model, tiny_loaders(), cfg.training, cfg.output_mode, seed=0, progress=False)
     assert trainer.scaler.is_enabled() is precision.scaler
     inner = trainer.loss_fn
     trainer.loss_fn = lambda logits, labels: (loss_fn_dtypes.append(logits.dtype), inner(logits, labels))[1]
