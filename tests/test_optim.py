@@ -160,3 +160,17 @@ def test_optimizer_state_is_weights_only_loadable_and_lrs_are_named():
     assert [g["name"] for g in state["param_groups"]] == [g["name"] for g in opt.param_groups]
     lrs = group_lrs(opt)
     assert lrs["lr_classifier"] == pytest.approx(6e-5) and lrs["lr_backbone"] == pytest.approx(3e-7)
+
+
+@pytest.mark.parametrize(("on_cuda", "fused"), [("all", True), ("none", None), ("some", None)])
+def test_adamw_is_fused_only_when_every_parameter_is_on_cuda(on_cuda, fused, monkeypatch):
+    """The fused kernel takes CUDA tensors only (None: torch's default, foreach, on CPU). No GPU needed: the
+    parameters' ``is_cuda`` is faked and the optimiser's arguments are captured."""
+    model = TinyConditioned()
+    cpu_param = model.classifier.weight
+    cuda = {"all": lambda p: True, "none": lambda p: False, "some": lambda p: p is not cpu_param}[on_cuda]
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(cuda))
+    captured = {}
+    monkeypatch.setattr(torch.optim, "AdamW", lambda groups, **kwargs: captured.update(kwargs))
+    build_optimizer(model, OptimizerConfig())
+    assert captured["fused"] is fused
