@@ -169,11 +169,18 @@ def _model(variant: str):
 
 
 def _step(model, precision: Precision, spec, meta):
-    """One forward/backward as the trainer does it: the forward under autocast, the losses in fp32."""
+    """One forward/backward as the trainer does it: the forward under autocast, the losses in fp32. Returns the
+    dtype the backbone's matmuls computed in."""
     model.zero_grad(set_to_none=True)
+    dtypes = set()
+    hooks = [m.register_forward_hook(lambda m, i, out: dtypes.add(out.dtype))
+             for m in model.backbone.modules() if isinstance(m, torch.nn.Linear)]
     with precision.autocast("cpu"):
         logits = model(spec, meta)
-    dtype = logits.dtype
+    for hook in hooks:
+        hook.remove()
+    assert logits.dtype == torch.float32  # the head runs outside autocast
+    (dtype,) = dtypes
     logits = logits.float()
     loss = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
     loss = loss + sum(model.auxiliary_losses().values())
@@ -188,7 +195,7 @@ def test_bf16_forward_backward_of_every_variant_is_finite_and_close_to_fp32(vari
     spec, meta = tiny_batch()
     _, logits32, loss32, grads32 = _step(model, FP32, spec, meta)
     dtype, logits16, loss16, grads16 = _step(model, Precision(torch.bfloat16), spec, meta)
-    assert dtype == torch.bfloat16  # autocast really ran the model in bf16
+    assert dtype == torch.bfloat16  # autocast really ran the backbone in bf16
     assert torch.isfinite(logits16).all() and torch.isfinite(loss16) and torch.isfinite(grads16).all()
     torch.testing.assert_close(logits16, logits32, rtol=0, atol=0.02)
     torch.testing.assert_close(loss16, loss32, rtol=0, atol=0.005)
@@ -213,6 +220,24 @@ def test_attention_goes_through_sdpa_in_bf16_under_autocast(monkeypatch):
     assert seen == [torch.bfloat16] * ARCH.depth
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_the_classifier_head_computes_fp32_logits_under_autocast(dtype):
+    """The logits thresholds are tuned on are not rounded to bf16/fp16: under autocast the head gives exactly
+    what it gives for the same (low-precision) embedding in fp32."""
+    head = _model("ast_film_soft").classifier.eval()
+    embedding = torch.randn(4, ARCH.embed_dim).to(dtype)
+    with Precision(dtype).autocast("cpu"):
+        logits = head(embedding)
+    assert logits.dtype == torch.float32
+    assert torch.equal(logits, head(embedding.float()))
+
+
+def test_the_classifier_head_is_unchanged_in_fp32():
+    head = _model("ast").classifier.eval()
+    x = torch.randn(4, ARCH.embed_dim)
+    assert torch.equal(head(x), torch.nn.Sequential.forward(head, x))
+
+
 # -- the trainer's autocast path ----------------------------------------------------------------------------------
 
 
@@ -228,10 +253,10 @@ def test_the_trainer_runs_a_forced_autocast_epoch_with_fp32_losses(precision, tm
     assert trainer.scaler.is_enabled() is precision.scaler
     inner = trainer.loss_fn
     trainer.loss_fn = lambda logits, labels: (loss_fn_dtypes.append(logits.dtype), inner(logits, labels))[1]
-    model.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    model.backbone.blocks[-1].mlp.fc2.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
     before = [p.detach().clone() for p in model.parameters()]
     result = trainer.train_one_epoch(0)
-    assert seen == [precision.dtype] * 2  # two batches, each forward under autocast
+    assert seen == [precision.dtype] * 2  # two batches, each forward (up to the head) under autocast
     assert loss_fn_dtypes == [torch.float32] * 2
     assert all(torch.isfinite(torch.tensor(v)) for v in (result["loss"], result["task_loss"], result["aux_loss"]))
     assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))  # the steps were taken

@@ -8,7 +8,8 @@ GELU/64 for TAFiLM, GELU/32 for GRF). Each variant's head is in the variant tabl
 
 from __future__ import annotations
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from ls.models.variants import HeadSpec
 
@@ -29,6 +30,10 @@ class ClassifierHead(nn.Sequential):
     Input ``[B, D]``, output logits ``[B, label_dim]`` (no final activation). Kept as a ``Sequential`` so the
     parameter names (``0.*`` LN, ``2.*`` first Linear, ``5.*`` last Linear) match the reference's
     ``mlp_head`` layout. LayerNorm eps is PyTorch's default (1e-5), as in the reference head.
+
+    Under mixed precision the head runs outside autocast, in its weights' precision (fp32): thresholds are tuned
+    and epochs selected on its logits, which bf16 would round to 8 mantissa bits. Without autocast nothing
+    changes.
     """
 
     def __init__(self, in_dim: int, label_dim: int, spec: HeadSpec, dropout: float) -> None:
@@ -44,3 +49,9 @@ class ClassifierHead(nn.Sequential):
         )
         self.spec = spec
         self.label_dim = label_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not torch.is_autocast_enabled(x.device.type):
+            return super().forward(x)
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.to(self[-1].weight.dtype))
