@@ -110,3 +110,17 @@ def test_features_for_recording_equals_manual_pipeline(tmp_path):
     raw = log_mel_fbank(wave[16000:32000], cfg)
     ref = norm(fit_frames(raw, 128, "stretch"))
     torch.testing.assert_close(out[1], ref)
+
+
+def test_dither_drawn_from_a_generator_is_reproducible_and_leaves_the_global_rng_alone(noise):
+    cfg = AudioConfig(dither=1.0)
+    state = torch.random.get_rng_state()
+    a = log_mel_fbank(noise, cfg, torch.Generator().manual_seed(3))
+    torch.rand(5)  # the global stream moves on: the generator's result must not follow it
+    b = cycle_features(noise[None], cfg, 64, torch.Generator().manual_seed(3))[0]
+    assert torch.equal(fit_frames(a, 64, cfg.frame_fit), b)
+    assert not torch.equal(a, log_mel_fbank(noise, cfg, torch.Generator().manual_seed(4)))
+    assert not torch.equal(a, log_mel_fbank(noise, AudioConfig(dither=0.0)))  # the dither is really there
+    torch.random.set_rng_state(state)
+    log_mel_fbank(noise, cfg, torch.Generator().manual_seed(3))
+    assert torch.equal(torch.random.get_rng_state(), state)

@@ -25,10 +25,10 @@ AUG = {
 }
 
 
-def _cfg(folder, cache_dir, workers=0, raw_augment=True, **dataset):
+def _cfg(folder, cache_dir, workers=0, raw_augment=True, audio=None, **dataset):
     ds = {"data_folder": str(folder), "h": H, "w": W, "batch_size": 4, "cache_workers": 0,
           "cache_dir": str(cache_dir), "num_workers": workers, **dataset}  # fmt: skip
-    audio = {"n_mels": H, "desired_length": 2.0, **AUG, "raw_augment": raw_augment}
+    audio = {"n_mels": H, "desired_length": 2.0, **AUG, "raw_augment": raw_augment, **(audio or {})}
     return config_from_dict({"dataset": ds, "audio": audio, "training": {"device": "cpu"}})
 
 
@@ -75,6 +75,21 @@ def test_batches_are_identical_with_0_1_and_2_persistent_workers_over_two_epochs
     for batch in runs[2][1]:
         for f, c, spec in zip(batch["filename"], batch["cycle_index"], batch["spec"]):
             assert not torch.equal(spec, train[index[(f, int(c))]]["spec"])
+
+
+def test_dithered_on_the_fly_features_are_a_function_of_seed_epoch_and_index(synthetic_icbhi_dir, cache_dir):
+    """``audio.dither > 0``: the features recomputed for waveform-augmented items are dithered from the item's own
+    generator, not torch's global RNG (whose state differs between workers and the main process)."""
+    audio = {"dither": 1.0, "wave_aug": [{"type": "loudness", "p": 1.0}]}  # every item recomputed
+    runs = {}
+    for workers in (0, 2):
+        cfg = _cfg(synthetic_icbhi_dir, cache_dir, workers, audio=audio)
+        datasets = build_datasets(cfg)
+        runs[workers] = _epochs(build_loaders(cfg, datasets), n=1, batches=2)[0]
+        train = datasets.train
+        assert torch.equal(train[0]["spec"], train[0]["spec"])  # the global RNG moved on in between
+    for a, b in zip(runs[0], runs[2]):
+        assert a["filename"] == b["filename"] and torch.equal(a["spec"], b["spec"])
 
 
 def test_the_epoch_reaches_workers_of_a_loader_started_earlier(datasets):

@@ -139,7 +139,7 @@ class CycleDataset(Dataset):
         if wave is None:
             return None
         wave = audio_mod.fit_length(wave, self.audio_cfg)
-        return features_mod.cycle_features(wave[None], self.audio_cfg, self.w)[0]
+        return features_mod.cycle_features(wave[None], self.audio_cfg, self.w, gen)[0]  # dither: from gen too
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         spec = None

@@ -37,28 +37,39 @@ def check_input_shape(audio_cfg: AudioConfig, h: int, w: int) -> None:
         raise ValueError(f"dataset.w must be a positive frame count, got {w}")
 
 
-def log_mel_fbank(wave: torch.Tensor, audio_cfg: AudioConfig) -> torch.Tensor:
+def log_mel_fbank(wave: torch.Tensor, audio_cfg: AudioConfig, generator: torch.Generator | None = None) -> torch.Tensor:
     """Kaldi-compatible log-mel filterbank of one waveform.
 
     Args:
         wave: float32 ``[L]`` at ``audio_cfg.sample_rate``.
+        generator: where the dither noise (``audio.dither > 0``) comes from; None: torch's global RNG.
 
     Returns:
         float32 ``[T0, n_mels]`` with ``T0 = 1 + (L - frame_len) // frame_shift`` (997 for 10 s, 40/10 ms).
     """
-    return kaldi.fbank(
-        wave.unsqueeze(0),
-        sample_frequency=audio_cfg.sample_rate,
-        frame_length=audio_cfg.frame_length,
-        frame_shift=audio_cfg.frame_shift,
-        num_mel_bins=audio_cfg.n_mels,
-        low_freq=audio_cfg.low_freq,
-        high_freq=audio_cfg.high_freq,
-        window_type=audio_cfg.window_type,
-        use_energy=audio_cfg.use_energy,
-        dither=audio_cfg.dither,
-        htk_compat=True,
-    )
+    def fbank() -> torch.Tensor:
+        return kaldi.fbank(
+            wave.unsqueeze(0),
+            sample_frequency=audio_cfg.sample_rate,
+            frame_length=audio_cfg.frame_length,
+            frame_shift=audio_cfg.frame_shift,
+            num_mel_bins=audio_cfg.n_mels,
+            low_freq=audio_cfg.low_freq,
+            high_freq=audio_cfg.high_freq,
+            window_type=audio_cfg.window_type,
+            use_energy=audio_cfg.use_energy,
+            dither=audio_cfg.dither,
+            htk_compat=True,
+        )
+
+    if generator is None or audio_cfg.dither == 0:
+        return fbank()
+    # Kaldi dithers with the global RNG, whose state differs between loader workers and the main process: seed
+    # it (forked, so the caller's stream is untouched) from ``generator``, e.g. an item's (seed, epoch, index).
+    seed = int(torch.randint(0, 2**63 - 1, (), generator=generator))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return fbank()
 
 
 def fit_frames(fbank: torch.Tensor, w: int, mode: str) -> torch.Tensor:
@@ -82,11 +93,14 @@ def fit_frames(fbank: torch.Tensor, w: int, mode: str) -> torch.Tensor:
     raise ValueError(f"audio.frame_fit must be 'stretch' or 'pad', got {mode!r}")
 
 
-def cycle_features(padded: torch.Tensor, audio_cfg: AudioConfig, w: int) -> torch.Tensor:
-    """Raw (unnormalised) model-size features of padded cycles: ``[N, L]`` -> ``[N, w, n_mels]`` float32."""
+def cycle_features(padded: torch.Tensor, audio_cfg: AudioConfig, w: int,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Raw (unnormalised) model-size features of padded cycles: ``[N, L]`` -> ``[N, w, n_mels]`` float32.
+    ``generator``: as in :func:`log_mel_fbank`."""
     if padded.numel() == 0:
         return torch.empty(0, w, audio_cfg.n_mels)
-    feats = torch.stack([log_mel_fbank(x, audio_cfg) for x in padded])
+    extra = () if generator is None else (generator,)  # two-argument wrappers of log_mel_fbank keep working
+    feats = torch.stack([log_mel_fbank(x, audio_cfg, *extra) for x in padded])
     return fit_frames(feats, w, audio_cfg.frame_fit)
 
 
