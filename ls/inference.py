@@ -164,7 +164,7 @@ def build_split_loader(ctx: InferenceContext, split: str) -> Any:
     from torch.utils.data import DataLoader
 
     from ls.data import build_datasets
-    from ls.data.dataset import resolve_num_workers
+    from ls.data.dataset import loader_options, resolve_num_workers, warn_shared_memory
 
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
@@ -176,7 +176,10 @@ def build_split_loader(ctx: InferenceContext, split: str) -> Any:
         raise ValueError(f"split {split!r} is empty for the data in {ctx.cfg.dataset.data_folder}")
     batch = ctx.cfg.dataset.eval_batch_size or ctx.cfg.dataset.batch_size
     workers = resolve_num_workers(ctx.cfg.dataset.num_workers, ctx.device.type, evaluation=True)
-    return DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=workers)
+    # as the training run's evaluation loaders: pinned on a GPU, workers fitted to the shared memory
+    options, note = loader_options(ctx.cfg.dataset, ctx.device.type, workers, batch)
+    warn_shared_memory([f"evaluation: {note}"] if note else [])
+    return DataLoader(dataset, batch_size=batch, shuffle=False, **options)
 
 
 # -- per-cycle tables ------------------------------------------------------------------------------------------

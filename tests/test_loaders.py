@@ -8,6 +8,9 @@ workers while the main process moved on).
 
 from __future__ import annotations
 
+import warnings
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -15,7 +18,7 @@ from torch.utils.data import DataLoader
 import ls.data.dataset as dataset_mod
 from ls.config import config_from_dict
 from ls.data import build_datasets, build_loaders
-from ls.data.dataset import EVAL_WORKERS, MAX_AUTO_WORKERS, resolve_num_workers
+from ls.data.dataset import EVAL_WORKERS, MAX_AUTO_WORKERS, fit_shared_memory, resolve_num_workers
 
 H, W = 32, 64
 AUG = {
@@ -152,13 +155,81 @@ def test_loader_options(synthetic_icbhi_dir, cache_dir, datasets, monkeypatch):
         assert loader.pin_memory is False  # CPU training: nothing to pin for
     cpu = build_loaders(_cfg(synthetic_icbhi_dir, cache_dir, "auto"), datasets)
     assert cpu.train.num_workers == 0 and cpu.train.persistent_workers is False
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # only the options are built, nothing runs
-    monkeypatch.setattr(dataset_mod.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
-    cfg = _cfg(synthetic_icbhi_dir, cache_dir, "auto")
-    cfg.training.device = "auto"
-    gpu = build_loaders(cfg, datasets)
+    _shm(monkeypatch, free=64 * 2**20)
+    gpu = build_loaders(_gpu_auto_cfg(synthetic_icbhi_dir, cache_dir, monkeypatch), datasets)
     assert (gpu.train.num_workers, gpu.val.num_workers, gpu.test.num_workers) == (15, EVAL_WORKERS, EVAL_WORKERS)
     assert gpu.train.pin_memory is True and gpu.train.persistent_workers is True
+
+
+def _gpu_auto_cfg(folder, cache_dir, monkeypatch):
+    """``num_workers: auto`` on a pretended 16-CPU GPU machine (only the options are built, nothing runs)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(dataset_mod.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    cfg = _cfg(folder, cache_dir, "auto")
+    cfg.training.device = "auto"
+    return cfg
+
+
+def _shm(monkeypatch, free: int, total: int = 64 * 2**20) -> list:
+    """A /dev/shm of ``total`` bytes with ``free`` free; returns the paths asked about."""
+    asked = []
+    usage = SimpleNamespace(total=total, used=total - free, free=free)
+    monkeypatch.setattr(dataset_mod.shutil, "disk_usage", lambda path: (asked.append(str(path)), usage)[1])
+    return asked
+
+
+MB = 2**20
+PAPER_BATCH = 16 * 1024 * 128 * 4  # 8 MB of float32 spectrograms
+
+
+@pytest.mark.parametrize(("free", "world", "want"), [
+    (64 * MB, 1, (4, 1)),  # Docker's default: 32 MB for 15 x 4 x 8 MB (480 MB): 4 workers, 1 batch ahead each
+    (2048 * MB, 1, (15, 4)),  # enough: unchanged
+    (600 * MB, 1, (15, 2)),  # fewer batches ahead first
+    (600 * MB, 2, (15, 1)),  # two ranks on one machine share it
+    (8 * MB, 1, (0, 1)),  # not one batch fits: loading in the main process
+])
+def test_workers_are_fitted_to_the_shared_memory(free, world, want, monkeypatch):
+    asked = _shm(monkeypatch, free)
+    workers, prefetch, note = fit_shared_memory(15, 4, PAPER_BATCH, world)
+    assert (workers, prefetch) == want and asked == ["/dev/shm"]
+    assert (note is None) is (want == (15, 4))
+
+
+def test_shared_memory_is_left_alone_off_linux_and_without_workers(monkeypatch):
+    _shm(monkeypatch, 0)
+    assert fit_shared_memory(0, 4, PAPER_BATCH) == (0, 4, None)
+    monkeypatch.setattr(dataset_mod.sys, "platform", "darwin")
+    assert fit_shared_memory(15, 4, PAPER_BATCH) == (15, 4, None)
+
+
+def test_a_small_dev_shm_lowers_the_loaders_with_one_warning(synthetic_icbhi_dir, cache_dir, datasets, monkeypatch):
+    cfg = _gpu_auto_cfg(synthetic_icbhi_dir, cache_dir, monkeypatch)
+    batch = cfg.dataset.batch_size * W * H * 4
+    _shm(monkeypatch, free=8 * batch)  # half of it, 4 batches, for this process
+    with pytest.warns(UserWarning) as caught:
+        loaders = build_loaders(cfg, datasets)
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "/dev/shm is 64 MB" in message and "--shm-size" in message and "training: 15 workers x 4" in message
+    assert (loaders.train.num_workers, loaders.train.prefetch_factor) == (4, 1)
+    assert (loaders.test.num_workers, loaders.test.prefetch_factor) == (EVAL_WORKERS, 1)
+    _shm(monkeypatch, free=64 * 2**20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # enough room: no warning
+        loaders = build_loaders(cfg, datasets)
+    assert (loaders.train.num_workers, loaders.train.prefetch_factor) == (15, 4)
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_the_inference_loader_is_set_up_as_the_training_runs_ones(device, synthetic_icbhi_dir, cache_dir):
+    from ls.inference import build_split_loader
+
+    ctx = SimpleNamespace(cfg=_cfg(synthetic_icbhi_dir, cache_dir, 2, prefetch_factor=3), encoder=None,
+                          device=torch.device(device))  # a device object: nothing runs on it
+    loader = build_split_loader(ctx, "test")
+    assert (loader.num_workers, loader.persistent_workers, loader.prefetch_factor) == (2, True, 3)
+    assert loader.pin_memory is (device == "cuda")
 
 
 @pytest.mark.parametrize(("value", "device", "world", "evaluation", "cpus", "want"), [

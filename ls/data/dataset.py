@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
+import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -462,6 +464,69 @@ def resolve_num_workers(value: int | str, device_type: str, world_size: int = 1,
     return max(0, min(cpus // max(world_size, 1) - 1, limit))
 
 
+#: Where DataLoader workers hand their batches to the main process (Linux shared memory).
+SHM_DIR = "/dev/shm"
+#: Share of its free space one process's batches in flight may take: the rest stays for pinning, other
+#: processes and NCCL, which also uses it.
+SHM_SHARE = 0.5
+
+
+def batch_nbytes(ds_cfg: DatasetConfig, batch_size: int) -> int:
+    """Bytes of one batch, from the input shape: the float32 spectrograms (labels and metadata are tiny)."""
+    return batch_size * ds_cfg.w * ds_cfg.h * 4
+
+
+def fit_shared_memory(workers: int, prefetch: int, batch_bytes: int, world_size: int = 1,
+                      shm_dir: str = SHM_DIR) -> tuple[int, int, str | None]:
+    """``(workers, prefetch_factor, note)`` whose batches in flight, ``workers x prefetch x batch_bytes``, fit
+    into this process's share of the free space of ``shm_dir``: workers put every batch there, and past its
+    end they die with a bus error. Docker gives it 64 MB unless told otherwise. Lowered, fewer batches ahead
+    first, then fewer workers (0: loading in the main process, no shared memory); ``note`` then says so. Off
+    Linux, or with no such folder, unchanged."""
+    if workers == 0 or not sys.platform.startswith("linux"):
+        return workers, prefetch, None
+    try:
+        usage = shutil.disk_usage(shm_dir)
+    except OSError:
+        return workers, prefetch, None
+    budget = usage.free * SHM_SHARE / max(world_size, 1)
+    need = workers * prefetch * batch_bytes
+    if need <= budget:
+        return workers, prefetch, None
+    fit = int(budget // (workers * batch_bytes))
+    new_workers, new_prefetch = (workers, fit) if fit >= 1 else (min(workers, int(budget // batch_bytes)), 1)
+    mb = 2**20
+    note = (f"{workers} workers x {prefetch} batches ahead x {batch_bytes / mb:.1f} MB = {need / mb:.0f} MB in "
+            f"flight, lowered to {new_workers} workers x {new_prefetch}")
+    return new_workers, new_prefetch, note
+
+
+def warn_shared_memory(notes: list[str], shm_dir: str = SHM_DIR) -> None:
+    """One warning for the loaders whose workers ``fit_shared_memory`` lowered."""
+    if not notes:
+        return
+    usage = shutil.disk_usage(shm_dir)
+    warnings.warn(
+        f"{shm_dir} is {usage.total / 2**20:.0f} MB ({usage.free / 2**20:.0f} MB free), too small for the loaders' "
+        f"batches in flight ({'; '.join(notes)}); more would kill the workers with a bus error (insufficient "
+        f"shared memory). For full speed give it more: docker run --shm-size=8g (or --ipc=host).",
+        stacklevel=3,
+    )
+
+
+def loader_options(ds_cfg: DatasetConfig, device_type: str, workers: int, batch_size: int,
+                   world_size: int = 1) -> tuple[dict[str, Any], str | None]:
+    """DataLoader keyword arguments for ``workers`` processes (fitted to the shared memory), and the note of
+    ``fit_shared_memory``. Persistent workers start once per run, not once per epoch (the epoch reaches them
+    through the dataset's shared-memory epoch); pinned batches let the copy to the GPU overlap the step."""
+    workers, prefetch, note = fit_shared_memory(workers, ds_cfg.prefetch_factor, batch_nbytes(ds_cfg, batch_size),
+                                                world_size)
+    options: dict[str, Any] = {"num_workers": workers, "pin_memory": device_type == "cuda"}
+    if workers > 0:
+        options.update(persistent_workers=True, prefetch_factor=prefetch)
+    return options, note
+
+
 def loader_device_type(cfg) -> str:
     """``cuda`` when the run will train on a GPU (``training.device`` auto or cuda, and one is present)."""
     device = getattr(getattr(cfg, "training", None), "device", "auto")
@@ -510,14 +575,7 @@ def build_loaders(cfg, datasets: Datasets | None = None, *, rank: int = 0, world
         )
     device_type = loader_device_type(cfg)
     workers = resolve_num_workers(ds_cfg.num_workers, device_type, world_size)
-
-    def worker_options(n: int) -> dict[str, Any]:
-        # Persistent workers start once per run, not once per epoch (the epoch reaches them through the
-        # dataset's shared-memory epoch); pinned batches let the copy to the GPU overlap the step.
-        options: dict[str, Any] = {"num_workers": n, "pin_memory": device_type == "cuda"}
-        if n > 0:
-            options.update(persistent_workers=True, prefetch_factor=ds_cfg.prefetch_factor)
-        return options
+    train_options, train_note = loader_options(ds_cfg, device_type, workers, ds_cfg.batch_size, world_size)
 
     gen = torch.Generator().manual_seed(cfg.seed)
     if ds_cfg.weighted_sampler:
@@ -540,17 +598,19 @@ def build_loaders(cfg, datasets: Datasets | None = None, *, rank: int = 0, world
         sampler=_TrainSampler(sampler, draw_from),
         generator=torch.Generator().manual_seed(cfg.seed),  # worker seeds only (items draw from (seed, epoch, i))
         drop_last=True,
-        **worker_options(workers),
+        **train_options,
     )
 
     eval_bs = ds_cfg.eval_batch_size or ds_cfg.batch_size
     eval_workers = resolve_num_workers(ds_cfg.num_workers, device_type, world_size, evaluation=True)
+    eval_options, eval_note = loader_options(ds_cfg, device_type, eval_workers, eval_bs, world_size)
+    warn_shared_memory([f"{name}: {note}" for name, note in (("training", train_note), ("evaluation", eval_note))
+                        if note])
 
     def eval_loader(ds: CycleDataset | None) -> DataLoader | None:
         if ds is None:
             return None
         sampler = DistributedSampler(ds, world_size, rank, shuffle=False) if world_size > 1 else None
-        return DataLoader(ds, batch_size=eval_bs, shuffle=False, sampler=sampler, drop_last=False,
-                          **worker_options(eval_workers))
+        return DataLoader(ds, batch_size=eval_bs, shuffle=False, sampler=sampler, drop_last=False, **eval_options)
 
     return Loaders(train_loader, eval_loader(datasets.val), eval_loader(datasets.test), datasets)
