@@ -25,9 +25,9 @@ What goes where (``out``):
 - ``study.json``: the plan, the MLflow parent run, and per run its state and wall time.
 
 Running the same command again skips finished runs (``run.json`` present), continues interrupted ones from
-their ``last.pt`` (in the same MLflow run) and starts the rest; a run whose stored config differs from the
-study's is an error naming the run folder and the keys, never overwritten. Adding seeds or variants to the
-file and re-running extends a study. One process at a time may work on a study folder (a lock file).
+their ``last.pt`` (in the same MLflow run) and starts the rest; a run, finished or interrupted, whose stored
+config differs from the study's (of ``models`` only its own variant's block counts) is an error naming the run
+folder and the keys, never overwritten. Adding seeds or variants to the file and re-running extends a study. One process at a time may work on a study folder (a lock file).
 
 Runs go one after another (``jobs: 1``) or several at once: worker processes (spawned) on CPU, one per GPU
 on CUDA (``CUDA_VISIBLE_DEVICES``). Each run on CPU uses ``threads`` intra-op threads (default 1) whatever
@@ -62,10 +62,6 @@ RUNS_FOLDER = "runs"
 REPORT_FOLDER = "report"
 RUN_LOG = "train.log"
 SELECTIONS = ("strict", "paper")
-#: Config keys that may differ between a stored run and the study without making it another run: where
-#: things are written and logged, and how the work is spread (they do not change what is trained).
-IGNORED_KEYS = ("training.checkpoint_dir", "mlflow.", "training.device", "training.compile",
-                "dataset.num_workers", "dataset.cache_dir", "dataset.cache_workers")
 
 
 class StudyError(ValueError):
@@ -240,22 +236,23 @@ def load_study(path: str | Path, overrides: Sequence[str] = (), *, variants: Seq
 # =================================================================================================
 # The plan: what is finished, what continues, what starts
 # =================================================================================================
-def config_differences(stored: dict, planned: dict) -> list[str]:
+def config_differences(stored: dict, planned: dict, variant: str) -> list[str]:
     """``key: stored X vs study Y`` for every config key (``section.key``) that both configs have and that
-    makes two runs different (:data:`IGNORED_KEYS` aside). A key only one of them has is an option of another
-    ls version: new options default to the earlier behaviour, so a run stored before them is still the
-    same run."""
-    from ls.config import flatten
+    makes two runs of ``variant`` different: ``ls.config.RUN_INDEPENDENT_KEYS`` aside, and of ``models`` only
+    the variant's own block (``ls.config.run_view``), so that adding a variant to a study leaves its other
+    runs as they are. A key only one of them has is an option of another ls version: new options default to
+    the earlier behaviour, so a run stored before them is still the same run."""
+    from ls.config import RUN_INDEPENDENT_KEYS, flatten, run_view
 
-    old, new = flatten(stored), flatten(planned)
+    old, new = flatten(run_view(stored, variant)), flatten(run_view(planned, variant))
     return [f"{k}: stored {old[k]!r} vs study {new[k]!r}" for k in sorted(set(old) & set(new))
-            if not k.startswith(IGNORED_KEYS) and old[k] != new[k]]
+            if not k.startswith(RUN_INDEPENDENT_KEYS) and old[k] != new[k]]
 
 
-def _check_stored_config(stored: dict, planned: Any, where: Path, what: str) -> None:
+def _check_stored_config(stored: dict, planned: Any, variant: str, where: Path, what: str) -> None:
     from ls.config import to_dict
 
-    diffs = config_differences(stored, to_dict(planned))
+    diffs = config_differences(stored, to_dict(planned), variant)
     if diffs:
         shown = "; ".join(diffs[:6]) + (f"; ... ({len(diffs)} in all)" if len(diffs) > 6 else "")
         raise StudyError(f"{where}: this {what} was trained with another config than the study's ({shown}); "
@@ -264,10 +261,11 @@ def _check_stored_config(stored: dict, planned: Any, where: Path, what: str) -> 
 
 def plan_runs(study: Study) -> list[PlannedRun]:
     """Every run of the study with its state: ``finished`` (``run.json`` present), ``resume`` (``last.pt``
-    present) or ``new``. A stored run whose config differs from the study's raises :class:`StudyError`."""
+    present) or ``new``. A stored run, finished or interrupted, whose config differs from the study's
+    (:func:`config_differences`: the same check for both) raises :class:`StudyError`."""
     import yaml
 
-    from ls.engine.checkpoint import CheckpointError, check_resumable, read_checkpoint
+    from ls.engine.checkpoint import CheckpointError, check_resume_state, read_checkpoint
 
     planned = []
     for variant, seed, selection in study.identities():
@@ -282,16 +280,18 @@ def plan_runs(study: Study) -> list[PlannedRun]:
                 stored = yaml.safe_load(config_path.read_text(encoding="utf-8"))
             except yaml.YAMLError as exc:
                 raise StudyError(f"{config_path}: not valid YAML ({exc})") from None
-            _check_stored_config(stored if isinstance(stored, dict) else {}, cfg, run_dir, "finished run")
+            _check_stored_config(stored if isinstance(stored, dict) else {}, cfg, variant, run_dir, "finished run")
             state = "finished"
         elif (run_dir / "last.pt").is_file():
-            from ls.config import to_dict
-
             last = run_dir / "last.pt"
             try:
-                check_resumable(read_checkpoint(last), variant, to_dict(cfg), last)
+                checkpoint = read_checkpoint(last)
+                check_resume_state(checkpoint, variant, last)
             except CheckpointError as exc:
                 raise StudyError(f"{exc}; give the study another 'out' folder or delete {run_dir}") from None
+            stored = checkpoint.get("config")
+            _check_stored_config(stored if isinstance(stored, dict) else {}, cfg, variant, run_dir,
+                                 "interrupted run")
             state = "resume"
         planned.append(PlannedRun(variant, seed, selection, run_dir, state))
     return planned

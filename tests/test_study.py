@@ -127,6 +127,54 @@ def test_plan_skips_finished_runs_and_refuses_runs_of_another_config(tmp_path):
         plan_runs(load_study(path, ["training.epochs=3"]))
 
 
+def _fake_interrupted(study, variant, seed, selection, cfg=None):
+    """A run folder with the ``last.pt`` an interrupted run leaves (its config as ls.train stores it)."""
+    from ls.config import to_dict
+    from ls.engine.checkpoint import make_checkpoint, save_checkpoint
+
+    run_dir = study.run_dir(variant, seed, selection)
+    run_dir.mkdir(parents=True)
+    meta = {"variant": variant, "config": to_dict(cfg or study.run_config(variant, seed, selection)),
+            "metadata_encoder": None, "metadata_spec": None, "class_names": ["normal", "abnormal"]}
+    state = make_checkpoint({}, meta, thresholds=None, output_mode=None, epoch=1, best=0.5, best_epoch=1,
+                            selection=selection, trainer_state={"bad_epochs": 0, "history": []}, mlflow_run_id=None,
+                            resume={"optimizer": {}, "scheduler": {}, "scaler": {}, "rng": {}})
+    save_checkpoint(state, run_dir / "last.pt")
+    return run_dir
+
+
+def test_interrupted_and_finished_runs_are_checked_alike_on_their_own_variant(tmp_path):
+    """Adding a variant (or changing another variant's block, or where the cache is built) leaves a stored run
+    resumable, for the study's plan and for the trainer's own check; training.epochs is part of the run."""
+    from ls.config import to_dict
+    from ls.engine.checkpoint import check_resumable, read_checkpoint
+
+    out = str(tmp_path / "out")
+    path = write_study(tmp_path / "s.yaml", {"variants": ["ast", "ast_film_soft"], "out": out})
+    study = load_study(path)
+    last = _fake_interrupted(study, "ast", 42, "strict") / "last.pt"
+    _fake_finished(study, "ast_film_soft", 42, "strict")
+    assert [r.state for r in plan_runs(study)] == ["resume", "finished"]
+
+    models = {**TINY["models"], "ast_fus": {"model_size": "tiny224", "fstride": 16, "tstride": 16}}
+    grown = load_study(write_study(tmp_path / "grown.yaml", {"variants": ["ast", "ast_film_soft", "ast_fus"],
+                                                        "out": out}, models=models),
+                       ["dataset.cache_workers=2"])
+    assert [r.state for r in plan_runs(grown)] == ["resume", "finished", "new"]
+    check_resumable(read_checkpoint(last), "ast", to_dict(grown.run_config("ast", 42, "strict")), last)
+
+    # another variant's block is not this run's config; the variant's own block is
+    other = load_study(write_study(tmp_path / "other.yaml", {"variants": ["ast"], "out": out}),
+                       ["models.ast_film_soft.dropout=0.3"])
+    assert [r.state for r in plan_runs(other)] == ["resume"]
+    check_resumable(read_checkpoint(last), "ast", to_dict(other.run_config("ast", 42, "strict")), last)
+    with pytest.raises(StudyError, match=r"ast_film_soft.seed42: this finished run .*models.ast_film_soft.dropout"):
+        plan_runs(load_study(path, ["models.ast_film_soft.dropout=0.3"]))
+    with pytest.raises(StudyError, match=r"ast.seed42: this interrupted run was trained with another config .*"
+                                         r"training.epochs: stored 2 vs study 3"):
+        plan_runs(load_study(path, ["training.epochs=3"]))
+
+
 def test_a_missing_data_folder_stops_the_study_before_any_run(tmp_path, capsys):
     path = write_study(tmp_path / "s.yaml", {"variants": ["ast"], "out": str(tmp_path / "out")},
                        dataset={**TINY["dataset"], "data_folder": str(tmp_path / "data_400rec_seed0")})
