@@ -19,7 +19,8 @@ else replaces):
 What goes where (``out``):
 
 - ``runs/<selection>/<variant>/seed<seed>/``: each run's folder (``best.pt``, ``last.pt``, ``config.yaml``,
-  ``run.json``, ``test_predictions.csv``, figures; ``train.log`` when it ran in a worker process);
+  ``run.json``, ``test_predictions.csv``, figures; ``train.log``: the run's output when it ran in a worker
+  process, and the traceback of a failed run);
 - ``report/``: what ``python -m ls.report`` writes (``report.md``/``.tex``, ``summary.csv``,
   ``comparison.csv``, ``runs.csv``, ``scores.png``/``.pdf``), built from the finished runs;
 - ``study.json``: the plan, the MLflow parent run, and per run its state and wall time.
@@ -375,9 +376,18 @@ def _output_to(path: Path | None) -> Iterator[None]:
         yield
 
 
+def _log_traceback(path: Path, exc: BaseException) -> None:
+    """Append the traceback of ``exc`` to ``path``; a log that cannot be written (the failure may be that the
+    run folder is not writable) leaves the error in ``study.json`` only."""
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as fh:
+            traceback.print_exception(type(exc), exc, exc.__traceback__, file=fh)
+
+
 def execute_run(job: RunJob) -> RunResult:
     """Train (or continue) one planned run; failures come back as a result, with the traceback in the run's
-    log, so one bad run does not stop the others."""
+    ``train.log`` (also when the run's output went to the console), so one bad run does not stop the others."""
     from ls.train import train_run
 
     run = job.run
@@ -391,9 +401,11 @@ def execute_run(job: RunJob) -> RunResult:
                                     progress=False)
             except Exception:
                 if log_path is not None:
-                    traceback.print_exc()
+                    traceback.print_exc()  # into the run's log, where its output goes
                 raise
     except Exception as exc:  # noqa: BLE001 - reported per run; KeyboardInterrupt still stops the study
+        if log_path is None:
+            _log_traceback(run.run_dir / RUN_LOG, exc)
         return RunResult(run.key, False, time.perf_counter() - t0, error=f"{type(exc).__name__}: {exc}")
     return RunResult(run.key, True, time.perf_counter() - t0, outcome.run_id,
                      {k: float(v) for k, v in outcome.test_metrics.items()})

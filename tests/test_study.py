@@ -317,6 +317,24 @@ def _copy_run(study, job, jobs):
     return RunResult(job.run.key, True, 1.0, "child-x", json.loads((src / "run.json").read_text())["test"])
 
 
+def test_a_failed_run_leaves_its_traceback_in_its_log_also_when_runs_go_one_at_a_time(tmp_path, monkeypatch,
+                                                                                      capsys):
+    import ls.train
+
+    def broken(cfg, variant, **kw):
+        raise RuntimeError(f"boom in {variant}")
+
+    monkeypatch.setattr(ls.train, "train_run", broken)
+    monkeypatch.setattr(study_mod, "check_data", lambda s: None)
+    study = load_study(write_study(tmp_path / "s.yaml", {"variants": ["ast"], "out": str(tmp_path / "out")}))
+    outcome = run_study(study, say=print)
+    assert [r.error for r in outcome.failed] == ["RuntimeError: boom in ast"]
+    log = (study.run_dir("ast", 42, "strict") / "train.log").read_text()
+    assert log.startswith("Traceback") and "in broken" in log and log.rstrip().endswith("RuntimeError: boom in ast")
+    out = capsys.readouterr().out  # the console keeps its one line per run
+    assert "strict/ast/seed42: FAILED: RuntimeError: boom in ast" in out and "Traceback" not in out
+
+
 def test_cli_exit_code_says_a_run_failed(tmp_path, monkeypatch, capsys):
     study = _fixture_study(tmp_path, seeds=[0])
     monkeypatch.setattr(study_mod, "check_data", lambda s: None)
