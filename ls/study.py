@@ -538,6 +538,9 @@ def run_study(study: Study, *, tracker: Any = None, say: Callable[[str], None] =
     with study_lock(study.out):
         plan = plan_runs(study)
         say(describe_plan(study, plan))
+        todo = [] if report_only else [r for r in plan if r.state != "finished"]
+        if todo:
+            check_data(study)  # before the parent run is opened: nothing is logged for a study that cannot run
         state = read_state(study.out)
         state.update({"name": study.name, "study_file": str(study.source), "out": str(study.out),
                       "variants": study.settings.variants, "seeds": study.settings.seeds,
@@ -551,9 +554,7 @@ def run_study(study: Study, *, tracker: Any = None, say: Callable[[str], None] =
         results: list[RunResult] = []
         status = "FINISHED"
         try:
-            todo = [] if report_only else [r for r in plan if r.state != "finished"]
             if todo:
-                check_data(study)
                 results = _execute(study, todo, tracker, parent_id, state, say)
             report, paths = _finish_report(study, plan, tracker, say)
             if any(not r.ok for r in results):
@@ -573,15 +574,27 @@ def run_study(study: Study, *, tracker: Any = None, say: Callable[[str], None] =
 
 
 def check_data(study: Study) -> None:
-    """Fail before any run starts when the data folder is missing (every run would fail the same way)."""
+    """Fail before any run starts when an input that every run of a variant needs is missing or unusable (every
+    such run would fail the same way): the data folder(s), for a combined dataset those of its parts, and the
+    pretrained-weights file of each variant (``ls.train.check_inputs``, the check each run makes)."""
     import re
 
-    folder = Path(study.base.dataset.data_folder)
-    if not folder.is_dir():
+    from ls.train import check_inputs
+    from ls.utils.cli import error_message
+
+    ds = study.base.dataset
+    folder = Path(ds.data_folder).expanduser()
+    if ds.name != "combined" and not folder.is_dir():  # a combined dataset's own folder only gets the cache
         synthetic = re.fullmatch(r"data_(\d+)rec_seed(\d+)", folder.name)  # the name ls.quickstart gives its data
         hint = (f"; make it with python -m ls.data.synthetic {folder} --recordings {synthetic[1]} --seed "
                 f"{synthetic[2]}" if synthetic else "")
         raise StudyError(f"dataset.data_folder {folder} (from {study.source}) does not exist{hint}")
+    for variant in study.settings.variants:
+        try:
+            check_inputs(study.base, variant)
+        except (OSError, ValueError) as exc:
+            raise StudyError(f"{error_message(exc)} (from {study.source}, variant {variant}); no run was "
+                             "started") from None
 
 
 def _execute(study: Study, todo: list[PlannedRun], tracker: Any, parent_id: str | None, state: dict,

@@ -184,6 +184,33 @@ def test_a_missing_data_folder_stops_the_study_before_any_run(tmp_path, capsys):
     assert not (tmp_path / "out" / "runs").exists()
 
 
+def test_a_missing_weights_file_of_one_variant_stops_the_study_before_any_run(tmp_path, capsys):
+    (tmp_path / "data").mkdir()
+    missing = tmp_path / "weights" / "audioset.pth"
+    models = {**TINY["models"], "ast_film_soft": {**TINY["models"]["ast_film_soft"],
+                                                  "weights": {"source": "audioset", "path": str(missing)}}}
+    path = write_study(tmp_path / "s.yaml", {"variants": ["ast", "ast_film_soft"], "out": str(tmp_path / "out")},
+                       dataset={**TINY["dataset"], "data_folder": str(tmp_path / "data")}, models=models)
+    assert study_mod.main([str(path), "--no-tracking"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(missing) in err[0] and "models.ast_film_soft.weights.path" in err[0]
+    assert "variant ast_film_soft" in err[0] and "s.yaml" in err[0]
+    assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_a_combined_dataset_is_checked_on_its_parts(tmp_path):
+    """Its own data_folder only receives the feature cache (it need not exist yet); its parts hold the data."""
+    (tmp_path / "icbhi").mkdir()
+    dataset = {**TINY["dataset"], "name": "combined", "data_folder": str(tmp_path / "cache_here"),
+               "parts": [{"name": "icbhi", "data_folder": str(tmp_path / "icbhi")},
+                         {"name": "icbhi", "tag": "other", "data_folder": str(tmp_path / "other")}]}
+    study = load_study(write_study(tmp_path / "s.yaml", {"variants": ["ast"]}, dataset=dataset))
+    with pytest.raises(StudyError, match=r"dataset.parts\[1\].data_folder=.*other' does not exist"):
+        study_mod.check_data(study)
+    (tmp_path / "other").mkdir()
+    study_mod.check_data(study)
+
+
 def test_train_run_resumes_only_in_the_folder_of_its_checkpoint(tmp_path):
     from ls.train import train_run
 
