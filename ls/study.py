@@ -416,6 +416,38 @@ def _take_gpu(queue: Any) -> None:
     os.environ["CUDA_VISIBLE_DEVICES"] = str(queue.get())
 
 
+#: In a worker process: whether a run is in progress (what SIGTERM from the study's process then does).
+_in_run = False
+
+
+def _stop_worker(signum: int, frame: Any) -> None:
+    if _in_run:
+        raise KeyboardInterrupt  # as Ctrl-C: train_run ends the run's MLflow run as KILLED
+    os._exit(0)  # between runs there is nothing to end
+
+
+def _init_worker(gpus: Any = None) -> None:
+    """Worker initialiser: Ctrl-C reaches only the study's process, which stops the workers with SIGTERM
+    (:func:`_stop_workers`), so that a worker never takes another run after an interrupt; on CUDA the worker
+    sees only its own GPU."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _stop_worker)
+    if gpus is not None:
+        _take_gpu(gpus)
+
+
+def _worker_run(job: RunJob) -> RunResult:
+    """:func:`execute_run` in a worker process."""
+    global _in_run
+    _in_run = True
+    try:
+        return execute_run(job)
+    finally:
+        _in_run = False
+
+
 # =================================================================================================
 # The study
 # =================================================================================================
@@ -630,38 +662,80 @@ def _execute(study: Study, todo: list[PlannedRun], tracker: Any, parent_id: str 
             record(execute_run(job), i)
         return results
 
+    import importlib
     import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Future, ProcessPoolExecutor, wait
 
     _warm_feature_cache(study, say)
     ctx = mp.get_context("spawn")  # forking a process with torch thread pools can deadlock
-    init, initargs = None, ()
+    gpu_queue = None
     if gpus:
-        queue = ctx.Queue()
+        gpu_queue = ctx.Queue()
         for g in gpus:
-            queue.put(g)
-        init, initargs = _take_gpu, (queue,)
-    runner = __import__("ls.study", fromlist=["execute_run"]).execute_run  # by module name, also under -m
+            gpu_queue.put(g)
+    module = importlib.import_module("ls.study")  # functions by module name, also under python -m ls.study
     say(f"[study] {len(work)} runs, {jobs} at once" + (f" (GPUs {', '.join(gpus)})" if gpus else
                                                          f" ({study.settings.threads} thread(s) each)")
         + f"; each run's output goes to its {RUN_LOG}")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=init, initargs=initargs) as pool:
-        pending = {pool.submit(runner, job): job for job in work}
-        try:
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    job = pending.pop(fut)
-                    try:
-                        result = fut.result()
-                    except Exception as exc:  # noqa: BLE001 - a worker that died (e.g. out of memory)
-                        result = RunResult(job.run.key, False, 0.0, error=f"worker failed: {exc}")
-                    record(result, len(results) + 1)
-        except BaseException:
-            for fut in pending:
-                fut.cancel()
-            raise
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=module._init_worker,
+                               initargs=(gpu_queue,))
+    queued = iter(work)
+    pending: dict[Future, RunJob] = {}
+
+    def submit_next() -> None:
+        # One run per worker, none queued: a queued run is already taken by the pool and cannot be cancelled.
+        for job in queued:
+            try:
+                pending[pool.submit(module._worker_run, job)] = job
+                return
+            except BrokenExecutor as exc:  # a worker died: the pool takes no more runs
+                record(RunResult(job.run.key, False, 0.0, error=f"worker failed: {exc}"), len(results) + 1)
+
+    try:
+        for _ in range(jobs):
+            submit_next()
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                job = pending.pop(fut)
+                try:
+                    result = fut.result()
+                except Exception as exc:  # noqa: BLE001 - a worker that died (e.g. out of memory)
+                    result = RunResult(job.run.key, False, 0.0, error=f"worker failed: {exc}")
+                record(result, len(results) + 1)
+                submit_next()
+    except BaseException:
+        if pending:
+            say(f"[study] stopping the {len(pending)} running run(s)")
+        _stop_workers(pool)
+        raise
+    pool.shutdown(wait=True)
     return results
+
+
+#: Seconds the workers get to end their interrupted runs (MLflow runs KILLED) before they are killed.
+STOP_GRACE_S = 30.0
+
+
+def _stop_workers(pool: Any) -> None:
+    """Stop ``pool`` now: no further run starts, each running run is interrupted as by Ctrl-C (SIGTERM, see
+    :func:`_init_worker`), and a worker still alive after :data:`STOP_GRACE_S` is killed."""
+    # The pool does not expose its worker processes; without them, shutdown(wait=False) would leave each
+    # running run to finish its training.
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    deadline = time.monotonic() + STOP_GRACE_S
+    try:
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+    finally:  # also after a second Ctrl-C while waiting
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+                process.join(5)
 
 
 def _warm_feature_cache(study: Study, say: Callable[[str], None]) -> None:

@@ -431,6 +431,59 @@ def test_report_fixtures_were_trained_as_their_study_file_says():
             assert {"patient", "device", "site", "true", "pred"} <= set(preds.columns)
 
 
+@pytest.mark.slow
+def test_ctrl_c_stops_a_parallel_study_at_once_and_starts_no_further_run(tmp_path, mlflow_db):
+    """Ctrl-C (here: SIGINT to the study's process only, as when the workers do not get it) while two runs
+    train in workers: the study returns within seconds, no queued run starts, and the parent run and both
+    interrupted child runs end as KILLED."""
+    import multiprocessing
+    import signal
+    import threading
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    from ls.engine.checkpoint import read_checkpoint
+    from ls.engine.tracking import Tracker, TrackingSettings
+
+    data = write_conditional_icbhi(tmp_path / "data", "device", patients=10, cycles=4)
+    path = write_study(tmp_path / "s.yaml", {"variants": ["ast", "ast_film_soft"], "seeds": [0, 1], "jobs": 2,
+                                             "out": str(tmp_path / "out")},
+                       dataset={**TINY["dataset"], "data_folder": str(data)},
+                       training={**TINY["training"], "epochs": 60})  # minutes per run: never reached
+    study = load_study(path)
+    running, queued = [study.run_dir(v, 0, "strict") for v in study.settings.variants], \
+        [study.run_dir(v, 1, "strict") for v in study.settings.variants]
+    uri = f"sqlite:///{mlflow_db}"
+    tracker = Tracker(TrackingSettings(uri, "studies"), buffer_dir=study.out)
+    tracker.check_connection()
+    interrupted_at = []
+
+    def interrupt_once_both_train():
+        deadline = time.monotonic() + 300
+        while not all((d / "last.pt").is_file() for d in running) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        interrupted_at.append(time.monotonic())
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    threading.Thread(target=interrupt_once_both_train, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        run_study(study, tracker=tracker, say=lambda s: None)
+    assert time.monotonic() - interrupted_at[0] < study_mod.STOP_GRACE_S  # not the rest of a 60-epoch run
+    assert not multiprocessing.active_children()  # no worker left behind
+    for run_dir in queued:  # never started: no log, no checkpoint
+        assert not (run_dir / "train.log").exists() and not (run_dir / "last.pt").exists(), run_dir
+    client = MlflowClient(tracking_uri=uri)
+    for run_dir in running:
+        assert not (run_dir / "run.json").exists()
+        child = read_checkpoint(run_dir / "last.pt")["mlflow_run_id"]
+        assert client.get_run(child).info.status == "KILLED", run_dir
+    state = json.loads((study.out / "study.json").read_text())
+    assert state["sessions"][-1]["status"] == "KILLED" and state["runs"] == {}
+    assert client.get_run(state["mlflow"]["parent_run_id"]).info.status == "KILLED"
+    assert [r.state for r in plan_runs(study)] == ["resume", "resume", "new", "new"]
+
+
 # =================================================================================================
 # Real training: interrupted, resumed in the same MLflow runs, reported; parallel = sequential
 # =================================================================================================
