@@ -52,10 +52,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ls.utils.cli import EXIT_INTERRUPTED, add_traceback_option, run_command
 from ls.utils.fields import option
 from ls.utils.io import atomic_write_text
 
-EXIT_ERROR = 2
 EXIT_FAILED_RUNS = 1
 STATE_FILE = "study.json"
 LOCK_FILE = "study.lock"
@@ -811,15 +811,10 @@ def headline(report: Any) -> str:
 # =================================================================================================
 # Command line
 # =================================================================================================
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, not usage + message
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(EXIT_ERROR)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m ls.study", description="Train every variant x seed (x selection) of a study "
-                "file, resumably, and write the report (see the module docstring for the file format).")
+    p = argparse.ArgumentParser(prog="python -m ls.study", description="Train every variant x seed (x selection) "
+                                "of a study file, resumably, and write the report (see the module docstring for "
+                                "the file format).")
     p.add_argument("study", help="study file (YAML with a study: section), e.g. configs/quickstart_study.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a run config value, e.g. --set training.epochs=5 (repeatable)")
@@ -834,17 +829,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     p.add_argument("--dry-run", action="store_true", help="print the plan (finished / to resume / to start) and stop")
     p.add_argument("--report-only", action="store_true", help="train nothing: rewrite the report of the finished runs")
+    add_traceback_option(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Command line; problems are one ``error:`` line and exit code 2 (``--traceback`` shows where), a failed
+    run exit code 1, Ctrl-C 130."""
     args = build_parser().parse_args(argv)
-    from ls.config import ConfigError
-    from ls.engine.checkpoint import CheckpointError
-    from ls.engine.tracking import TrackingError, build_tracker
-    from ls.report.stats import ReportError
 
-    try:
+    def body() -> int:
+        from ls.engine.tracking import build_tracker
+
         study = load_study(args.study, args.overrides, variants=args.variants, seeds=args.seeds,
                            selections=args.selections, jobs=args.jobs, threads=args.threads, out=args.out)
         if args.dry_run:
@@ -852,20 +848,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         tracker = build_tracker(study.base.mlflow, args.mlflow_config, enabled=not args.no_tracking,
                                 buffer_dir=study.out)
-        outcome = run_study(study, tracker=tracker, report_only=args.report_only)
-    except (StudyError, ConfigError, CheckpointError, TrackingError, ReportError, OSError) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: run the same command again to continue ({args.study})", file=sys.stderr)
-        return 130
-    print(f"[study] {study.name}: {len(outcome.results)} run(s) trained in {outcome.seconds:.0f} s this session")
-    if outcome.failed:
-        for r in outcome.failed:
-            print(f"error: run {r.key} failed: {r.error}", file=sys.stderr)
-        print("run the same command again to retry the failed runs", file=sys.stderr)
-        return EXIT_FAILED_RUNS
-    return 0
+        try:
+            outcome = run_study(study, tracker=tracker, report_only=args.report_only)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: run the same command again to continue ({args.study})", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        print(f"[study] {study.name}: {len(outcome.results)} run(s) trained in {outcome.seconds:.0f} s this "
+              "session")
+        if outcome.failed:
+            for r in outcome.failed:
+                print(f"error: run {r.key} failed: {r.error}", file=sys.stderr)
+            print("run the same command again to retry the failed runs", file=sys.stderr)
+            return EXIT_FAILED_RUNS
+        return 0
+
+    return run_command(body, args)
 
 
 if __name__ == "__main__":

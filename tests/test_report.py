@@ -552,15 +552,21 @@ def test_scores_figure_content():
 # =================================================================================================
 # CLI
 # =================================================================================================
-def test_cli_missing_folder_is_one_error_line(tmp_path, capsys):
-    assert main(["--runs", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
+def test_cli_missing_folder_is_one_error_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("LS_TRACEBACK", raising=False)
+    argv = ["--runs", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: runs folder") and "does not exist" in err[0]
     assert not (tmp_path / "out").exists()
+    # the error style of every ls command (ls.utils.cli): --traceback shows where, then the same line
+    assert main([*argv, "--traceback"]) == 2
+    traced = capsys.readouterr().err.strip().splitlines()
+    assert traced[0].startswith("Traceback") and traced[-1] == err[0]
     with pytest.raises(SystemExit) as exc:
         main(["--runs", str(tmp_path), "--out", str(tmp_path / "o"), "--bootstrap", "many"])
     assert exc.value.code == 2
-    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert "error: argument --bootstrap: invalid int value: 'many'" in capsys.readouterr().err
 
 
 def test_cli_writes_the_report_and_the_files_round_trip(tmp_path, capsys, small_study):

@@ -68,13 +68,19 @@ def test_shipped_study_files_load(name):
     assert study.settings.baseline in study.settings.variants and len(study.identities()) >= 2
 
 
-def test_cli_error_is_one_line_and_exit_code_2(tmp_path, capsys):
+def test_cli_error_is_one_line_and_exit_code_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("LS_TRACEBACK", raising=False)
     path = write_study(tmp_path / "s.yaml", {"variants": ["ast_film_soft"], "baseline": "ast"})
     assert study_mod.main([str(path), "--no-tracking"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "s.yaml" in err[0]
     assert study_mod.main([str(tmp_path / "none.yaml")]) == 2
     assert "config file not found" in capsys.readouterr().err
+    # the error style of every ls command (ls.utils.cli): --traceback shows where, then the same line
+    assert study_mod.main([str(path), "--no-tracking", "--traceback"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("Traceback") and "in load_study" in "\n".join(err) and err[-1] == f"error: {err[-1][7:]}"
+    assert "study.baseline 'ast' is not among" in err[-1]
 
 
 def test_sections_lie_over_the_base_config_and_runs_have_fixed_folders(tmp_path):
