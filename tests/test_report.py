@@ -537,6 +537,29 @@ def test_runs_must_agree_on_class_names_and_test_set_and_selections_are_not_mixe
 # =================================================================================================
 # Figure
 # =================================================================================================
+def test_scores_figure_draws_the_summary_of_the_tables():
+    """The figure's means and SDs are the section's summary (the tables' numbers), not computed again; one run
+    (SD undefined) has no error bar."""
+    import matplotlib.pyplot as plt
+
+    section = _report(seeds=(1, 2, 3)).sections[0]
+    summary = section.summary.copy()
+    at = (summary["variant"] == "ast") & (summary["metric"] == "icbhi_score")
+    summary.loc[at, ["mean", "std"]] = [0.5, 0.04]
+    at = (summary["variant"] == "ast_film_soft") & (summary["metric"] == "icbhi_score")
+    summary.loc[at, ["mean", "std"]] = [0.7, float("nan")]
+    fig = scores_figure(replace(section, summary=summary))
+    try:
+        (ast, film) = fig.axes[0].containers[:2]
+        assert ast[0].get_ydata()[2] == pytest.approx(50.0) and film[0].get_ydata()[2] == pytest.approx(70.0)
+        seg = ast[2][0].get_segments()[2]
+        assert seg[1][1] - seg[0][1] == pytest.approx(8.0)
+        seg = film[2][0].get_segments()[2]
+        assert seg[1][1] == pytest.approx(seg[0][1])
+    finally:
+        plt.close(fig)
+
+
 def test_scores_figure_content():
     from matplotlib.container import BarContainer, ErrorbarContainer
 

@@ -1,7 +1,8 @@
 """ls.study: the study file, the plan (finished / resume / new), orchestration, the report at the end, and -
 on real tiny training - resuming in the same MLflow runs and results that do not depend on how many runs went
-at once. The report's two done-when checks run on predictions of really trained models
-(tests/fixtures/study_report, made by tests/study_data.py)."""
+at once. Two checks of the report run on predictions of really trained models (tests/fixtures/study_report,
+made by tests/study_data.py): SoftFiLM ahead with an interval above zero where the device decides the class,
+an interval that includes zero where the metadata carries no signal."""
 
 from __future__ import annotations
 
@@ -383,7 +384,7 @@ def test_cli_exit_code_says_a_run_failed(tmp_path, monkeypatch, capsys):
 
 
 # =================================================================================================
-# The report on really trained models (the done-when checks of the report)
+# The report on really trained models: a real difference is found, no difference is not invented
 # =================================================================================================
 def _fixture_report(rule: str):
     runs, _ = load_runs(FIXTURES / f"metadata_{rule}")

@@ -78,12 +78,16 @@ def fmt_p(p: float | None) -> str:
 # =================================================================================================
 # Tables (header + rows of text cells), shared by Markdown and LaTeX
 # =================================================================================================
-def _summary_cell(section: Section, variant: str, metric: str) -> str:
+def _summary_row(section: Section, variant: str, metric: str) -> pd.Series | None:
     s = section.summary
     row = s[(s["variant"] == variant) & (s["metric"] == metric)]
-    if row.empty:
+    return None if row.empty else row.iloc[0]
+
+
+def _summary_cell(section: Section, variant: str, metric: str) -> str:
+    r = _summary_row(section, variant, metric)
+    if r is None:
         return "n/a (n=0)"
-    r = row.iloc[0]
     return fmt_mean_sd(r["mean"], r["std"], int(r["n"]))
 
 
@@ -414,10 +418,13 @@ def _runs_of(section: Section, variant: str, metric: str) -> np.ndarray:
 
 
 def _stats_of(section: Section, variant: str, metric: str) -> tuple[float, float]:
-    v = _runs_of(section, variant, metric)
-    mean = float(np.mean(v)) if v.size else math.nan
-    std = float(np.std(v, ddof=1)) if v.size >= 2 else 0.0
-    return mean, std
+    """Mean and SD in percent, those of the tables (``section.summary``); no error bar where the SD is
+    undefined (one run)."""
+    r = _summary_row(section, variant, metric)
+    if r is None:
+        return math.nan, 0.0
+    std = float(r["std"])
+    return 100.0 * float(r["mean"]), 100.0 * std if math.isfinite(std) else 0.0
 
 
 def scores_figure(section: Section):
