@@ -19,15 +19,16 @@ else replaces):
 What goes where (``out``):
 
 - ``runs/<selection>/<variant>/seed<seed>/``: each run's folder (``best.pt``, ``last.pt``, ``config.yaml``,
-  ``run.json``, ``test_predictions.csv``, figures; ``train.log`` when it ran in a worker process);
+  ``run.json``, ``test_predictions.csv``, figures; ``train.log``: the run's output when it ran in a worker
+  process, and the traceback of a failed run);
 - ``report/``: what ``python -m ls.report`` writes (``report.md``/``.tex``, ``summary.csv``,
   ``comparison.csv``, ``runs.csv``, ``scores.png``/``.pdf``), built from the finished runs;
 - ``study.json``: the plan, the MLflow parent run, and per run its state and wall time.
 
 Running the same command again skips finished runs (``run.json`` present), continues interrupted ones from
-their ``last.pt`` (in the same MLflow run) and starts the rest; a run whose stored config differs from the
-study's is an error naming the run folder and the keys, never overwritten. Adding seeds or variants to the
-file and re-running extends a study. One process at a time may work on a study folder (a lock file).
+their ``last.pt`` (in the same MLflow run) and starts the rest; a run, finished or interrupted, whose stored
+config differs from the study's (of ``models`` only its own variant's block counts) is an error naming the run
+folder and the keys, never overwritten. Adding seeds or variants to the file and re-running extends a study. One process at a time may work on a study folder (a lock file).
 
 Runs go one after another (``jobs: 1``) or several at once: worker processes (spawned) on CPU, one per GPU
 on CUDA (``CUDA_VISIBLE_DEVICES``). Each run on CPU uses ``threads`` intra-op threads (default 1) whatever
@@ -51,10 +52,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ls.utils.cli import EXIT_INTERRUPTED, add_traceback_option, run_command
 from ls.utils.fields import option
 from ls.utils.io import atomic_write_text
 
-EXIT_ERROR = 2
 EXIT_FAILED_RUNS = 1
 STATE_FILE = "study.json"
 LOCK_FILE = "study.lock"
@@ -62,10 +63,6 @@ RUNS_FOLDER = "runs"
 REPORT_FOLDER = "report"
 RUN_LOG = "train.log"
 SELECTIONS = ("strict", "paper")
-#: Config keys that may differ between a stored run and the study without making it another run: where
-#: things are written and logged, and how the work is spread (they do not change what is trained).
-IGNORED_KEYS = ("training.checkpoint_dir", "mlflow.", "training.device", "training.compile",
-                "dataset.num_workers", "dataset.cache_dir", "dataset.cache_workers")
 
 
 class StudyError(ValueError):
@@ -240,22 +237,23 @@ def load_study(path: str | Path, overrides: Sequence[str] = (), *, variants: Seq
 # =================================================================================================
 # The plan: what is finished, what continues, what starts
 # =================================================================================================
-def config_differences(stored: dict, planned: dict) -> list[str]:
+def config_differences(stored: dict, planned: dict, variant: str) -> list[str]:
     """``key: stored X vs study Y`` for every config key (``section.key``) that both configs have and that
-    makes two runs different (:data:`IGNORED_KEYS` aside). A key only one of them has is an option of another
-    ls version: new options default to the earlier behaviour, so a run stored before them is still the
-    same run."""
-    from ls.config import flatten
+    makes two runs of ``variant`` different: ``ls.config.RUN_INDEPENDENT_KEYS`` aside, and of ``models`` only
+    the variant's own block (``ls.config.run_view``), so that adding a variant to a study leaves its other
+    runs as they are. A key only one of them has is an option of another ls version: new options default to
+    the earlier behaviour, so a run stored before them is still the same run."""
+    from ls.config import RUN_INDEPENDENT_KEYS, flatten, run_view
 
-    old, new = flatten(stored), flatten(planned)
+    old, new = flatten(run_view(stored, variant)), flatten(run_view(planned, variant))
     return [f"{k}: stored {old[k]!r} vs study {new[k]!r}" for k in sorted(set(old) & set(new))
-            if not k.startswith(IGNORED_KEYS) and old[k] != new[k]]
+            if not k.startswith(RUN_INDEPENDENT_KEYS) and old[k] != new[k]]
 
 
-def _check_stored_config(stored: dict, planned: Any, where: Path, what: str) -> None:
+def _check_stored_config(stored: dict, planned: Any, variant: str, where: Path, what: str) -> None:
     from ls.config import to_dict
 
-    diffs = config_differences(stored, to_dict(planned))
+    diffs = config_differences(stored, to_dict(planned), variant)
     if diffs:
         shown = "; ".join(diffs[:6]) + (f"; ... ({len(diffs)} in all)" if len(diffs) > 6 else "")
         raise StudyError(f"{where}: this {what} was trained with another config than the study's ({shown}); "
@@ -264,10 +262,11 @@ def _check_stored_config(stored: dict, planned: Any, where: Path, what: str) -> 
 
 def plan_runs(study: Study) -> list[PlannedRun]:
     """Every run of the study with its state: ``finished`` (``run.json`` present), ``resume`` (``last.pt``
-    present) or ``new``. A stored run whose config differs from the study's raises :class:`StudyError`."""
+    present) or ``new``. A stored run, finished or interrupted, whose config differs from the study's
+    (:func:`config_differences`: the same check for both) raises :class:`StudyError`."""
     import yaml
 
-    from ls.engine.checkpoint import CheckpointError, check_resumable, read_checkpoint
+    from ls.engine.checkpoint import CheckpointError, check_resume_state, read_checkpoint
 
     planned = []
     for variant, seed, selection in study.identities():
@@ -282,16 +281,18 @@ def plan_runs(study: Study) -> list[PlannedRun]:
                 stored = yaml.safe_load(config_path.read_text(encoding="utf-8"))
             except yaml.YAMLError as exc:
                 raise StudyError(f"{config_path}: not valid YAML ({exc})") from None
-            _check_stored_config(stored if isinstance(stored, dict) else {}, cfg, run_dir, "finished run")
+            _check_stored_config(stored if isinstance(stored, dict) else {}, cfg, variant, run_dir, "finished run")
             state = "finished"
         elif (run_dir / "last.pt").is_file():
-            from ls.config import to_dict
-
             last = run_dir / "last.pt"
             try:
-                check_resumable(read_checkpoint(last), variant, to_dict(cfg), last)
+                checkpoint = read_checkpoint(last)
+                check_resume_state(checkpoint, variant, last)
             except CheckpointError as exc:
                 raise StudyError(f"{exc}; give the study another 'out' folder or delete {run_dir}") from None
+            stored = checkpoint.get("config")
+            _check_stored_config(stored if isinstance(stored, dict) else {}, cfg, variant, run_dir,
+                                 "interrupted run")
             state = "resume"
         planned.append(PlannedRun(variant, seed, selection, run_dir, state))
     return planned
@@ -375,9 +376,18 @@ def _output_to(path: Path | None) -> Iterator[None]:
         yield
 
 
+def _log_traceback(path: Path, exc: BaseException) -> None:
+    """Append the traceback of ``exc`` to ``path``; a log that cannot be written (the failure may be that the
+    run folder is not writable) leaves the error in ``study.json`` only."""
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as fh:
+            traceback.print_exception(type(exc), exc, exc.__traceback__, file=fh)
+
+
 def execute_run(job: RunJob) -> RunResult:
     """Train (or continue) one planned run; failures come back as a result, with the traceback in the run's
-    log, so one bad run does not stop the others."""
+    ``train.log`` (also when the run's output went to the console), so one bad run does not stop the others."""
     from ls.train import train_run
 
     run = job.run
@@ -391,9 +401,11 @@ def execute_run(job: RunJob) -> RunResult:
                                     progress=False)
             except Exception:
                 if log_path is not None:
-                    traceback.print_exc()
+                    traceback.print_exc()  # into the run's log, where its output goes
                 raise
     except Exception as exc:  # noqa: BLE001 - reported per run; KeyboardInterrupt still stops the study
+        if log_path is None:
+            _log_traceback(run.run_dir / RUN_LOG, exc)
         return RunResult(run.key, False, time.perf_counter() - t0, error=f"{type(exc).__name__}: {exc}")
     return RunResult(run.key, True, time.perf_counter() - t0, outcome.run_id,
                      {k: float(v) for k, v in outcome.test_metrics.items()})
@@ -402,6 +414,38 @@ def execute_run(job: RunJob) -> RunResult:
 def _take_gpu(queue: Any) -> None:
     """Worker initialiser on CUDA: this process sees only its own GPU."""
     os.environ["CUDA_VISIBLE_DEVICES"] = str(queue.get())
+
+
+#: In a worker process: whether a run is in progress (what SIGTERM from the study's process then does).
+_in_run = False
+
+
+def _stop_worker(signum: int, frame: Any) -> None:
+    if _in_run:
+        raise KeyboardInterrupt  # as Ctrl-C: train_run ends the run's MLflow run as KILLED
+    os._exit(0)  # between runs there is nothing to end
+
+
+def _init_worker(gpus: Any = None) -> None:
+    """Worker initialiser: Ctrl-C reaches only the study's process, which stops the workers with SIGTERM
+    (:func:`_stop_workers`), so that a worker never takes another run after an interrupt; on CUDA the worker
+    sees only its own GPU."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _stop_worker)
+    if gpus is not None:
+        _take_gpu(gpus)
+
+
+def _worker_run(job: RunJob) -> RunResult:
+    """:func:`execute_run` in a worker process."""
+    global _in_run
+    _in_run = True
+    try:
+        return execute_run(job)
+    finally:
+        _in_run = False
 
 
 # =================================================================================================
@@ -526,6 +570,9 @@ def run_study(study: Study, *, tracker: Any = None, say: Callable[[str], None] =
     with study_lock(study.out):
         plan = plan_runs(study)
         say(describe_plan(study, plan))
+        todo = [] if report_only else [r for r in plan if r.state != "finished"]
+        if todo:
+            check_data(study)  # before the parent run is opened: nothing is logged for a study that cannot run
         state = read_state(study.out)
         state.update({"name": study.name, "study_file": str(study.source), "out": str(study.out),
                       "variants": study.settings.variants, "seeds": study.settings.seeds,
@@ -539,9 +586,7 @@ def run_study(study: Study, *, tracker: Any = None, say: Callable[[str], None] =
         results: list[RunResult] = []
         status = "FINISHED"
         try:
-            todo = [] if report_only else [r for r in plan if r.state != "finished"]
             if todo:
-                check_data(study)
                 results = _execute(study, todo, tracker, parent_id, state, say)
             report, paths = _finish_report(study, plan, tracker, say)
             if any(not r.ok for r in results):
@@ -561,15 +606,27 @@ def run_study(study: Study, *, tracker: Any = None, say: Callable[[str], None] =
 
 
 def check_data(study: Study) -> None:
-    """Fail before any run starts when the data folder is missing (every run would fail the same way)."""
+    """Fail before any run starts when an input that every run of a variant needs is missing or unusable (every
+    such run would fail the same way): the data folder(s), for a combined dataset those of its parts, and the
+    pretrained-weights file of each variant (``ls.train.check_inputs``, the check each run makes)."""
     import re
 
-    folder = Path(study.base.dataset.data_folder)
-    if not folder.is_dir():
+    from ls.train import check_inputs
+    from ls.utils.cli import error_message
+
+    ds = study.base.dataset
+    folder = Path(ds.data_folder).expanduser()
+    if ds.name != "combined" and not folder.is_dir():  # a combined dataset's own folder only gets the cache
         synthetic = re.fullmatch(r"data_(\d+)rec_seed(\d+)", folder.name)  # the name ls.quickstart gives its data
         hint = (f"; make it with python -m ls.data.synthetic {folder} --recordings {synthetic[1]} --seed "
                 f"{synthetic[2]}" if synthetic else "")
         raise StudyError(f"dataset.data_folder {folder} (from {study.source}) does not exist{hint}")
+    for variant in study.settings.variants:
+        try:
+            check_inputs(study.base, variant)
+        except (OSError, ValueError) as exc:
+            raise StudyError(f"{error_message(exc)} (from {study.source}, variant {variant}); no run was "
+                             "started") from None
 
 
 def _execute(study: Study, todo: list[PlannedRun], tracker: Any, parent_id: str | None, state: dict,
@@ -605,38 +662,80 @@ def _execute(study: Study, todo: list[PlannedRun], tracker: Any, parent_id: str 
             record(execute_run(job), i)
         return results
 
+    import importlib
     import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Future, ProcessPoolExecutor, wait
 
     _warm_feature_cache(study, say)
     ctx = mp.get_context("spawn")  # forking a process with torch thread pools can deadlock
-    init, initargs = None, ()
+    gpu_queue = None
     if gpus:
-        queue = ctx.Queue()
+        gpu_queue = ctx.Queue()
         for g in gpus:
-            queue.put(g)
-        init, initargs = _take_gpu, (queue,)
-    runner = __import__("ls.study", fromlist=["execute_run"]).execute_run  # by module name, also under -m
+            gpu_queue.put(g)
+    module = importlib.import_module("ls.study")  # functions by module name, also under python -m ls.study
     say(f"[study] {len(work)} runs, {jobs} at once" + (f" (GPUs {', '.join(gpus)})" if gpus else
                                                          f" ({study.settings.threads} thread(s) each)")
         + f"; each run's output goes to its {RUN_LOG}")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=init, initargs=initargs) as pool:
-        pending = {pool.submit(runner, job): job for job in work}
-        try:
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    job = pending.pop(fut)
-                    try:
-                        result = fut.result()
-                    except Exception as exc:  # noqa: BLE001 - a worker that died (e.g. out of memory)
-                        result = RunResult(job.run.key, False, 0.0, error=f"worker failed: {exc}")
-                    record(result, len(results) + 1)
-        except BaseException:
-            for fut in pending:
-                fut.cancel()
-            raise
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=module._init_worker,
+                               initargs=(gpu_queue,))
+    queued = iter(work)
+    pending: dict[Future, RunJob] = {}
+
+    def submit_next() -> None:
+        # One run per worker, none queued: a queued run is already taken by the pool and cannot be cancelled.
+        for job in queued:
+            try:
+                pending[pool.submit(module._worker_run, job)] = job
+                return
+            except BrokenExecutor as exc:  # a worker died: the pool takes no more runs
+                record(RunResult(job.run.key, False, 0.0, error=f"worker failed: {exc}"), len(results) + 1)
+
+    try:
+        for _ in range(jobs):
+            submit_next()
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                job = pending.pop(fut)
+                try:
+                    result = fut.result()
+                except Exception as exc:  # noqa: BLE001 - a worker that died (e.g. out of memory)
+                    result = RunResult(job.run.key, False, 0.0, error=f"worker failed: {exc}")
+                record(result, len(results) + 1)
+                submit_next()
+    except BaseException:
+        if pending:
+            say(f"[study] stopping the {len(pending)} running run(s)")
+        _stop_workers(pool)
+        raise
+    pool.shutdown(wait=True)
     return results
+
+
+#: Seconds the workers get to end their interrupted runs (MLflow runs KILLED) before they are killed.
+STOP_GRACE_S = 30.0
+
+
+def _stop_workers(pool: Any) -> None:
+    """Stop ``pool`` now: no further run starts, each running run is interrupted as by Ctrl-C (SIGTERM, see
+    :func:`_init_worker`), and a worker still alive after :data:`STOP_GRACE_S` is killed."""
+    # The pool does not expose its worker processes; without them, shutdown(wait=False) would leave each
+    # running run to finish its training.
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    deadline = time.monotonic() + STOP_GRACE_S
+    try:
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+    finally:  # also after a second Ctrl-C while waiting
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+                process.join(5)
 
 
 def _warm_feature_cache(study: Study, say: Callable[[str], None]) -> None:
@@ -712,15 +811,10 @@ def headline(report: Any) -> str:
 # =================================================================================================
 # Command line
 # =================================================================================================
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, not usage + message
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(EXIT_ERROR)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m ls.study", description="Train every variant x seed (x selection) of a study "
-                "file, resumably, and write the report (see the module docstring for the file format).")
+    p = argparse.ArgumentParser(prog="python -m ls.study", description="Train every variant x seed (x selection) "
+                                "of a study file, resumably, and write the report (see the module docstring for "
+                                "the file format).")
     p.add_argument("study", help="study file (YAML with a study: section), e.g. configs/quickstart_study.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a run config value, e.g. --set training.epochs=5 (repeatable)")
@@ -735,17 +829,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     p.add_argument("--dry-run", action="store_true", help="print the plan (finished / to resume / to start) and stop")
     p.add_argument("--report-only", action="store_true", help="train nothing: rewrite the report of the finished runs")
+    add_traceback_option(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Command line; problems are one ``error:`` line and exit code 2 (``--traceback`` shows where), a failed
+    run exit code 1, Ctrl-C 130."""
     args = build_parser().parse_args(argv)
-    from ls.config import ConfigError
-    from ls.engine.checkpoint import CheckpointError
-    from ls.engine.tracking import TrackingError, build_tracker
-    from ls.report.stats import ReportError
 
-    try:
+    def body() -> int:
+        from ls.engine.tracking import build_tracker
+
         study = load_study(args.study, args.overrides, variants=args.variants, seeds=args.seeds,
                            selections=args.selections, jobs=args.jobs, threads=args.threads, out=args.out)
         if args.dry_run:
@@ -753,20 +848,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         tracker = build_tracker(study.base.mlflow, args.mlflow_config, enabled=not args.no_tracking,
                                 buffer_dir=study.out)
-        outcome = run_study(study, tracker=tracker, report_only=args.report_only)
-    except (StudyError, ConfigError, CheckpointError, TrackingError, ReportError, OSError) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: run the same command again to continue ({args.study})", file=sys.stderr)
-        return 130
-    print(f"[study] {study.name}: {len(outcome.results)} run(s) trained in {outcome.seconds:.0f} s this session")
-    if outcome.failed:
-        for r in outcome.failed:
-            print(f"error: run {r.key} failed: {r.error}", file=sys.stderr)
-        print("run the same command again to retry the failed runs", file=sys.stderr)
-        return EXIT_FAILED_RUNS
-    return 0
+        try:
+            outcome = run_study(study, tracker=tracker, report_only=args.report_only)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: run the same command again to continue ({args.study})", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        print(f"[study] {study.name}: {len(outcome.results)} run(s) trained in {outcome.seconds:.0f} s this "
+              "session")
+        if outcome.failed:
+            for r in outcome.failed:
+                print(f"error: run {r.key} failed: {r.error}", file=sys.stderr)
+            print("run the same command again to retry the failed runs", file=sys.stderr)
+            return EXIT_FAILED_RUNS
+        return 0
+
+    return run_command(body, args)
 
 
 if __name__ == "__main__":

@@ -16,12 +16,15 @@ from ls.report.__main__ import main
 from ls.report.build import Settings, build_report
 from ls.report.render import (
     comparison_frame,
+    composition_table,
+    fmt_pct,
     latex_escape,
     latex_report,
     latex_table,
     markdown_report,
     markdown_table,
     scores_figure,
+    seed_difference_table,
     summary_frame,
     summary_table,
 )
@@ -182,6 +185,36 @@ def test_a_note_says_when_seeds_move_the_difference_more_than_test_patients_do()
     assert any("the per-seed differences vary more" in n and "understates" in n for n in notes), notes
     steady = build_report(study({"ast": 0.3, "var": 1.0}, seeds=(1, 2, 3)), Settings(n_boot=300))
     assert not any("vary more" in n for n in steady.sections[0].notes)
+
+
+def test_latex_holds_the_tables_and_notes_of_the_markdown_report():
+    """report.tex: every table of report.md (per-seed differences and test-set composition included), and the
+    section's notes inside the comparison table, such as the one that the interval understates the
+    uncertainty."""
+    cycles = make_cycles(40, 3)
+    effects = np.random.default_rng(5).normal(0, 1.0, 40)
+    runs = []
+    for s, skill in ((1, 1.6), (2, 1.5), (3, -1.0)):  # the variant's third seed collapses
+        runs += [make_run("ast", s, predict(cycles, 0.5, s, patient_effects=effects)),
+                 make_run("var", s, predict(cycles, skill, 10 + s, patient_effects=effects))]
+    report = build_report(runs, Settings(n_boot=300), notes=["skipped run x\nof another test set"])
+    section = report.sections[0]
+    tex = latex_report(report)
+    tables = tex.split(r"\begin{table}")[1:]
+    md_tables = [b for b in markdown_report(report).split("\n### ")[1:] if not b.startswith("Notes")]
+    assert len(tables) == len(md_tables) == 6  # metrics, Score per device and site, differences, per seed, composition
+    comparison = next(t for t in tables if r"\caption{Paired differences" in t)
+    understates = next(n for n in section.notes if "understates" in n)
+    assert latex_escape(understates) in comparison
+    assert all(latex_escape(n) in tex for n in section.notes)
+    per_seed = next(t for t in tables if r"\caption{Per-seed differences" in t)
+    header, rows = seed_difference_table(section)
+    assert " & ".join(header) + r" \\" in per_seed and " & ".join(rows[0]) + r" \\" in per_seed
+    assert rows[0][2:] == [fmt_pct(d, sign=True) for d in section.comparison.iloc[0]["diffs"]]
+    composition = next(t for t in tables if r"\caption{Test set composition" in t)
+    assert r"\begin{tabular}{llrrrr}" in composition
+    assert all(" & ".join(row) + r" \\" in composition for row in composition_table(section)[1])
+    assert "% Loading note: skipped run x of another test set" in tex  # one comment line
 
 
 def test_bootstrap_is_paired_same_patients_for_both_models():
@@ -504,6 +537,29 @@ def test_runs_must_agree_on_class_names_and_test_set_and_selections_are_not_mixe
 # =================================================================================================
 # Figure
 # =================================================================================================
+def test_scores_figure_draws_the_summary_of_the_tables():
+    """The figure's means and SDs are the section's summary (the tables' numbers), not computed again; one run
+    (SD undefined) has no error bar."""
+    import matplotlib.pyplot as plt
+
+    section = _report(seeds=(1, 2, 3)).sections[0]
+    summary = section.summary.copy()
+    at = (summary["variant"] == "ast") & (summary["metric"] == "icbhi_score")
+    summary.loc[at, ["mean", "std"]] = [0.5, 0.04]
+    at = (summary["variant"] == "ast_film_soft") & (summary["metric"] == "icbhi_score")
+    summary.loc[at, ["mean", "std"]] = [0.7, float("nan")]
+    fig = scores_figure(replace(section, summary=summary))
+    try:
+        (ast, film) = fig.axes[0].containers[:2]
+        assert ast[0].get_ydata()[2] == pytest.approx(50.0) and film[0].get_ydata()[2] == pytest.approx(70.0)
+        seg = ast[2][0].get_segments()[2]
+        assert seg[1][1] - seg[0][1] == pytest.approx(8.0)
+        seg = film[2][0].get_segments()[2]
+        assert seg[1][1] == pytest.approx(seg[0][1])
+    finally:
+        plt.close(fig)
+
+
 def test_scores_figure_content():
     from matplotlib.container import BarContainer, ErrorbarContainer
 
@@ -552,15 +608,21 @@ def test_scores_figure_content():
 # =================================================================================================
 # CLI
 # =================================================================================================
-def test_cli_missing_folder_is_one_error_line(tmp_path, capsys):
-    assert main(["--runs", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
+def test_cli_missing_folder_is_one_error_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("LS_TRACEBACK", raising=False)
+    argv = ["--runs", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: runs folder") and "does not exist" in err[0]
     assert not (tmp_path / "out").exists()
+    # the error style of every ls command (ls.utils.cli): --traceback shows where, then the same line
+    assert main([*argv, "--traceback"]) == 2
+    traced = capsys.readouterr().err.strip().splitlines()
+    assert traced[0].startswith("Traceback") and traced[-1] == err[0]
     with pytest.raises(SystemExit) as exc:
         main(["--runs", str(tmp_path), "--out", str(tmp_path / "o"), "--bootstrap", "many"])
     assert exc.value.code == 2
-    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert "error: argument --bootstrap: invalid int value: 'many'" in capsys.readouterr().err
 
 
 def test_cli_writes_the_report_and_the_files_round_trip(tmp_path, capsys, small_study):

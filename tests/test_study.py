@@ -1,7 +1,8 @@
 """ls.study: the study file, the plan (finished / resume / new), orchestration, the report at the end, and -
 on real tiny training - resuming in the same MLflow runs and results that do not depend on how many runs went
-at once. The report's two done-when checks run on predictions of really trained models
-(tests/fixtures/study_report, made by tests/study_data.py)."""
+at once. Two checks of the report run on predictions of really trained models (tests/fixtures/study_report,
+made by tests/study_data.py): SoftFiLM ahead with an interval above zero where the device decides the class,
+an interval that includes zero where the metadata carries no signal."""
 
 from __future__ import annotations
 
@@ -68,13 +69,19 @@ def test_shipped_study_files_load(name):
     assert study.settings.baseline in study.settings.variants and len(study.identities()) >= 2
 
 
-def test_cli_error_is_one_line_and_exit_code_2(tmp_path, capsys):
+def test_cli_error_is_one_line_and_exit_code_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("LS_TRACEBACK", raising=False)
     path = write_study(tmp_path / "s.yaml", {"variants": ["ast_film_soft"], "baseline": "ast"})
     assert study_mod.main([str(path), "--no-tracking"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "s.yaml" in err[0]
     assert study_mod.main([str(tmp_path / "none.yaml")]) == 2
     assert "config file not found" in capsys.readouterr().err
+    # the error style of every ls command (ls.utils.cli): --traceback shows where, then the same line
+    assert study_mod.main([str(path), "--no-tracking", "--traceback"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("Traceback") and "in load_study" in "\n".join(err) and err[-1] == f"error: {err[-1][7:]}"
+    assert "study.baseline 'ast' is not among" in err[-1]
 
 
 def test_sections_lie_over_the_base_config_and_runs_have_fixed_folders(tmp_path):
@@ -127,6 +134,54 @@ def test_plan_skips_finished_runs_and_refuses_runs_of_another_config(tmp_path):
         plan_runs(load_study(path, ["training.epochs=3"]))
 
 
+def _fake_interrupted(study, variant, seed, selection, cfg=None):
+    """A run folder with the ``last.pt`` an interrupted run leaves (its config as ls.train stores it)."""
+    from ls.config import to_dict
+    from ls.engine.checkpoint import make_checkpoint, save_checkpoint
+
+    run_dir = study.run_dir(variant, seed, selection)
+    run_dir.mkdir(parents=True)
+    meta = {"variant": variant, "config": to_dict(cfg or study.run_config(variant, seed, selection)),
+            "metadata_encoder": None, "metadata_spec": None, "class_names": ["normal", "abnormal"]}
+    state = make_checkpoint({}, meta, thresholds=None, output_mode=None, epoch=1, best=0.5, best_epoch=1,
+                            selection=selection, trainer_state={"bad_epochs": 0, "history": []}, mlflow_run_id=None,
+                            resume={"optimizer": {}, "scheduler": {}, "scaler": {}, "rng": {}})
+    save_checkpoint(state, run_dir / "last.pt")
+    return run_dir
+
+
+def test_interrupted_and_finished_runs_are_checked_alike_on_their_own_variant(tmp_path):
+    """Adding a variant (or changing another variant's block, or where the cache is built) leaves a stored run
+    resumable, for the study's plan and for the trainer's own check; training.epochs is part of the run."""
+    from ls.config import to_dict
+    from ls.engine.checkpoint import check_resumable, read_checkpoint
+
+    out = str(tmp_path / "out")
+    path = write_study(tmp_path / "s.yaml", {"variants": ["ast", "ast_film_soft"], "out": out})
+    study = load_study(path)
+    last = _fake_interrupted(study, "ast", 42, "strict") / "last.pt"
+    _fake_finished(study, "ast_film_soft", 42, "strict")
+    assert [r.state for r in plan_runs(study)] == ["resume", "finished"]
+
+    models = {**TINY["models"], "ast_fus": {"model_size": "tiny224", "fstride": 16, "tstride": 16}}
+    grown = load_study(write_study(tmp_path / "grown.yaml", {"variants": ["ast", "ast_film_soft", "ast_fus"],
+                                                        "out": out}, models=models),
+                       ["dataset.cache_workers=2"])
+    assert [r.state for r in plan_runs(grown)] == ["resume", "finished", "new"]
+    check_resumable(read_checkpoint(last), "ast", to_dict(grown.run_config("ast", 42, "strict")), last)
+
+    # another variant's block is not this run's config; the variant's own block is
+    other = load_study(write_study(tmp_path / "other.yaml", {"variants": ["ast"], "out": out}),
+                       ["models.ast_film_soft.dropout=0.3"])
+    assert [r.state for r in plan_runs(other)] == ["resume"]
+    check_resumable(read_checkpoint(last), "ast", to_dict(other.run_config("ast", 42, "strict")), last)
+    with pytest.raises(StudyError, match=r"ast_film_soft.seed42: this finished run .*models.ast_film_soft.dropout"):
+        plan_runs(load_study(path, ["models.ast_film_soft.dropout=0.3"]))
+    with pytest.raises(StudyError, match=r"ast.seed42: this interrupted run was trained with another config .*"
+                                         r"training.epochs: stored 2 vs study 3"):
+        plan_runs(load_study(path, ["training.epochs=3"]))
+
+
 def test_a_missing_data_folder_stops_the_study_before_any_run(tmp_path, capsys):
     path = write_study(tmp_path / "s.yaml", {"variants": ["ast"], "out": str(tmp_path / "out")},
                        dataset={**TINY["dataset"], "data_folder": str(tmp_path / "data_400rec_seed0")})
@@ -134,6 +189,33 @@ def test_a_missing_data_folder_stops_the_study_before_any_run(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "data_400rec_seed0 (from" in err and "python -m ls.data.synthetic" in err and "--recordings 400" in err
     assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_a_missing_weights_file_of_one_variant_stops_the_study_before_any_run(tmp_path, capsys):
+    (tmp_path / "data").mkdir()
+    missing = tmp_path / "weights" / "audioset.pth"
+    models = {**TINY["models"], "ast_film_soft": {**TINY["models"]["ast_film_soft"],
+                                                  "weights": {"source": "audioset", "path": str(missing)}}}
+    path = write_study(tmp_path / "s.yaml", {"variants": ["ast", "ast_film_soft"], "out": str(tmp_path / "out")},
+                       dataset={**TINY["dataset"], "data_folder": str(tmp_path / "data")}, models=models)
+    assert study_mod.main([str(path), "--no-tracking"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(missing) in err[0] and "models.ast_film_soft.weights.path" in err[0]
+    assert "variant ast_film_soft" in err[0] and "s.yaml" in err[0]
+    assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_a_combined_dataset_is_checked_on_its_parts(tmp_path):
+    """Its own data_folder only receives the feature cache (it need not exist yet); its parts hold the data."""
+    (tmp_path / "icbhi").mkdir()
+    dataset = {**TINY["dataset"], "name": "combined", "data_folder": str(tmp_path / "cache_here"),
+               "parts": [{"name": "icbhi", "data_folder": str(tmp_path / "icbhi")},
+                         {"name": "icbhi", "tag": "other", "data_folder": str(tmp_path / "other")}]}
+    study = load_study(write_study(tmp_path / "s.yaml", {"variants": ["ast"]}, dataset=dataset))
+    with pytest.raises(StudyError, match=r"dataset.parts\[1\].data_folder=.*other' does not exist"):
+        study_mod.check_data(study)
+    (tmp_path / "other").mkdir()
+    study_mod.check_data(study)
 
 
 def test_train_run_resumes_only_in_the_folder_of_its_checkpoint(tmp_path):
@@ -269,6 +351,24 @@ def _copy_run(study, job, jobs):
     return RunResult(job.run.key, True, 1.0, "child-x", json.loads((src / "run.json").read_text())["test"])
 
 
+def test_a_failed_run_leaves_its_traceback_in_its_log_also_when_runs_go_one_at_a_time(tmp_path, monkeypatch,
+                                                                                      capsys):
+    import ls.train
+
+    def broken(cfg, variant, **kw):
+        raise RuntimeError(f"boom in {variant}")
+
+    monkeypatch.setattr(ls.train, "train_run", broken)
+    monkeypatch.setattr(study_mod, "check_data", lambda s: None)
+    study = load_study(write_study(tmp_path / "s.yaml", {"variants": ["ast"], "out": str(tmp_path / "out")}))
+    outcome = run_study(study, say=print)
+    assert [r.error for r in outcome.failed] == ["RuntimeError: boom in ast"]
+    log = (study.run_dir("ast", 42, "strict") / "train.log").read_text()
+    assert log.startswith("Traceback") and "in broken" in log and log.rstrip().endswith("RuntimeError: boom in ast")
+    out = capsys.readouterr().out  # the console keeps its one line per run
+    assert "strict/ast/seed42: FAILED: RuntimeError: boom in ast" in out and "Traceback" not in out
+
+
 def test_cli_exit_code_says_a_run_failed(tmp_path, monkeypatch, capsys):
     study = _fixture_study(tmp_path, seeds=[0])
     monkeypatch.setattr(study_mod, "check_data", lambda s: None)
@@ -284,7 +384,7 @@ def test_cli_exit_code_says_a_run_failed(tmp_path, monkeypatch, capsys):
 
 
 # =================================================================================================
-# The report on really trained models (the done-when checks of the report)
+# The report on really trained models: a real difference is found, no difference is not invented
 # =================================================================================================
 def _fixture_report(rule: str):
     runs, _ = load_runs(FIXTURES / f"metadata_{rule}")
@@ -336,6 +436,59 @@ def test_report_fixtures_were_trained_as_their_study_file_says():
             assert {k: stored.get(k) for k in wanted} == wanted, run_json
             preds = pd.read_csv(run_json.parent / "test_predictions.csv")
             assert {"patient", "device", "site", "true", "pred"} <= set(preds.columns)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_parallel_study_at_once_and_starts_no_further_run(tmp_path, mlflow_db):
+    """Ctrl-C (here: SIGINT to the study's process only, as when the workers do not get it) while two runs
+    train in workers: the study returns within seconds, no queued run starts, and the parent run and both
+    interrupted child runs end as KILLED."""
+    import multiprocessing
+    import signal
+    import threading
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    from ls.engine.checkpoint import read_checkpoint
+    from ls.engine.tracking import Tracker, TrackingSettings
+
+    data = write_conditional_icbhi(tmp_path / "data", "device", patients=10, cycles=4)
+    path = write_study(tmp_path / "s.yaml", {"variants": ["ast", "ast_film_soft"], "seeds": [0, 1], "jobs": 2,
+                                             "out": str(tmp_path / "out")},
+                       dataset={**TINY["dataset"], "data_folder": str(data)},
+                       training={**TINY["training"], "epochs": 60})  # minutes per run: never reached
+    study = load_study(path)
+    running, queued = [study.run_dir(v, 0, "strict") for v in study.settings.variants], \
+        [study.run_dir(v, 1, "strict") for v in study.settings.variants]
+    uri = f"sqlite:///{mlflow_db}"
+    tracker = Tracker(TrackingSettings(uri, "studies"), buffer_dir=study.out)
+    tracker.check_connection()
+    interrupted_at = []
+
+    def interrupt_once_both_train():
+        deadline = time.monotonic() + 300
+        while not all((d / "last.pt").is_file() for d in running) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        interrupted_at.append(time.monotonic())
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    threading.Thread(target=interrupt_once_both_train, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        run_study(study, tracker=tracker, say=lambda s: None)
+    assert time.monotonic() - interrupted_at[0] < study_mod.STOP_GRACE_S  # not the rest of a 60-epoch run
+    assert not multiprocessing.active_children()  # no worker left behind
+    for run_dir in queued:  # never started: no log, no checkpoint
+        assert not (run_dir / "train.log").exists() and not (run_dir / "last.pt").exists(), run_dir
+    client = MlflowClient(tracking_uri=uri)
+    for run_dir in running:
+        assert not (run_dir / "run.json").exists()
+        child = read_checkpoint(run_dir / "last.pt")["mlflow_run_id"]
+        assert client.get_run(child).info.status == "KILLED", run_dir
+    state = json.loads((study.out / "study.json").read_text())
+    assert state["sessions"][-1]["status"] == "KILLED" and state["runs"] == {}
+    assert client.get_run(state["mlflow"]["parent_run_id"]).info.status == "KILLED"
+    assert [r.state for r in plan_runs(study)] == ["resume", "resume", "new", "new"]
 
 
 # =================================================================================================

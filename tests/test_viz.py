@@ -302,6 +302,38 @@ def test_film_figures_content(close_figures):
     assert_readable(by_layer)
 
 
+def test_film_legend_shows_the_marks_as_drawn(close_figures):
+    """The legend's mean dots are the drawn ones (white, rim in each group's colour), its median bar has the
+    drawn bar's colour and width, its identity line the drawn line's style."""
+    from matplotlib.collections import LineCollection
+    from matplotlib.colors import to_hex
+    from matplotlib.lines import Line2D
+
+    def marker(line):
+        return (to_hex(line.get_markerfacecolor()), to_hex(line.get_markeredgecolor()), line.get_markersize())
+
+    rng = np.random.default_rng(3)
+    summary = {"gamma": {"10": rng.normal(1.0, 0.1, 12)}}
+    devices = ["Meditron", "LittC2SE", "AKGC417L"] * 4
+    for fig in (film.film_by_group_figure(summary, devices, "Device"), film.film_by_layer_figure(summary)):
+        ax, legend = fig.axes[0], fig.legends[0]
+        in_legend = legend.findobj(Line2D)
+        dots = [line for line in in_legend if line.get_marker() == "o"]
+        drawn_dots = [line for line in ax.lines if line.get_marker() == "o"]
+        assert sorted({marker(d) for d in dots}) == sorted({marker(d) for d in drawn_dots})
+        assert len(dots) == len({marker(d) for d in drawn_dots})  # one dot per group colour
+        bars = [c for c in ax.collections if isinstance(c, LineCollection)]
+        median = next(line for line in in_legend if line.get_marker() in ("None", "", None)
+                      and line.get_linestyle() == "-" and len(line.get_xdata()))
+        assert {(to_hex(b.get_colors()[0]), float(b.get_linewidths()[0])) for b in bars} == {
+            (to_hex(median.get_color()), median.get_linewidth())}
+        identity = next(line for line in in_legend if line.get_linestyle() == "--")
+        drawn = ax.lines[-1]
+        assert (to_hex(identity.get_color()), identity.get_linewidth()) == (to_hex(drawn.get_color()),
+                                                                           drawn.get_linewidth())
+        assert_readable(fig)
+
+
 def test_film_figures_for_tafilm_keys(tmp_path):
     rng = np.random.default_rng(1)
     n = 12

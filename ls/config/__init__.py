@@ -241,6 +241,33 @@ def config_from_dict(data: dict, source: str = "<dict>", overrides: list[str] | 
     return cfg
 
 
+#: Config keys (``section.key``; a trailing ``.`` covers a section) in which two configs of the same run may
+#: differ: where things are written and logged, and how the work is spread; none changes what is trained. Shared
+#: by every check that a stored run (finished or interrupted) is the run a config describes.
+RUN_INDEPENDENT_KEYS = ("training.checkpoint_dir", "mlflow.", "training.device", "training.compile",
+                        "dataset.num_workers", "dataset.cache_dir", "dataset.cache_workers")
+
+
+def run_view(config: dict[str, Any], variant: str) -> dict[str, Any]:
+    """What a run of ``variant`` uses of a resolved config (a plain dict, as stored): every section, and of
+    ``models`` only that variant's block, under its canonical name. The blocks of other variants (also ones
+    added to a study later) do not change the run."""
+    from ls.models.variants import canonical_variant
+
+    want = canonical_variant(variant)
+    out = {k: v for k, v in config.items() if k != "models"}
+    for name, block in (config.get("models") or {}).items():
+        declared = block.get("variant") if isinstance(block, dict) else None
+        try:
+            same = canonical_variant(str(declared or name)) == want
+        except ValueError:  # a block of a variant this ls does not know is not this run's
+            same = False
+        if same:
+            out["models"] = {want: block}
+            break
+    return out
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None, *, strict: bool | None = None) -> Config:
     """Load a YAML config into the typed ``Config``; ``overrides`` are ``section.key=value`` strings.
 
@@ -255,6 +282,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None, *, strict:
 
 
 __all__ = [
+    "RUN_INDEPENDENT_KEYS",
     "AudioConfig",
     "AugmentConfig",
     "Config",
@@ -271,5 +299,6 @@ __all__ = [
     "dump_yaml",
     "flatten",
     "load_config",
+    "run_view",
     "to_dict",
 ]

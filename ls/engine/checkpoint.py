@@ -195,12 +195,8 @@ def _version() -> str:
     return ls.__version__
 
 
-def check_resumable(state: dict[str, Any], variant: str, config: dict[str, Any], path: str | Path) -> None:
-    """Raise if ``state`` cannot continue a run of ``variant`` with resolved ``config`` (plain dict).
-
-    Only the keys that shape the model, the data or the optimisation must match; ``training.epochs`` may
-    grow (continue a finished run for longer) and tracking/checkpoint locations may change.
-    """
+def check_resume_state(state: dict[str, Any], variant: str, path: str | Path) -> None:
+    """Raise unless ``state`` is a ``last.pt`` of this checkpoint format for ``variant`` (its config aside)."""
     if "optimizer" not in state or "epoch" not in state:
         raise CheckpointError(f"{path} holds no optimiser/epoch state: it is a best.pt, resume from last.pt")
     if state["format"] != CHECKPOINT_FORMAT:
@@ -213,9 +209,20 @@ def check_resumable(state: dict[str, Any], variant: str, config: dict[str, Any],
         raise CheckpointError(
             f"cannot resume from {path}: it was trained as variant {state['variant']!r}, this run is {variant!r}"
         )
-    ignore = ("training.epochs", "training.checkpoint_dir", "mlflow.", "training.device", "training.compile",
-              "dataset.num_workers", "dataset.cache_dir")
-    old, new = flatten(state["config"]), flatten(config)
+
+
+def check_resumable(state: dict[str, Any], variant: str, config: dict[str, Any], path: str | Path) -> None:
+    """Raise if ``state`` cannot continue a run of ``variant`` with resolved ``config`` (plain dict).
+
+    Only the keys that shape the model, the data or the optimisation must match, and of ``models`` only this
+    variant's block (:func:`ls.config.run_view`); ``training.epochs`` may grow (continue a finished run for
+    longer) and the keys of :data:`ls.config.RUN_INDEPENDENT_KEYS` may change.
+    """
+    from ls.config import RUN_INDEPENDENT_KEYS, run_view
+
+    check_resume_state(state, variant, path)
+    ignore = (*RUN_INDEPENDENT_KEYS, "training.epochs")
+    old, new = flatten(run_view(state["config"], variant)), flatten(run_view(config, variant))
     diffs = [
         f"{k}: checkpoint {old.get(k)!r} vs run {new.get(k)!r}"
         for k in sorted(set(old) | set(new))
@@ -238,6 +245,7 @@ __all__ = [
     "CheckpointError",
     "capture_rng_state",
     "check_resumable",
+    "check_resume_state",
     "cpu_state_dict",
     "find_best_beside",
     "make_checkpoint",

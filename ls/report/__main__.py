@@ -4,7 +4,7 @@
 
 Writes ``report.md``, ``report.tex``, ``summary.csv``, ``comparison.csv``, ``runs.csv`` and
 ``scores.png``/``.pdf`` into ``--out`` and prints the Markdown report. Any problem is one ``error:`` line on
-stderr and exit code 2.
+stderr and exit code 2 (``--traceback`` prints where it happened too; ``ls.utils.cli``).
 """
 
 from __future__ import annotations
@@ -13,17 +13,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-EXIT_ERROR = 2
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, not usage + message
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(EXIT_ERROR)
+from ls.utils.cli import add_traceback_option, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m ls.report", description="Compare variants over seeds with paired statistics.")
+    p = argparse.ArgumentParser(prog="python -m ls.report",
+                                description="Compare variants over seeds with paired statistics.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--runs", metavar="DIR", help="folder tree of runs (run.json + test_predictions.csv)")
     src.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (with --experiment)")
@@ -38,17 +33,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="bootstrap RNG seed (default 0)")
     p.add_argument("--selection", help="only runs with this selection protocol (strict or paper)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    add_traceback_option(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from ls.report.build import Settings, build_report
-    from ls.report.render import markdown_report, write_report
-    from ls.report.runs import load_mlflow_runs, load_runs
-    from ls.report.stats import ReportError
 
-    try:
+    def body() -> int:
+        from ls.report.build import Settings, build_report
+        from ls.report.render import markdown_report, write_report
+        from ls.report.runs import load_mlflow_runs, load_runs
+        from ls.report.stats import ReportError
+
         if args.runs is not None:
             if args.experiment or args.parent:
                 raise ReportError("--experiment and --parent go with --tracking-uri, not --runs")
@@ -65,11 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                             selection=args.selection)
         report = build_report(runs, settings, source=source, notes=notes)
         write_report(report, args.out)
-    except (ReportError, OSError) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return EXIT_ERROR
-    print(markdown_report(report))
-    return 0
+        print(markdown_report(report))
+        return 0
+
+    return run_command(body, args)
 
 
 if __name__ == "__main__":

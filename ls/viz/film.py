@@ -29,6 +29,8 @@ from ls.viz.style import (
 FILM_KEYS = ("gamma", "beta", "gamma_cls", "beta_cls", "gamma_patch", "beta_patch")
 
 _SYMBOL = {"gamma": r"$\gamma$", "beta": r"$\beta$"}
+#: Colour of the violins of the per-layer figure (one group per layer).
+LAYER_COLOR = "#5d6d7e"
 
 
 def film_label(key: str) -> str:
@@ -73,17 +75,26 @@ def concat_summaries(batches: Sequence[Mapping[str, Mapping[str, np.ndarray]]]) 
     return {k: {layer: np.concatenate([b[k][layer] for b in batches]) for layer in first[k]} for k in first}
 
 
-MEAN_STYLE = {"marker": "o", "markersize": 4, "markerfacecolor": "white", "markeredgecolor": "black",
-              "linestyle": ""}
+#: The mean of a group: a white dot whose rim has the group's colour (``markeredgecolor``, set per group).
+MEAN_STYLE = {"marker": "o", "markersize": 4, "markerfacecolor": "white", "linestyle": ""}
+#: The median of a group: a black bar.
+MEDIAN_STYLE = {"color": "black", "linewidth": 0.8}
+#: The identity line (gamma = 1, beta = 0).
+IDENTITY_STYLE = {"color": "black", "linestyle": "--", "linewidth": 0.6}
 
 
-def _legend_handles() -> list:
-    """What the marks of the violin figures mean: mean (dot), median (bar), identity (dashed line)."""
+def _legend(fig: Figure, colors: Sequence[str], ncols: int) -> None:
+    """What the marks of the violin figures mean, drawn as they are drawn: the mean (one dot per group
+    colour), the median (bar) and identity (dashed line)."""
+    from matplotlib.legend_handler import HandlerTuple
     from matplotlib.lines import Line2D
 
-    return [Line2D([], [], label="mean", **MEAN_STYLE),
-            Line2D([], [], color="black", linewidth=1.2, label="median"),
-            Line2D([], [], color="black", linestyle="--", linewidth=0.6, label=r"identity ($\gamma$ = 1, $\beta$ = 0)")]
+    colors = list(dict.fromkeys(colors))
+    means = tuple(Line2D([], [], **MEAN_STYLE, markeredgecolor=c) for c in colors)
+    handles = [means, Line2D([], [], **MEDIAN_STYLE), Line2D([], [], **IDENTITY_STYLE)]
+    labels = ["mean", "median", r"identity ($\gamma$ = 1, $\beta$ = 0)"]
+    fig.legend(handles, labels, handler_map={tuple: HandlerTuple(ndivide=None, pad=0.2)}, loc="outside lower center",
+               ncols=ncols, frameon=False, handlelength=max(2.0, 0.9 * len(colors)))
 
 
 def _violins(ax, data: list[np.ndarray], colors: list[str]) -> None:
@@ -101,8 +112,8 @@ def _violins(ax, data: list[np.ndarray], colors: list[str]) -> None:
     for pos, d, color in zip(positions, data, colors, strict=True):
         if d.size == 0:
             continue
-        ax.plot([pos], [d.mean()], zorder=3, **{**MEAN_STYLE, "markeredgecolor": color})
-        ax.hlines(np.median(d), pos - 0.25, pos + 0.25, color="black", linewidth=0.8, zorder=3)
+        ax.plot([pos], [d.mean()], zorder=3, **MEAN_STYLE, markeredgecolor=color)
+        ax.hlines(np.median(d), pos - 0.25, pos + 0.25, zorder=3, **MEDIAN_STYLE)
 
 
 def film_by_group_figure(
@@ -133,7 +144,7 @@ def film_by_group_figure(
                 if values.shape[0] != groups.shape[0]:
                     raise ValueError(f"{key} layer {layer}: {values.shape[0]} cycles but {groups.shape[0]} groups")
                 _violins(ax, [values[groups == g] for g in order], [colors[g] for g in order])
-                ax.axhline(identity_value(key), color="black", linestyle="--", linewidth=0.6)
+                ax.axhline(identity_value(key), **IDENTITY_STYLE)
                 if r == 0:
                     ax.set_title(f"Layer {layer}")
                 if c == 0:
@@ -143,7 +154,7 @@ def film_by_group_figure(
             ax.set_xlabel(group_title)
         fig.suptitle(f"{model_name}: FiLM parameters per {group_title.lower()} "
                      f"(layer{'s' if len(layers) > 1 else ''} {', '.join(layers)})")
-        fig.legend(handles=_legend_handles(), loc="outside lower center", ncols=3, frameon=False)
+        _legend(fig, [colors[g] for g in order], ncols=3)
     return fig
 
 
@@ -168,13 +179,13 @@ def film_by_layer_figure(summary: Mapping[str, Mapping[str, np.ndarray]], model_
         axes = fig.subplots(len(keys), 1, squeeze=False, sharex=True)[:, 0]
         for ax, key in zip(axes, keys, strict=True):
             layers = list(summary[key])
-            _violins(ax, [np.asarray(summary[key][layer]) for layer in layers], ["#5d6d7e"] * len(layers))
-            ax.axhline(identity_value(key), color="black", linestyle="--", linewidth=0.6)
+            _violins(ax, [np.asarray(summary[key][layer]) for layer in layers], [LAYER_COLOR] * len(layers))
+            ax.axhline(identity_value(key), **IDENTITY_STYLE)
             ax.set_ylabel(film_label(key))
             ax.set_xticks(np.arange(1, len(layers) + 1), layers)
         axes[-1].set_xlabel("Conditioned layer")
         fig.suptitle(f"{model_name}: FiLM parameters per layer")
-        fig.legend(handles=_legend_handles(), loc="outside lower center", ncols=2, frameon=False)
+        _legend(fig, [LAYER_COLOR], ncols=2)
     return fig
 
 
