@@ -358,6 +358,44 @@ def test_ctrl_c_before_the_first_checkpoint_says_there_is_nothing_to_resume(synt
     assert list((tmp_path / "ck").iterdir()) == []
 
 
+@pytest.mark.parametrize("exc, line", [
+    (KeyError("best_epoch"), "unexpected KeyError: best_epoch"),
+    (IndexError("list index out of range"), "unexpected IndexError: list index out of range"),
+    (RuntimeError("CUDA error: device-side assert triggered"),
+     "unexpected RuntimeError: CUDA error: device-side assert triggered"),
+])
+def test_a_bug_keeps_its_type_and_the_traceback_hint(exc, line, capsys, monkeypatch):
+    from ls.utils.cli import report_error
+
+    monkeypatch.delenv("LS_TRACEBACK", raising=False)
+    assert report_error(exc) == 2
+    assert capsys.readouterr().err == f"error: {line}; run again with --traceback (LS_TRACEBACK=1) to see where\n"
+
+
+def test_user_errors_of_every_layer_are_plain_lines(capsys, monkeypatch):
+    import pandas as pd
+
+    from ls.config import ConfigError
+    from ls.data.metadata import _column
+    from ls.engine.tracking import TrackingError
+    from ls.engine.trainer import DeviceError, NonFiniteLossError
+    from ls.utils.cli import report_error
+    from ls.utils.io import WriteError
+
+    monkeypatch.delenv("LS_TRACEBACK", raising=False)
+    try:
+        _column(pd.DataFrame({"Filename": ["a"]}), "Age")
+    except KeyError as exc:  # still a KeyError for callers that look names up
+        column = exc
+    for exc in (ConfigError("x.yaml: bad"), FileNotFoundError(2, "No such file or directory", "a.wav"),
+                WriteError(28, "cannot write b.pt: no space left on device"), TrackingError("server away"),
+                NonFiniteLossError("loss is nan"), DeviceError("no CUDA device"), column):
+        assert report_error(exc) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "unexpected" not in err and "--traceback" not in err, err
+    assert "segment table has no column" in str(column) and not str(column).startswith(("'", '"'))
+
+
 def test_argument_conflicts_are_error_lines(tmp_path, capsys):
     assert runner.main("ast", ["--config", "x.yaml", "--resume", "last.pt", "--seeds", "1", "2"]) == 2
     assert error_lines(capsys.readouterr().err) == [

@@ -61,6 +61,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ls.utils.errors import LsError
+
 _log = logging.getLogger(__name__)
 
 #: Store used when neither the config nor the environment names one: what ``mlflow ui`` opens by default.
@@ -141,7 +143,7 @@ def _apply_http_env(settings: TrackingSettings) -> None:
 # =================================================================================================
 # Settings
 # =================================================================================================
-class TrackingError(RuntimeError):
+class TrackingError(LsError, RuntimeError):
     """The tracking backend cannot be used (wrong URI, unreachable server, rejected credentials)."""
 
 
