@@ -460,7 +460,13 @@ class _Buffer:
         return self.meta_path.is_file()
 
     def read_meta(self) -> dict[str, Any]:
-        return json.loads(self.meta_path.read_text(encoding="utf-8"))
+        try:
+            meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError: a file cut or overwritten
+            raise TrackingError(f"{self.meta_path}: not a readable MLflow buffer file ({exc})") from exc
+        if not isinstance(meta, dict):
+            raise TrackingError(f"{self.meta_path}: not a readable MLflow buffer file (not a JSON object)")
+        return meta
 
     def write_meta(self, meta: dict[str, Any]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
