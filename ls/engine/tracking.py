@@ -532,12 +532,6 @@ def find_buffers(path: str | Path) -> list[Path]:
     return sorted(p.parent for p in path.rglob(_META))
 
 
-def iter_fallback_files(fallback_dir: str | Path) -> Iterable[Path]:
-    """Record files of the buffers under ``fallback_dir`` (and old-style ``<run_id>.jsonl`` files)."""
-    old = list(Path(fallback_dir).glob("*.jsonl"))
-    return sorted(old + [b / _RECORDS for b in find_buffers(fallback_dir) if (b / _RECORDS).is_file()])
-
-
 # =================================================================================================
 # Replay (in process after a reconnection, and from ``python -m ls.tracking replay``)
 # =================================================================================================
@@ -1281,7 +1275,6 @@ __all__ = [
     "configure_telemetry",
     "find_buffers",
     "is_credential_key",
-    "iter_fallback_files",
     "open_hint",
     "redact_params",
     "replay_buffer",
