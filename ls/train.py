@@ -221,22 +221,12 @@ def stored_config(cfg: Config) -> dict[str, Any]:
 
 
 def check_inputs(cfg: Config, variant: str) -> None:
-    """The data folder exists and the pretrained-weights file of ``models.<variant>`` exists, is readable and
+    """The data folder(s) exist (``ls.data.check_data_folders``) and the pretrained-weights file of ``models.<variant>`` exists, is readable and
     has the format of its ``weights.source`` (its first bytes only): seconds, before any data is built."""
+    from ls.data.folders import check_data_folders
     from ls.models.weights import check_weights_file
 
-    ds = cfg.dataset
-    # A combined dataset's own folder only receives the shared cache: its parts hold the data.
-    parts = getattr(ds, "parts", None) if getattr(ds, "name", "icbhi") == "combined" else None
-    folders = ([(f"dataset.parts[{i}].data_folder", p.data_folder) for i, p in enumerate(parts)] if parts
-               else [("dataset.data_folder", ds.data_folder)])
-    for key, folder in folders:
-        data = Path(folder).expanduser()
-        if not data.is_dir():
-            where = "" if data.is_absolute() else f" (relative to the working directory {Path.cwd()})"
-            what = "is not a folder" if data.exists() else "does not exist"
-            fix = "correct it in the config" if parts else f"pass --set {key}=<the folder with the recordings>"
-            raise FileNotFoundError(errno.ENOENT, f"{key}={str(data)!r} {what}{where}; {fix}")
+    check_data_folders(cfg.dataset)
     options = cfg.model(variant)
     check_weights_file(options.weights, variant, options.model_size)
 

@@ -251,6 +251,27 @@ def test_a_missing_data_folder_fails_before_anything_else(tmp_path, built, capsy
     assert built == [] and not (tmp_path / "ck").exists()
 
 
+def test_one_data_folder_check_for_every_entry_point(tmp_path, monkeypatch):
+    from ls.config import config_from_dict
+    from ls.data import check_data_folders
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "part").mkdir()
+    with pytest.raises(FileNotFoundError) as info:
+        check_data_folders(config_from_dict({"dataset": {"data_folder": "notes.txt"}}).dataset)
+    assert info.value.strerror == (f"dataset.data_folder='notes.txt' is not a folder (relative to the working directory "
+                               f"{tmp_path}); pass --set dataset.data_folder=<the folder with the recordings>")
+    combined = {"name": "combined", "data_folder": "cache-to-be", "parts": [
+        {"name": "icbhi", "data_folder": "part"}, {"name": "icbhi", "data_folder": "missing", "tag": "b"}]}
+    with pytest.raises(FileNotFoundError) as info:
+        check_data_folders(config_from_dict({"dataset": combined}).dataset)
+    assert info.value.strerror.startswith("dataset.parts[1].data_folder='missing' does not exist (relative")
+    assert info.value.strerror.endswith("; correct it in the config")
+    combined["parts"].pop()
+    assert check_data_folders(config_from_dict({"dataset": combined}).dataset) == [Path("part")]
+
+
 def test_an_unreachable_tracking_server_fails_before_any_data(synthetic_icbhi_dir, tmp_path, built, capsys,
                                                               monkeypatch):
     import socket
