@@ -417,6 +417,109 @@ def test_user_errors_of_every_layer_are_plain_lines(capsys, monkeypatch):
     assert "segment table has no column" in str(column) and not str(column).startswith(("'", '"'))
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["artifacts", "end_run"])
+def test_ctrl_c_after_training_says_how_to_resume_and_marks_the_run_killed(synthetic_icbhi_dir, tmp_path,
+                                                                          local_store, monkeypatch, capsys, where):
+    """Ctrl-C once fit() returned (test splits, figures, uploads, ending the MLflow run): best.pt and last.pt
+    exist, so it names the epoch and the --resume path, and the run ends KILLED, never stays RUNNING."""
+    from ls.engine.tracking import Tracker
+
+    real_log, real_end = runner.log_run_artifacts, Tracker.end_run
+    if where == "artifacts":
+        def ctrl_c(*args, **kwargs):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(runner, "log_run_artifacts", ctrl_c)
+    else:
+        def ctrl_c_while_finishing(self, status="FINISHED"):
+            if status == "FINISHED":
+                raise KeyboardInterrupt
+            return real_end(self, status)
+
+        monkeypatch.setattr(Tracker, "end_run", ctrl_c_while_finishing)
+    path = tiny_yaml(tmp_path, synthetic_icbhi_dir)
+    try:
+        rc = runner.main("ast", ["--config", str(path)])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped main() as a traceback")
+    err = capsys.readouterr().err
+    [run_dir] = (tmp_path / "ck").iterdir()
+    assert {"best.pt", "last.pt"} <= {p.name for p in run_dir.iterdir()}
+    assert rc == 130 and err.strip().splitlines()[-1] == (
+        f"interrupted after epoch 1; continue with --resume {run_dir / 'last.pt'}")
+    _, [run] = _runs(local_store)
+    assert run.info.status == "KILLED"
+    monkeypatch.setattr(runner, "log_run_artifacts", real_log)
+    monkeypatch.setattr(Tracker, "end_run", real_end)
+    assert runner.main("ast", ["--config", str(path), "--resume", str(run_dir / "last.pt")]) == 0
+    _, [run] = _runs(local_store)  # the same run, its last steps done
+    assert run.info.status == "FINISHED" and (run_dir / "run.json").is_file()
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_seeds_group_names_the_member_and_resume_finishes_it_alone(synthetic_icbhi_dir, tmp_path,
+                                                                              monkeypatch, capsys):
+    real = Trainer._begin_epoch
+    seen = []
+
+    def ctrl_c_in_epoch_2_of_the_second_seed(self, epoch):
+        seen.append((self.seed, epoch))
+        if (self.seed, epoch) == (8, 1):
+            raise KeyboardInterrupt
+        return real(self, epoch)
+
+    monkeypatch.setattr(Trainer, "_begin_epoch", ctrl_c_in_epoch_2_of_the_second_seed)
+    path = tiny_yaml(tmp_path, synthetic_icbhi_dir, epochs=2)
+    assert runner.main("ast", ["--config", str(path), "--no-tracking", "--seeds", "7", "8", "9"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    [member] = (tmp_path / "ck").glob("ast_2ep_strict_seed8_*")
+    assert err[-1] == (f"interrupted seed 8 of the --seeds group (1 member(s) before it finished) after epoch 1; "
+                       f"--resume {member / 'last.pt'} (without --seeds) finishes this member alone; the members "
+                       "after it and the group's summary are not run")
+    assert not list((tmp_path / "ck").glob("*seed9*"))
+    # As the line says: --resume alone, with the group's config (seed 0), continues seed 8's run.
+    monkeypatch.setattr(Trainer, "_begin_epoch", real)
+    assert runner.main("ast", ["--config", str(path), "--no-tracking", "--resume", str(member / "last.pt")]) == 0
+    summary = json.loads((member / "run.json").read_text())
+    assert summary["seed"] == 8 and summary["epochs"] == 2
+
+
+def test_resuming_a_kfold_member_alone_trains_its_own_fold_with_its_own_seed(synthetic_icbhi_dir, tmp_path,
+                                                                              monkeypatch):
+    from ls.config import load_config
+
+    folds = []
+
+    def fold_data(cfg, fold, k):
+        folds.append((cfg.seed, fold, k))
+        raise KeyboardInterrupt  # enough: what matters is which data it asked for
+
+    monkeypatch.setattr(ls.data, "build_fold_datasets", fold_data)
+    monkeypatch.setattr(ls.data, "build_datasets", lambda cfg: pytest.fail("the official split was built"))
+    monkeypatch.setattr(runner, "read_checkpoint", lambda path: {"member": {"seed": 5, "fold": 2, "k": 4}})
+    member = tmp_path / "ck" / "ast_1ep_strict_seed5_fold2_20260101-120000"
+    member.mkdir(parents=True)
+    with pytest.raises(KeyboardInterrupt):
+        runner.train_run(load_config(tiny_yaml(tmp_path, synthetic_icbhi_dir)), "ast", resume=member / "last.pt",
+                         progress=False)
+    assert folds == [(5, 2, 4)]
+
+
+def test_a_ctrl_c_message_is_printed_by_rank_0_only(tmp_path, monkeypatch, capsys):
+    from ls.engine.trainer import TrainingInterrupted
+
+    def interrupted(*args):
+        raise TrainingInterrupted(3, tmp_path / "last.pt")
+
+    monkeypatch.setattr(runner, "_run_cli", interrupted)
+    path = tiny_yaml(tmp_path, tmp_path)
+    for rank, lines in (("1", []), ("0", [f"interrupted after epoch 3; continue with --resume {tmp_path / 'last.pt'}"])):
+        monkeypatch.setenv("RANK", rank)
+        assert runner.main("ast", ["--config", str(path), "--no-tracking"]) == 130
+        assert capsys.readouterr().err.splitlines() == lines
+
+
 def test_argument_conflicts_are_error_lines(tmp_path, capsys):
     assert runner.main("ast", ["--config", "x.yaml", "--resume", "last.pt", "--seeds", "1", "2"]) == 2
     assert error_lines(capsys.readouterr().err) == [

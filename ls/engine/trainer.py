@@ -155,7 +155,7 @@ class Trainer:
         tracker: an ``ls.engine.tracking.Tracker`` (an open run) or None for no tracking.
         seed: the run's seed (per-epoch reseeding).
         checkpoint_meta: the application's entries of every checkpoint (``ckpt.APPLICATION_KEYS``: ``variant``,
-            ``config`` (plain dict), ``metadata_encoder``, ``metadata_spec``, ``class_names``).
+            ``config`` (plain dict), ``metadata_encoder``, ``metadata_spec``, ``class_names``, ``member``).
         run_dir: where ``last.pt``/``best.pt`` go (default ``training.checkpoint_dir``).
         group_names: ``{factor: [name by id]}`` for per-factor test metrics (e.g. per device, per site).
     """
