@@ -489,9 +489,11 @@ def summarize(outcomes: Sequence[RunOutcome]) -> dict[str, float]:
 
 
 def run_seeds(cfg: Config, variant: str, seeds: Sequence[int], parent: Tracker | NullTracker,
-              ctx: DistContext, progress: bool | None = None) -> dict[str, float]:
-    """One nested run per seed under an open parent run; logs and returns the summary."""
-    outcomes = []
+              ctx: DistContext, progress: bool | None = None,
+              outcomes: list[RunOutcome] | None = None) -> dict[str, float]:
+    """One nested run per seed under an open parent run; logs and returns the summary. ``outcomes``: a list
+    that receives each member's :class:`RunOutcome` (its run folder, metrics, ...)."""
+    outcomes = [] if outcomes is None else outcomes
     for seed in seeds:
         cfg_s = copy.deepcopy(cfg)
         cfg_s.seed = int(seed)
@@ -500,11 +502,12 @@ def run_seeds(cfg: Config, variant: str, seeds: Sequence[int], parent: Tracker |
 
 
 def run_kfold(cfg: Config, variant: str, k: int, parent: Tracker | NullTracker, ctx: DistContext,
-              progress: bool | None = None) -> dict[str, float]:
-    """Patient-grouped k-fold on the training split: fold i validates, the rest trains; test fixed."""
+              progress: bool | None = None, outcomes: list[RunOutcome] | None = None) -> dict[str, float]:
+    """Patient-grouped k-fold on the training split: fold i validates, the rest trains; test fixed.
+    ``outcomes``: as for :func:`run_seeds`."""
     if k < 2:
         raise ValueError(f"--kfold needs at least 2 folds, got {k}")
-    outcomes = []
+    outcomes = [] if outcomes is None else outcomes
     for i in range(k):
         outcomes.append(_train_member(cfg, variant, parent, ctx, (i, k), progress, len(outcomes)))
     return _finish_group(outcomes, parent, "fold")
@@ -669,6 +672,7 @@ def _load_run_config(args: argparse.Namespace) -> Config:
 
 def _run_cli(variant: str, args: argparse.Namespace, cfg: Config) -> int:
     ctx = init_distributed(resolve_device(cfg.training.device).type)
+    members: list[RunOutcome] = []
     try:
         # Rank 0 checks the tracking backend before any data is built: a bad URI/credentials fail fast.
         tracker = build_tracker(cfg.mlflow, args.mlflow_config, enabled=ctx.is_main and not args.no_tracking)
@@ -680,9 +684,9 @@ def _run_cli(variant: str, args: argparse.Namespace, cfg: Config) -> int:
             tracker.log_params(flatten(stored_config(cfg)))
             try:
                 if args.seeds:
-                    run_seeds(cfg, variant, args.seeds, tracker, ctx)
+                    run_seeds(cfg, variant, args.seeds, tracker, ctx, outcomes=members)
                 else:
-                    run_kfold(cfg, variant, args.kfold, tracker, ctx)
+                    run_kfold(cfg, variant, args.kfold, tracker, ctx, outcomes=members)
             except KeyboardInterrupt:
                 tracker.end_run("KILLED")
                 raise
@@ -695,7 +699,7 @@ def _run_cli(variant: str, args: argparse.Namespace, cfg: Config) -> int:
             if ctx.is_main and outcome.run_dir is not None:
                 print(f"checkpoints: {outcome.run_dir}")
         if ctx.is_main:
-            hint = tracking_hint(tracker, cfg.training.checkpoint_dir if (args.seeds or args.kfold) else None)
+            hint = tracking_hint(tracker, [m.run_dir for m in members if m.run_dir is not None])
             if hint:
                 print(hint, flush=True)
     finally:
@@ -703,27 +707,34 @@ def _run_cli(variant: str, args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
-def tracking_hint(tracker: Any, group_dir: str | Path | None = None) -> str | None:
+def tracking_hint(tracker: Any, member_dirs: Sequence[str | Path] = ()) -> str | None:
     """The last line of a run: how to look at it (``tracker.open_hint()``: a URL for a server, an
     ``mlflow ui`` command for a local store), or, when records are still only in a local buffer because the
-    server stayed away, the command that uploads them. ``group_dir``: the folder holding the buffers of the
-    nested runs of ``--seeds``/``--kfold``."""
-    from ls.engine.tracking import find_buffers, replay_command
+    server stayed away, the commands that upload them. ``member_dirs``: the run folders of the nested runs
+    of ``--seeds``/``--kfold``; only their buffers and the tracker's own count (other runs may have left
+    buffers in the same checkpoint folder: not this run's business)."""
+    from ls.engine.tracking import BUFFER_FOLDER, find_buffers, replay_command
 
     if not isinstance(tracker, Tracker):
         return None
-    pending = []
-    if group_dir is not None and Path(group_dir).is_dir():
-        for buf in find_buffers(group_dir):
+
+    def pending(folder: Path) -> bool:
+        if not folder.is_dir():
+            return False
+        for buf in find_buffers(folder):
             try:
                 if json.loads((buf / "buffer.json").read_text()).get("state") == "pending":
-                    pending.append(buf)
+                    return True
             except (OSError, ValueError):
                 continue
-    command = replay_command(group_dir) if pending else tracker.replay_command
-    if command:
+        return False
+
+    own = tracker.buffer_path
+    commands = [tracker.replay_command or replay_command(own)] if own is not None and pending(own) else []
+    commands += [replay_command(Path(d)) for d in member_dirs if pending(Path(d) / BUFFER_FOLDER)]
+    if commands:
         return (f"MLflow: {tracker.settings.safe_uri} stayed unreachable; the records are kept locally. "
-                f"Upload them when it is back with:\n  {command}")
+                "Upload them when it is back with:\n" + "\n".join(f"  {c}" for c in commands))
     return (f"MLflow: {tracker.settings.safe_uri} (experiment {tracker.settings.experiment_name!r}); "
             f"{tracker.open_hint()}")
 

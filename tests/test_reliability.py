@@ -530,24 +530,30 @@ def test_argument_conflicts_are_error_lines(tmp_path, capsys):
 
 def test_after_seeds_or_kfold_the_hint_replays_every_member_still_buffered(tmp_path):
     """A nested run that ended while the server was away keeps its records in its run folder; the last line
-    of the group names the command that uploads all of them, not the open hint."""
+    of the group names the command that uploads it, not the open hint. Buffers of other, older runs in the
+    same checkpoint folder are none of this group's business."""
     import json
 
     from ls.engine.tracking import Tracker, TrackingSettings, replay_command
 
     tracker = Tracker(TrackingSettings("http://host:5000", "ls"))
     group = tmp_path / "ck"
+    old = group / "old_run" / "mlflow_buffer" / "r0"  # an unrelated run, never uploaded
+    old.mkdir(parents=True)
+    (old / "buffer.json").write_text(json.dumps({"state": "pending"}))
     done = group / "run_a" / "mlflow_buffer" / "r1"
     done.mkdir(parents=True)
     (done / "buffer.json").write_text(json.dumps({"state": "replayed"}))
-    assert runner.tracking_hint(tracker, group) == "MLflow: http://host:5000 (experiment 'ls'); open " \
-                                                   "http://host:5000 in a browser"
+    members = [group / "run_a", group / "run_b"]
+    healthy = "MLflow: http://host:5000 (experiment 'ls'); open http://host:5000 in a browser"
+    assert runner.tracking_hint(tracker, members) == healthy
     pending = group / "run_b" / "mlflow_buffer" / "r2"
     pending.mkdir(parents=True)
     (pending / "buffer.json").write_text(json.dumps({"state": "pending"}))
-    hint = runner.tracking_hint(tracker, group)
-    assert hint.endswith(f"Upload them when it is back with:\n  {replay_command(group)}")
-    assert runner.tracking_hint(runner.NullTracker(), group) is None
+    hint = runner.tracking_hint(tracker, members)
+    assert hint.endswith(f"Upload them when it is back with:\n  {replay_command(group / 'run_b')}")
+    assert str(old) not in hint and "old_run" not in hint
+    assert runner.tracking_hint(runner.NullTracker(), members) is None
 
 
 @pytest.mark.parametrize("override", [f"mlflow.tracking_pasword={PASSWORD}", f"mlflow.tracking_password=[{PASSWORD}",
