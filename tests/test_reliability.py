@@ -520,6 +520,23 @@ def test_a_ctrl_c_message_is_printed_by_rank_0_only(tmp_path, monkeypatch, capsy
         assert capsys.readouterr().err.splitlines() == lines
 
 
+def test_a_failed_run_keeps_the_folder_it_was_given_and_removes_the_one_it_made(synthetic_icbhi_dir, tmp_path,
+                                                                                built):
+    """A study places its runs (run_dir): the folder is the study's, kept when the run fails before any data;
+    a run's own new folder under training.checkpoint_dir is removed again."""
+    from ls.config import load_config
+
+    cfg = load_config(tiny_yaml(tmp_path, synthetic_icbhi_dir))
+    placed = tmp_path / "study" / "runs" / "a"
+    with pytest.raises(AssertionError, match="datasets were built"):
+        runner.train_run(cfg, "ast", run_dir=placed, progress=False)
+    assert placed.is_dir() and (placed / "config.yaml").is_file()
+    with pytest.raises(AssertionError, match="datasets were built"):
+        runner.train_run(cfg, "ast", progress=False)
+    assert list((tmp_path / "ck").iterdir()) == []
+    assert len(built) == 2
+
+
 def test_argument_conflicts_are_error_lines(tmp_path, capsys):
     assert runner.main("ast", ["--config", "x.yaml", "--resume", "last.pt", "--seeds", "1", "2"]) == 2
     assert error_lines(capsys.readouterr().err) == [
