@@ -11,7 +11,6 @@ re-fitted or re-tuned here: evaluation on test uses exactly what training select
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import logging
 from collections.abc import Sequence
@@ -100,19 +99,15 @@ def write_report(report: EvaluationReport, ctx: InferenceContext, split: str, ou
     return [metrics_path, preds_path]
 
 
-def require_data_folder(ctx: InferenceContext, config: Any = None) -> Path:
-    """The data folder the evaluation reads, or an error saying where it was looked for and how to point
-    at the data (a checkpoint stores the folder as training was given it, often relative to where it ran)."""
-    folder = Path(ctx.cfg.dataset.data_folder).expanduser()
-    if folder.is_dir():
-        return folder
+def require_data_folder(ctx: InferenceContext, config: Any = None) -> list[Path]:
+    """The data folders the evaluation reads (``ls.data.check_data_folders``: for a combined dataset its
+    parts'), or an error saying where each was looked for and how to point at the data (a checkpoint stores
+    the folder as training was given it, often relative to where it ran)."""
+    from ls.data.folders import check_data_folders
+
     source = f"--config {config}" if isinstance(config, (str, Path)) else f"the checkpoint {ctx.path}"
-    where = "" if folder.is_absolute() else f" relative to the working directory {Path.cwd()}"
-    raise FileNotFoundError(
-        errno.ENOENT,
-        f"the data folder {str(folder)!r} named by {source} does not exist{where}; run from the folder training "
-        "ran in, or pass --config with a dataset section whose dataset.data_folder locates the data",
-    )
+    return check_data_folders(ctx.cfg.dataset, source=source, fix=(
+        "run from the folder training ran in, or pass --config with a dataset section that locates the data"))
 
 
 def evaluate_checkpoint(checkpoint: str | Path, config: str | Path | Any | None = None, split: str = "test",

@@ -12,7 +12,7 @@ file or ``MLFLOW_TRACKING_URI`` name another (same precedence as training: ``--t
 
 Replaying is idempotent: a buffer remembers how far it was uploaded, so running the command twice uploads
 nothing twice. Exit status: 0 when everything is uploaded, 1 when something is left (server away: run it
-again later), 2 on bad input.
+again later), 2 on bad input (one ``error:`` line; ``--traceback`` adds the traceback), 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ import sys
 from dataclasses import replace
 
 from ls.engine.tracking import (  # importing it turns MLflow telemetry off before mlflow is imported
-    TrackingError,
     _configured_values,
     replay_buffer,
     resolve_settings,
 )
+from ls.utils.cli import add_traceback_option, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,32 +42,27 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--experiment", default=None,
                    help="experiment for runs created by the replay (default: the recorded one)")
     r.add_argument("--username", default=None, help="tracking username (password: config file or env)")
+    add_traceback_option(r)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from ls.config import ConfigError
+    return run_command(lambda: _replay(args), args)
 
-    try:
-        values = _configured_values(mlflow_yaml=args.mlflow_config)
-        settings = resolve_settings(mlflow_yaml=args.mlflow_config)
-        if args.tracking_uri:
-            settings = replace(settings, tracking_uri=args.tracking_uri)
-        if args.experiment:
-            settings = replace(settings, experiment_name=args.experiment)
-        if args.username:
-            settings = replace(settings, username=args.username)
-        explicit_uri = bool(
-            args.tracking_uri or values.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
-        )
-        explicit_exp = bool(args.experiment or values.get("experiment_name"))
-        reports = replay_buffer(
-            args.dir, settings, explicit_uri=explicit_uri, explicit_experiment=explicit_exp
-        )
-    except (ConfigError, TrackingError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+def _replay(args: argparse.Namespace) -> int:
+    values = _configured_values(mlflow_yaml=args.mlflow_config)
+    settings = resolve_settings(mlflow_yaml=args.mlflow_config)
+    if args.tracking_uri:
+        settings = replace(settings, tracking_uri=args.tracking_uri)
+    if args.experiment:
+        settings = replace(settings, experiment_name=args.experiment)
+    if args.username:
+        settings = replace(settings, username=args.username)
+    explicit_uri = bool(args.tracking_uri or values.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI"))
+    explicit_exp = bool(args.experiment or values.get("experiment_name"))
+    reports = replay_buffer(args.dir, settings, explicit_uri=explicit_uri, explicit_experiment=explicit_exp)
     for report in reports:
         uri = settings.safe_uri if explicit_uri else _recorded_uri(report.buffer) or settings.safe_uri
         print(report.describe(uri))

@@ -89,6 +89,7 @@ def train_run(
     fold: tuple[int, int] | None = None,
     progress: bool | None = None,
     run_dir: str | Path | None = None,
+    member: bool = False,
 ) -> RunOutcome:
     """Train one model of ``variant`` on ``cfg``; ``tracker`` must not have a run open (it opens one).
 
@@ -99,9 +100,12 @@ def train_run(
     is writable and has room for the checkpoints (:func:`prepare_run_dir`, which also writes ``config.yaml``),
     and the tracking store (the run is opened then). Credentials never reach the params, ``config.yaml``,
     ``run.json`` or the checkpoints (:func:`stored_config`). Ctrl-C ends the MLflow run as KILLED (and raises
-    :class:`ls.engine.trainer.TrainingInterrupted` once training has started), any other error as FAILED.
+    :class:`ls.engine.trainer.TrainingInterrupted` once training has started, also during the test splits,
+    figures and uploads after it), any other error as FAILED.
     ``run_dir``: the folder of this run (a study places its runs), instead of a new one under
     ``training.checkpoint_dir``; with ``resume`` it must be the folder of that ``last.pt``.
+    ``member``: the run is one member of a ``--seeds``/``--kfold`` group; its checkpoints record its seed and
+    fold, so that resuming one of them (``resume``, alone) continues that member with its own seed and fold.
     """
     from ls.data import build_datasets, build_fold_datasets, build_loaders
     from ls.models import build_model
@@ -110,14 +114,22 @@ def train_run(
     cfg.model(variant)  # a missing models.<variant> block fails before any data is built
     ctx = ctx or DistContext()
     tracker = tracker if (tracker is not None and ctx.is_main) else NullTracker()
-    run_name = run_name or default_run_name(cfg, variant, None if fold is None else fold[0])
     if resume is not None and run_dir is not None and Path(run_dir).resolve() != Path(resume).resolve().parent:
         raise ValueError(f"run_dir {run_dir} is not the folder of the checkpoint to resume ({resume})")
     given_dir = Path(resume).parent if resume is not None else (Path(run_dir) if run_dir is not None else None)
     resume_state = read_checkpoint(resume) if resume is not None else None
+    recorded = (resume_state or {}).get("member")
+    if recorded:  # a member of a --seeds/--kfold group, resumed alone: its own seed and fold, not the group's
+        cfg = copy.deepcopy(cfg)
+        cfg.seed, member = int(recorded["seed"]), True
+        if recorded.get("fold") is not None:
+            fold = (int(recorded["fold"]), int(recorded["k"]))
+        _say(ctx, f"resuming {_member_name(cfg.seed, fold)} of a --{'kfold' if fold else 'seeds'} group alone")
+    run_name = run_name or default_run_name(cfg, variant, None if fold is None else fold[0])
     stored = stored_config(cfg)
     run_open = isinstance(tracker, _OpenRun)  # a nested run the parent created (seeds, k-fold)
     run_dir = None
+    fitted = False
     try:
         check_inputs(cfg, variant)
         if ctx.is_main:
@@ -153,6 +165,8 @@ def train_run(
                 "metadata_encoder": datasets.encoder.state_dict() if datasets.encoder is not None else None,
                 "metadata_spec": spec.to_dict() if spec is not None else None,
                 "class_names": list(datasets.class_names),
+                "member": ({"seed": cfg.seed} | ({} if fold is None else {"fold": fold[0], "k": fold[1]})
+                           if member else None),
             },
             run_dir=run_dir,
             group_names=spec.vocabularies() if spec is not None else None,
@@ -160,16 +174,24 @@ def train_run(
             progress=progress,
         )
         result = trainer.fit(resume_from=resume)
+        fitted = True
         split_of = _add_split_metrics(result, loaders.test.dataset, trainer, tracker)
         if ctx.is_main:
             log_run_artifacts(tracker, trainer, result, cfg, variant, split_of, None if fold is None else fold[0])
+        tracker.end_run()  # inside: a Ctrl-C while it uploads still ends the run as KILLED
+        run_open = False
     except BaseException as exc:
         if run_open:
             tracker.end_run("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         if run_dir is not None and given_dir is None:
             _remove_if_unused(run_dir)  # a run that stopped before its first checkpoint leaves no folder
+        if fitted and isinstance(exc, KeyboardInterrupt) and not isinstance(exc, TrainingInterrupted):
+            # Ctrl-C after training (test splits, figures, uploads): last.pt holds the final epoch, and
+            # --resume from it only finishes these steps.
+            last = trainer.run_dir / "last.pt"
+            raise TrainingInterrupted(trainer.saved_epoch, last if trainer.saved_epoch and last.is_file() else None) \
+                from None
         raise
-    tracker.end_run()
     barrier(ctx)
     test = dict(result.test.metrics) if result.test is not None else {}
     test["loss"] = result.test.loss if result.test is not None else float("nan")
@@ -221,22 +243,12 @@ def stored_config(cfg: Config) -> dict[str, Any]:
 
 
 def check_inputs(cfg: Config, variant: str) -> None:
-    """The data folder exists and the pretrained-weights file of ``models.<variant>`` exists, is readable and
+    """The data folder(s) exist (``ls.data.check_data_folders``) and the pretrained-weights file of ``models.<variant>`` exists, is readable and
     has the format of its ``weights.source`` (its first bytes only): seconds, before any data is built."""
+    from ls.data.folders import check_data_folders
     from ls.models.weights import check_weights_file
 
-    ds = cfg.dataset
-    # A combined dataset's own folder only receives the shared cache: its parts hold the data.
-    parts = getattr(ds, "parts", None) if getattr(ds, "name", "icbhi") == "combined" else None
-    folders = ([(f"dataset.parts[{i}].data_folder", p.data_folder) for i, p in enumerate(parts)] if parts
-               else [("dataset.data_folder", ds.data_folder)])
-    for key, folder in folders:
-        data = Path(folder).expanduser()
-        if not data.is_dir():
-            where = "" if data.is_absolute() else f" (relative to the working directory {Path.cwd()})"
-            what = "is not a folder" if data.exists() else "does not exist"
-            fix = "correct it in the config" if parts else f"pass --set {key}=<the folder with the recordings>"
-            raise FileNotFoundError(errno.ENOENT, f"{key}={str(data)!r} {what}{where}; {fix}")
+    check_data_folders(cfg.dataset)
     options = cfg.model(variant)
     check_weights_file(options.weights, variant, options.model_size)
 
@@ -477,33 +489,62 @@ def summarize(outcomes: Sequence[RunOutcome]) -> dict[str, float]:
 
 
 def run_seeds(cfg: Config, variant: str, seeds: Sequence[int], parent: Tracker | NullTracker,
-              ctx: DistContext, progress: bool | None = None) -> dict[str, float]:
-    """One nested run per seed under an open parent run; logs and returns the summary."""
-    outcomes = []
+              ctx: DistContext, progress: bool | None = None,
+              outcomes: list[RunOutcome] | None = None) -> dict[str, float]:
+    """One nested run per seed under an open parent run; logs and returns the summary. ``outcomes``: a list
+    that receives each member's :class:`RunOutcome` (its run folder, metrics, ...)."""
+    outcomes = [] if outcomes is None else outcomes
     for seed in seeds:
         cfg_s = copy.deepcopy(cfg)
         cfg_s.seed = int(seed)
-        child = parent.child(default_run_name(cfg_s, variant), tags=_tags(cfg_s, variant, None))
-        outcomes.append(_train_in_child(cfg_s, variant, child, ctx, None, progress))
+        outcomes.append(_train_member(cfg_s, variant, parent, ctx, None, progress, len(outcomes)))
     return _finish_group(outcomes, parent, "seed")
 
 
 def run_kfold(cfg: Config, variant: str, k: int, parent: Tracker | NullTracker, ctx: DistContext,
-              progress: bool | None = None) -> dict[str, float]:
-    """Patient-grouped k-fold on the training split: fold i validates, the rest trains; test fixed."""
+              progress: bool | None = None, outcomes: list[RunOutcome] | None = None) -> dict[str, float]:
+    """Patient-grouped k-fold on the training split: fold i validates, the rest trains; test fixed.
+    ``outcomes``: as for :func:`run_seeds`."""
     if k < 2:
         raise ValueError(f"--kfold needs at least 2 folds, got {k}")
-    outcomes = []
+    outcomes = [] if outcomes is None else outcomes
     for i in range(k):
-        child = parent.child(default_run_name(cfg, variant, i), tags=_tags(cfg, variant, i))
-        outcomes.append(_train_in_child(cfg, variant, child, ctx, (i, k), progress))
+        outcomes.append(_train_member(cfg, variant, parent, ctx, (i, k), progress, len(outcomes)))
     return _finish_group(outcomes, parent, "fold")
 
 
-def _train_in_child(cfg: Config, variant: str, child: Any, ctx: DistContext, fold: tuple[int, int] | None,
-                    progress: bool | None) -> RunOutcome:
-    # The child run is already open (created nested under the parent): train_run must reuse it.
-    return train_run(cfg, variant, tracker=_OpenRun(child), ctx=ctx, fold=fold, progress=progress)
+class MemberInterrupted(TrainingInterrupted):
+    """Ctrl-C in one member of a ``--seeds``/``--kfold`` group: which member stopped, how many finished before
+    it, and how to finish it alone (``--resume`` cannot be combined with ``--seeds``/``--kfold``)."""
+
+    def __init__(self, epoch: int, checkpoint: Path | None, member: str, flag: str, finished: int) -> None:
+        super().__init__(epoch, checkpoint)
+        self.member, self.flag, self.finished = member, flag, finished
+
+    def __str__(self) -> str:
+        head = f"interrupted {self.member} of the {self.flag} group ({self.finished} member(s) before it finished)"
+        if self.checkpoint is None:
+            return f"{head} before its first checkpoint; nothing of it to resume"
+        return (f"{head} after epoch {self.epoch}; --resume {self.checkpoint} (without {self.flag}) finishes "
+                f"this member alone; the members after it and the group's summary are not run")
+
+
+def _member_name(seed: int, fold: tuple[int, int] | None) -> str:
+    return f"seed {seed}" if fold is None else f"fold {fold[0]} (of folds 0-{fold[1] - 1})"
+
+
+def _train_member(cfg: Config, variant: str, parent: Any, ctx: DistContext, fold: tuple[int, int] | None,
+                  progress: bool | None, finished: int) -> RunOutcome:
+    """One member of a group in a nested run of ``parent``; Ctrl-C raises :class:`MemberInterrupted`."""
+    index = None if fold is None else fold[0]
+    try:
+        child = parent.child(default_run_name(cfg, variant, index), tags=_tags(cfg, variant, index))
+        # The child run is already open (created nested under the parent): train_run must reuse it.
+        return train_run(cfg, variant, tracker=_OpenRun(child), ctx=ctx, fold=fold, progress=progress, member=True)
+    except KeyboardInterrupt as exc:
+        stopped = exc if isinstance(exc, TrainingInterrupted) else TrainingInterrupted(0, None)
+        raise MemberInterrupted(stopped.epoch, stopped.checkpoint, _member_name(cfg.seed, fold),
+                                "--kfold" if fold else "--seeds", finished) from None
 
 
 class _OpenRun:
@@ -597,20 +638,26 @@ def _main(variant: str, args: argparse.Namespace) -> int:
         except ConfigError as exc:
             raise ConfigError(f"{args.config}: {exc}") from exc
         return _run_cli(variant, args, cfg)
-    except TrainingInterrupted as exc:
-        print(str(exc), file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
-        print("interrupted before training started; nothing to resume", file=sys.stderr, flush=True)
+    except KeyboardInterrupt as exc:
+        if _is_rank0():  # under torchrun every rank gets the Ctrl-C; one line says it
+            text = str(exc) if isinstance(exc, TrainingInterrupted) else (
+                "interrupted before training started; nothing to resume")
+            print(text, file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - bad input of any layer: one clear line (ls.utils.cli)
         return report_error(exc, args)
 
 
+def _is_rank0() -> bool:
+    """Rank 0 of a torchrun job, or a plain process (torchrun sets RANK for every rank)."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _load_run_config(args: argparse.Namespace) -> Config:
     """The run's config; a file in the original implementation's format is translated, and the one warning
     saying how is printed once per run (by rank 0 under torchrun), or is an error under --strict-config."""
-    import os
     import warnings
 
     from ls.config import OriginalConfigWarning
@@ -618,13 +665,14 @@ def _load_run_config(args: argparse.Namespace) -> Config:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", OriginalConfigWarning)
         cfg = load_config(args.config, overrides=args.overrides, strict=args.strict_config or None)
-    if cfg.translation.notes and os.environ.get("RANK", "0") == "0":
+    if cfg.translation.notes and _is_rank0():
         print(f"warning: {cfg.translation.report()}", file=sys.stderr, flush=True)
     return cfg
 
 
 def _run_cli(variant: str, args: argparse.Namespace, cfg: Config) -> int:
     ctx = init_distributed(resolve_device(cfg.training.device).type)
+    members: list[RunOutcome] = []
     try:
         # Rank 0 checks the tracking backend before any data is built: a bad URI/credentials fail fast.
         tracker = build_tracker(cfg.mlflow, args.mlflow_config, enabled=ctx.is_main and not args.no_tracking)
@@ -636,9 +684,9 @@ def _run_cli(variant: str, args: argparse.Namespace, cfg: Config) -> int:
             tracker.log_params(flatten(stored_config(cfg)))
             try:
                 if args.seeds:
-                    run_seeds(cfg, variant, args.seeds, tracker, ctx)
+                    run_seeds(cfg, variant, args.seeds, tracker, ctx, outcomes=members)
                 else:
-                    run_kfold(cfg, variant, args.kfold, tracker, ctx)
+                    run_kfold(cfg, variant, args.kfold, tracker, ctx, outcomes=members)
             except KeyboardInterrupt:
                 tracker.end_run("KILLED")
                 raise
@@ -651,7 +699,7 @@ def _run_cli(variant: str, args: argparse.Namespace, cfg: Config) -> int:
             if ctx.is_main and outcome.run_dir is not None:
                 print(f"checkpoints: {outcome.run_dir}")
         if ctx.is_main:
-            hint = tracking_hint(tracker, cfg.training.checkpoint_dir if (args.seeds or args.kfold) else None)
+            hint = tracking_hint(tracker, [m.run_dir for m in members if m.run_dir is not None])
             if hint:
                 print(hint, flush=True)
     finally:
@@ -659,32 +707,40 @@ def _run_cli(variant: str, args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
-def tracking_hint(tracker: Any, group_dir: str | Path | None = None) -> str | None:
+def tracking_hint(tracker: Any, member_dirs: Sequence[str | Path] = ()) -> str | None:
     """The last line of a run: how to look at it (``tracker.open_hint()``: a URL for a server, an
     ``mlflow ui`` command for a local store), or, when records are still only in a local buffer because the
-    server stayed away, the command that uploads them. ``group_dir``: the folder holding the buffers of the
-    nested runs of ``--seeds``/``--kfold``."""
-    from ls.engine.tracking import find_buffers, replay_command
+    server stayed away, the commands that upload them. ``member_dirs``: the run folders of the nested runs
+    of ``--seeds``/``--kfold``; only their buffers and the tracker's own count (other runs may have left
+    buffers in the same checkpoint folder: not this run's business)."""
+    from ls.engine.tracking import BUFFER_FOLDER, find_buffers, replay_command
 
     if not isinstance(tracker, Tracker):
         return None
-    pending = []
-    if group_dir is not None and Path(group_dir).is_dir():
-        for buf in find_buffers(group_dir):
+
+    def pending(folder: Path) -> bool:
+        if not folder.is_dir():
+            return False
+        for buf in find_buffers(folder):
             try:
                 if json.loads((buf / "buffer.json").read_text()).get("state") == "pending":
-                    pending.append(buf)
+                    return True
             except (OSError, ValueError):
                 continue
-    command = replay_command(group_dir) if pending else tracker.replay_command
-    if command:
+        return False
+
+    own = tracker.buffer_path
+    commands = [tracker.replay_command or replay_command(own)] if own is not None and pending(own) else []
+    commands += [replay_command(Path(d)) for d in member_dirs if pending(Path(d) / BUFFER_FOLDER)]
+    if commands:
         return (f"MLflow: {tracker.settings.safe_uri} stayed unreachable; the records are kept locally. "
-                f"Upload them when it is back with:\n  {command}")
+                "Upload them when it is back with:\n" + "\n".join(f"  {c}" for c in commands))
     return (f"MLflow: {tracker.settings.safe_uri} (experiment {tracker.settings.experiment_name!r}); "
             f"{tracker.open_hint()}")
 
 
 __all__ = [
+    "MemberInterrupted",
     "RunOutcome",
     "build_parser",
     "check_inputs",

@@ -204,3 +204,28 @@ def test_a_read_only_cache_folder_is_one_clear_error(folder, monkeypatch):
     with pytest.raises(WriteError, match=r"cannot write the feature cache in .*\.cache: read-only file system; "
                                          r"set dataset.cache_dir"):
         _build(path, table)
+
+
+def test_a_stale_build_removed_by_another_process_meanwhile_does_not_fail_the_build(folder, monkeypatch):
+    """Two builds clean up the same killed build's folder at once: the one that finds it gone goes on."""
+    import json
+    import shutil
+    import socket
+
+    from ls.data import cache
+
+    path, table = folder
+    stale = path / ".cache" / f".tmp-features-0123abcd-{_dead_pid()}"
+    stale.mkdir(parents=True)
+    (stale / "owner.json").write_text(json.dumps({"host": socket.gethostname(), "pid": _dead_pid()}))
+    real, verdicts = cache._is_stale, []
+
+    def judged_then_removed_elsewhere(folder, now):
+        verdicts.append(real(folder, now))
+        shutil.rmtree(folder)  # the other process wins between the listing and the sizing
+        return verdicts[-1]
+
+    monkeypatch.setattr(cache, "_is_stale", judged_then_removed_elsewhere)
+    entry = _build(path, table)
+    assert entry.open().shape == (len(table), W, AUDIO.n_mels) and not stale.exists()
+    assert verdicts == [True]  # judged stale (a dead process of this host), then gone before its sizing

@@ -268,9 +268,9 @@ def test_evaluate_from_another_directory_says_where_it_looked_and_to_pass_config
     monkeypatch.chdir(tmp_path)  # not the folder training ran in
     assert main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "ev"), "--compute-device", "cpu"]) == 2
     [line] = capsys.readouterr().err.splitlines()
-    assert line == (f"error: the data folder 'data' named by the checkpoint {ckpt} does not exist relative to the "
-                    f"working directory {tmp_path}; run from the folder training ran in, or pass --config with a "
-                    "dataset section whose dataset.data_folder locates the data")
+    assert line == (f"error: dataset.data_folder='data' (from the checkpoint {ckpt}) does not exist (relative to "
+                    f"the working directory {tmp_path}); run from the folder training ran in, or pass --config with "
+                    "a dataset section that locates the data")
     cfg = tmp_path / "data.yaml"
     cfg.write_text(f"dataset:\n  data_folder: {synthetic_icbhi_dir}\n")
     assert main(["--checkpoint", str(ckpt), "--config", str(cfg), "--out", str(tmp_path / "ev"),
@@ -278,6 +278,50 @@ def test_evaluate_from_another_directory_says_where_it_looked_and_to_pass_config
     monkeypatch.chdir(tmp_path / "train")  # where training ran: the stored relative folder resolves
     assert main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "ev2"), "--compute-device", "cpu",
                  "--max-batches", "1"]) == 0
+
+
+class _DataReached(BaseException):
+    """Raised where the data loader would be built: the data-folder check let the command through (not an
+    Exception, so the command's error handling lets it pass)."""
+
+
+@pytest.mark.parametrize("command", ["evaluate", "visualize"])
+def test_a_combined_dataset_is_checked_by_its_parts_folders(command, tiny_checkpoints, synthetic_icbhi_dir,
+                                                            tmp_path, monkeypatch, capsys):
+    """A combined dataset's own data_folder only receives the shared cache: that it does not exist yet is no
+    reason to refuse evaluating or drawing figures; a missing part is named by its key."""
+    import yaml
+
+    import ls.evaluate
+    import ls.inference
+    from ls.evaluate import main as evaluate_main
+    from ls.viz.cli import main as visualize_main
+
+    def reached(*args, **kwargs):
+        raise _DataReached
+
+    monkeypatch.setattr(ls.evaluate, "build_split_loader", reached)
+    monkeypatch.setattr(ls.inference, "build_split_loader", reached)
+    monkeypatch.chdir(tmp_path)
+
+    def run(parts):
+        cfg = tmp_path / "combined.yaml"
+        cfg.write_text(yaml.safe_dump({"dataset": {"name": "combined", "data_folder": str(tmp_path / "cache"),
+                                                   "parts": parts}}))
+        args = ["--checkpoint", str(tiny_checkpoints["ast"]), "--config", str(cfg), "--compute-device", "cpu",
+                "--out", str(tmp_path / "out")]
+        if command == "evaluate":
+            return evaluate_main(args)
+        return visualize_main([*args, "--performance"])
+
+    with pytest.raises(_DataReached):  # past the check, although tmp_path/cache does not exist
+        run([{"name": "icbhi", "data_folder": str(synthetic_icbhi_dir)}])
+    assert not (tmp_path / "cache").exists()
+    assert run([{"name": "icbhi", "data_folder": str(synthetic_icbhi_dir)},
+                {"name": "icbhi", "data_folder": "gone", "tag": "second"}]) == 2
+    [line] = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert line.startswith(f"error: dataset.parts[1].data_folder='gone' (from --config {tmp_path / 'combined.yaml'}) "
+                           f"does not exist (relative to the working directory {tmp_path}); ")
 
 
 def _predict(ctx, wav, meta=None, **kw):

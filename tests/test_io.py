@@ -106,6 +106,34 @@ def test_errors_raised_by_the_writer_itself_pass_through(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("error", [FileNotFoundError(2, "No such file or directory", "other.csv"),
+                                   PermissionError(13, "Permission denied", "/etc/shadow"),
+                                   RuntimeError("cannot write the report: no rows")])
+def test_the_callers_own_errors_are_not_taken_for_write_failures(tmp_path, error):
+    """An OSError of another file, or any RuntimeError mentioning 'write', raised by the caller's code in the
+    block is the caller's: it passes through as it is, not as 'cannot write x.txt'."""
+    with pytest.raises(type(error)) as info, io.atomic_open(tmp_path / "x.txt", "w") as fh:
+        fh.write("a")
+        raise error
+    assert info.value is error and not isinstance(info.value, io.WriteError)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_write_of_the_file_itself_is_a_write_error_whoever_wraps_it(tmp_path, monkeypatch):
+    _dev_full_mkstemp(monkeypatch, tmp_path)
+    full = r"cannot write .*c.pt: no space left on device"
+    with pytest.raises(io.WriteError, match=full), io.atomic_open(tmp_path / "c.pt", "w") as fh:
+        fh.write("x" * 100_000)  # more than the buffer: the write itself fails
+    with pytest.raises(io.WriteError, match=full), io.atomic_open(tmp_path / "c.pt", "wb") as fh:
+        try:
+            fh.write(b"x" * 100_000)
+        except OSError as exc:  # a writer that reports the failure in its own words (as torch does)
+            raise RuntimeError("serializer gave up") from exc
+    with pytest.raises(io.WriteError, match=full), io.atomic_open(tmp_path / "c.pt", "w") as fh:
+        fh.write("x")  # buffered: the failure comes with the flush after the block
+    assert not (tmp_path / "c.pt").exists()
+
+
 def test_file_kinds(tmp_path):
     torch.save({"a": torch.zeros(1)}, tmp_path / "z.pt")
     (tmp_path / "t.pt").write_text("epoch 1 loss 0.5\n")

@@ -251,6 +251,27 @@ def test_a_missing_data_folder_fails_before_anything_else(tmp_path, built, capsy
     assert built == [] and not (tmp_path / "ck").exists()
 
 
+def test_one_data_folder_check_for_every_entry_point(tmp_path, monkeypatch):
+    from ls.config import config_from_dict
+    from ls.data import check_data_folders
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "part").mkdir()
+    with pytest.raises(FileNotFoundError) as info:
+        check_data_folders(config_from_dict({"dataset": {"data_folder": "notes.txt"}}).dataset)
+    assert info.value.strerror == (f"dataset.data_folder='notes.txt' is not a folder (relative to the working directory "
+                               f"{tmp_path}); pass --set dataset.data_folder=<the folder with the recordings>")
+    combined = {"name": "combined", "data_folder": "cache-to-be", "parts": [
+        {"name": "icbhi", "data_folder": "part"}, {"name": "icbhi", "data_folder": "missing", "tag": "b"}]}
+    with pytest.raises(FileNotFoundError) as info:
+        check_data_folders(config_from_dict({"dataset": combined}).dataset)
+    assert info.value.strerror.startswith("dataset.parts[1].data_folder='missing' does not exist (relative")
+    assert info.value.strerror.endswith("; correct it in the config")
+    combined["parts"].pop()
+    assert check_data_folders(config_from_dict({"dataset": combined}).dataset) == [Path("part")]
+
+
 def test_an_unreachable_tracking_server_fails_before_any_data(synthetic_icbhi_dir, tmp_path, built, capsys,
                                                               monkeypatch):
     import socket
@@ -358,6 +379,164 @@ def test_ctrl_c_before_the_first_checkpoint_says_there_is_nothing_to_resume(synt
     assert list((tmp_path / "ck").iterdir()) == []
 
 
+@pytest.mark.parametrize("exc, line", [
+    (KeyError("best_epoch"), "unexpected KeyError: best_epoch"),
+    (IndexError("list index out of range"), "unexpected IndexError: list index out of range"),
+    (RuntimeError("CUDA error: device-side assert triggered"),
+     "unexpected RuntimeError: CUDA error: device-side assert triggered"),
+])
+def test_a_bug_keeps_its_type_and_the_traceback_hint(exc, line, capsys, monkeypatch):
+    from ls.utils.cli import report_error
+
+    monkeypatch.delenv("LS_TRACEBACK", raising=False)
+    assert report_error(exc) == 2
+    assert capsys.readouterr().err == f"error: {line}; run again with --traceback (LS_TRACEBACK=1) to see where\n"
+
+
+def test_user_errors_of_every_layer_are_plain_lines(capsys, monkeypatch):
+    import pandas as pd
+
+    from ls.config import ConfigError
+    from ls.data.metadata import _column
+    from ls.engine.tracking import TrackingError
+    from ls.engine.trainer import DeviceError, NonFiniteLossError
+    from ls.utils.cli import report_error
+    from ls.utils.io import WriteError
+
+    monkeypatch.delenv("LS_TRACEBACK", raising=False)
+    try:
+        _column(pd.DataFrame({"Filename": ["a"]}), "Age")
+    except KeyError as exc:  # still a KeyError for callers that look names up
+        column = exc
+    for exc in (ConfigError("x.yaml: bad"), FileNotFoundError(2, "No such file or directory", "a.wav"),
+                WriteError(28, "cannot write b.pt: no space left on device"), TrackingError("server away"),
+                NonFiniteLossError("loss is nan"), DeviceError("no CUDA device"), column):
+        assert report_error(exc) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "unexpected" not in err and "--traceback" not in err, err
+    assert "segment table has no column" in str(column) and not str(column).startswith(("'", '"'))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["artifacts", "end_run"])
+def test_ctrl_c_after_training_says_how_to_resume_and_marks_the_run_killed(synthetic_icbhi_dir, tmp_path,
+                                                                          local_store, monkeypatch, capsys, where):
+    """Ctrl-C once fit() returned (test splits, figures, uploads, ending the MLflow run): best.pt and last.pt
+    exist, so it names the epoch and the --resume path, and the run ends KILLED, never stays RUNNING."""
+    from ls.engine.tracking import Tracker
+
+    real_log, real_end = runner.log_run_artifacts, Tracker.end_run
+    if where == "artifacts":
+        def ctrl_c(*args, **kwargs):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(runner, "log_run_artifacts", ctrl_c)
+    else:
+        def ctrl_c_while_finishing(self, status="FINISHED"):
+            if status == "FINISHED":
+                raise KeyboardInterrupt
+            return real_end(self, status)
+
+        monkeypatch.setattr(Tracker, "end_run", ctrl_c_while_finishing)
+    path = tiny_yaml(tmp_path, synthetic_icbhi_dir)
+    try:
+        rc = runner.main("ast", ["--config", str(path)])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped main() as a traceback")
+    err = capsys.readouterr().err
+    [run_dir] = (tmp_path / "ck").iterdir()
+    assert {"best.pt", "last.pt"} <= {p.name for p in run_dir.iterdir()}
+    assert rc == 130 and err.strip().splitlines()[-1] == (
+        f"interrupted after epoch 1; continue with --resume {run_dir / 'last.pt'}")
+    _, [run] = _runs(local_store)
+    assert run.info.status == "KILLED"
+    monkeypatch.setattr(runner, "log_run_artifacts", real_log)
+    monkeypatch.setattr(Tracker, "end_run", real_end)
+    assert runner.main("ast", ["--config", str(path), "--resume", str(run_dir / "last.pt")]) == 0
+    _, [run] = _runs(local_store)  # the same run, its last steps done
+    assert run.info.status == "FINISHED" and (run_dir / "run.json").is_file()
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_seeds_group_names_the_member_and_resume_finishes_it_alone(synthetic_icbhi_dir, tmp_path,
+                                                                              monkeypatch, capsys):
+    real = Trainer._begin_epoch
+    seen = []
+
+    def ctrl_c_in_epoch_2_of_the_second_seed(self, epoch):
+        seen.append((self.seed, epoch))
+        if (self.seed, epoch) == (8, 1):
+            raise KeyboardInterrupt
+        return real(self, epoch)
+
+    monkeypatch.setattr(Trainer, "_begin_epoch", ctrl_c_in_epoch_2_of_the_second_seed)
+    path = tiny_yaml(tmp_path, synthetic_icbhi_dir, epochs=2)
+    assert runner.main("ast", ["--config", str(path), "--no-tracking", "--seeds", "7", "8", "9"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    [member] = (tmp_path / "ck").glob("ast_2ep_strict_seed8_*")
+    assert err[-1] == (f"interrupted seed 8 of the --seeds group (1 member(s) before it finished) after epoch 1; "
+                       f"--resume {member / 'last.pt'} (without --seeds) finishes this member alone; the members "
+                       "after it and the group's summary are not run")
+    assert not list((tmp_path / "ck").glob("*seed9*"))
+    # As the line says: --resume alone, with the group's config (seed 0), continues seed 8's run.
+    monkeypatch.setattr(Trainer, "_begin_epoch", real)
+    assert runner.main("ast", ["--config", str(path), "--no-tracking", "--resume", str(member / "last.pt")]) == 0
+    summary = json.loads((member / "run.json").read_text())
+    assert summary["seed"] == 8 and summary["epochs"] == 2
+
+
+def test_resuming_a_kfold_member_alone_trains_its_own_fold_with_its_own_seed(synthetic_icbhi_dir, tmp_path,
+                                                                              monkeypatch):
+    from ls.config import load_config
+
+    folds = []
+
+    def fold_data(cfg, fold, k):
+        folds.append((cfg.seed, fold, k))
+        raise KeyboardInterrupt  # enough: what matters is which data it asked for
+
+    monkeypatch.setattr(ls.data, "build_fold_datasets", fold_data)
+    monkeypatch.setattr(ls.data, "build_datasets", lambda cfg: pytest.fail("the official split was built"))
+    monkeypatch.setattr(runner, "read_checkpoint", lambda path: {"member": {"seed": 5, "fold": 2, "k": 4}})
+    member = tmp_path / "ck" / "ast_1ep_strict_seed5_fold2_20260101-120000"
+    member.mkdir(parents=True)
+    with pytest.raises(KeyboardInterrupt):
+        runner.train_run(load_config(tiny_yaml(tmp_path, synthetic_icbhi_dir)), "ast", resume=member / "last.pt",
+                         progress=False)
+    assert folds == [(5, 2, 4)]
+
+
+def test_a_ctrl_c_message_is_printed_by_rank_0_only(tmp_path, monkeypatch, capsys):
+    from ls.engine.trainer import TrainingInterrupted
+
+    def interrupted(*args):
+        raise TrainingInterrupted(3, tmp_path / "last.pt")
+
+    monkeypatch.setattr(runner, "_run_cli", interrupted)
+    path = tiny_yaml(tmp_path, tmp_path)
+    for rank, lines in (("1", []), ("0", [f"interrupted after epoch 3; continue with --resume {tmp_path / 'last.pt'}"])):
+        monkeypatch.setenv("RANK", rank)
+        assert runner.main("ast", ["--config", str(path), "--no-tracking"]) == 130
+        assert capsys.readouterr().err.splitlines() == lines
+
+
+def test_a_failed_run_keeps_the_folder_it_was_given_and_removes_the_one_it_made(synthetic_icbhi_dir, tmp_path,
+                                                                                built):
+    """A study places its runs (run_dir): the folder is the study's, kept when the run fails before any data;
+    a run's own new folder under training.checkpoint_dir is removed again."""
+    from ls.config import load_config
+
+    cfg = load_config(tiny_yaml(tmp_path, synthetic_icbhi_dir))
+    placed = tmp_path / "study" / "runs" / "a"
+    with pytest.raises(AssertionError, match="datasets were built"):
+        runner.train_run(cfg, "ast", run_dir=placed, progress=False)
+    assert placed.is_dir() and (placed / "config.yaml").is_file()
+    with pytest.raises(AssertionError, match="datasets were built"):
+        runner.train_run(cfg, "ast", progress=False)
+    assert list((tmp_path / "ck").iterdir()) == []
+    assert len(built) == 2
+
+
 def test_argument_conflicts_are_error_lines(tmp_path, capsys):
     assert runner.main("ast", ["--config", "x.yaml", "--resume", "last.pt", "--seeds", "1", "2"]) == 2
     assert error_lines(capsys.readouterr().err) == [
@@ -368,24 +547,30 @@ def test_argument_conflicts_are_error_lines(tmp_path, capsys):
 
 def test_after_seeds_or_kfold_the_hint_replays_every_member_still_buffered(tmp_path):
     """A nested run that ended while the server was away keeps its records in its run folder; the last line
-    of the group names the command that uploads all of them, not the open hint."""
+    of the group names the command that uploads it, not the open hint. Buffers of other, older runs in the
+    same checkpoint folder are none of this group's business."""
     import json
 
     from ls.engine.tracking import Tracker, TrackingSettings, replay_command
 
     tracker = Tracker(TrackingSettings("http://host:5000", "ls"))
     group = tmp_path / "ck"
+    old = group / "old_run" / "mlflow_buffer" / "r0"  # an unrelated run, never uploaded
+    old.mkdir(parents=True)
+    (old / "buffer.json").write_text(json.dumps({"state": "pending"}))
     done = group / "run_a" / "mlflow_buffer" / "r1"
     done.mkdir(parents=True)
     (done / "buffer.json").write_text(json.dumps({"state": "replayed"}))
-    assert runner.tracking_hint(tracker, group) == "MLflow: http://host:5000 (experiment 'ls'); open " \
-                                                   "http://host:5000 in a browser"
+    members = [group / "run_a", group / "run_b"]
+    healthy = "MLflow: http://host:5000 (experiment 'ls'); open http://host:5000 in a browser"
+    assert runner.tracking_hint(tracker, members) == healthy
     pending = group / "run_b" / "mlflow_buffer" / "r2"
     pending.mkdir(parents=True)
     (pending / "buffer.json").write_text(json.dumps({"state": "pending"}))
-    hint = runner.tracking_hint(tracker, group)
-    assert hint.endswith(f"Upload them when it is back with:\n  {replay_command(group)}")
-    assert runner.tracking_hint(runner.NullTracker(), group) is None
+    hint = runner.tracking_hint(tracker, members)
+    assert hint.endswith(f"Upload them when it is back with:\n  {replay_command(group / 'run_b')}")
+    assert str(old) not in hint and "old_run" not in hint
+    assert runner.tracking_hint(runner.NullTracker(), members) is None
 
 
 @pytest.mark.parametrize("override", [f"mlflow.tracking_pasword={PASSWORD}", f"mlflow.tracking_password=[{PASSWORD}",

@@ -830,6 +830,22 @@ def test_replay_cli_without_a_buffer_is_a_clear_error(tmp_path, capsys):
     assert "no MLflow buffer" in capsys.readouterr().err
 
 
+def test_replay_cli_names_a_corrupt_buffer_file_in_one_line_and_accepts_traceback(tmp_path, capsys, monkeypatch):
+    from ls.tracking import main
+
+    monkeypatch.delenv("LS_TRACEBACK", raising=False)
+    buffer = tmp_path / "run" / "mlflow_buffer" / "r1"
+    buffer.mkdir(parents=True)
+    (buffer / "buffer.json").write_text('{"format": 1, "replayed": 0, "sta')  # cut by a crash
+    assert main(["replay", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    [line] = err.splitlines()
+    assert line.startswith(f"error: {buffer / 'buffer.json'}: not a readable MLflow buffer file (")
+    assert main(["replay", str(tmp_path / "run"), "--traceback"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and err.splitlines()[-1] == line
+
+
 # -- the application: ls.train wires the tracker ------------------------------------------------------------
 def _tiny_training_cfg(data, tmp_path, epochs=3):
     from ls.config import load_config

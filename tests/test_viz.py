@@ -498,3 +498,19 @@ def test_visualize_requires_a_checkpoint(capsys):
     with pytest.raises(SystemExit):
         main(["--all"])
     assert "--checkpoint" in capsys.readouterr().err
+
+
+def test_visualize_takes_its_traceback_option_from_the_shared_helper(monkeypatch):
+    """One definition of --traceback for every command (ls.utils.cli), not a copy that can drift."""
+    import ls.viz.cli as viz_cli
+    from ls.utils import cli
+
+    calls = []
+
+    def recording(parser):
+        calls.append(parser)
+        cli.add_traceback_option(parser)
+
+    monkeypatch.setattr(viz_cli, "add_traceback_option", recording)
+    parser = viz_cli.build_parser()
+    assert calls == [parser] and parser.parse_args(["--traceback"]).traceback is True

@@ -23,6 +23,8 @@ _EXPORTS = {
     "build_datasets": "dataset",
     "build_fold_datasets": "dataset",
     "build_loaders": "dataset",
+    "check_data_folders": "folders",
+    "data_folders": "folders",
     "load_table": "dataset",
     "sample_weights": "dataset",
     "AUDIOSET_MEAN": "features",
@@ -44,6 +46,8 @@ __all__ = [
     "build_datasets",
     "build_fold_datasets",
     "build_loaders",
+    "check_data_folders",
+    "data_folders",
     "features_for_recording",
     "load_table",
     "sample_weights",
@@ -62,6 +66,7 @@ if TYPE_CHECKING:
         sample_weights,
     )
     from ls.data.features import AUDIOSET_MEAN, AUDIOSET_STD, FeatureNormalizer, features_for_recording
+    from ls.data.folders import check_data_folders, data_folders
     from ls.data.metadata import MetadataEncoder
 
 

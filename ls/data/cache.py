@@ -121,14 +121,28 @@ def remove_stale_builds(cache_dir: str | Path) -> list[Path]:
         return []
     now = time.time()
     removed = []
-    for folder in sorted(cache_dir.glob(f"{_TMP_PREFIX}*")):
-        if folder.is_dir() and _is_stale(folder, now):
+    try:
+        candidates = sorted(cache_dir.glob(f"{_TMP_PREFIX}*"))
+    except OSError:
+        return []
+    for folder in candidates:
+        # Clean-up only: another process may remove the same folder meanwhile, or files may vanish under us.
+        try:
+            if not (folder.is_dir() and _is_stale(folder, now)):
+                continue
             size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
-            shutil.rmtree(folder, ignore_errors=True)
-            if not folder.exists():
-                removed.append(folder)
-                log.warning("removed %s (%.1f MB) left by a cache build that did not finish", folder, size / 1e6)
+        except OSError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            removed.append(folder)
+            log.warning("removed %s (%.1f MB) left by a cache build that did not finish", folder, size / 1e6)
     return removed
+
+
+def _cache_write_error(cache_dir: Path, exc: OSError) -> WriteError:
+    return WriteError(exc.errno or 0, f"cannot write the feature cache in {cache_dir}: "
+                      f"{write_failure_reason(exc, cache_dir)}; set dataset.cache_dir to a writable folder")
 
 
 @dataclass(frozen=True)
@@ -256,15 +270,16 @@ def ensure_cached(
     tmp = cache_dir / f"{_TMP_PREFIX}{kind}-{key}-{os.getpid()}"
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_builds(cache_dir)
+    except OSError as exc:
+        raise _cache_write_error(cache_dir, exc) from None
+    remove_stale_builds(cache_dir)  # clean-up: its problems are not this build's
+    try:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         atomic_write_text(tmp / _OWNER, json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
                                                     "started": time.time()}))
     except OSError as exc:
-        raise WriteError(exc.errno or 0, f"cannot write the feature cache in {cache_dir}: "
-                         f"{write_failure_reason(exc, cache_dir)}; set dataset.cache_dir to a writable "
-                         "folder") from None
+        raise _cache_write_error(cache_dir, exc) from None
     t0 = time.perf_counter()
     try:
         out = np.memmap(tmp / _DATA, dtype=np.float16, mode="w+", shape=shape)

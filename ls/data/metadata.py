@@ -32,6 +32,7 @@ import torch
 
 from ls.data.schema import DURATION, ICBHI_SCHEMA, MetadataSchema
 from ls.types import CONT_KEY, UNKNOWN_ID, UNKNOWN_TOKEN, MetadataSpec
+from ls.utils.errors import UnknownNameError
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def child_bmi(weight_kg: np.ndarray, height_cm: np.ndarray, plausible: tuple[flo
 
 def _column(table: pd.DataFrame, name: str) -> np.ndarray:
     if name not in table.columns:
-        raise KeyError(f"segment table has no column {name!r} (columns: {', '.join(map(str, table.columns))})")
+        raise UnknownNameError(f"segment table has no column {name!r} (columns: {', '.join(map(str, table.columns))})")
     return pd.to_numeric(table[name], errors="coerce").to_numpy(dtype=np.float64)
 
 

@@ -52,6 +52,7 @@ import soundfile as sf
 
 from ls.data.labels import task_class_ids
 from ls.data.tasks import EVENT_TYPES, ICBHI_BITS, RECORD_TYPES, TASKS, Task, get_task
+from ls.utils.errors import UnknownNameError
 
 log = logging.getLogger(__name__)
 
@@ -428,7 +429,7 @@ def class_ids(table: pd.DataFrame, task: str | Task) -> np.ndarray:
     """
     if isinstance(task, str):
         if task not in TASKS:
-            raise KeyError(f"unknown SPRSound task {task!r}; expected one of {', '.join(TASKS)}")
+            raise UnknownNameError(f"unknown SPRSound task {task!r}; expected one of {', '.join(TASKS)}")
         task = get_task(task)
     level = "event" if task.bits else task.level
     if (level == "event") != ("Record" in table.columns):

@@ -9,13 +9,14 @@ early-stopping counter, metric history, RNG states). It contains no pickled clas
 
 Layout (keys of the dict, format 2)::
 
-    format, version, variant, config, model, metadata_encoder, metadata_spec, class_names,
+    format, version, variant, config, model, metadata_encoder, metadata_spec, class_names, member,
     thresholds, output_mode, epoch, best, best_epoch, selection,
     trainer ({"bad_epochs", "history": [per-epoch metric dicts]}), mlflow_run_id,
     -- and in last.pt, for resuming -- optimizer, scheduler, scaler, rng
 
-``variant``, ``config``, ``metadata_encoder``, ``metadata_spec`` and ``class_names`` come from the application
-(opaque here); the rest from the trainer. ``best.pt`` carries the history of every epoch run (rewritten once at
+``variant``, ``config``, ``metadata_encoder``, ``metadata_spec``, ``class_names`` and ``member`` (which member
+of a group of runs this is, e.g. ``{"seed": 43}`` or ``{"seed": 0, "fold": 2, "k": 5}``; None for a run of its
+own; absent in older files) come from the application (opaque here); the rest from the trainer. ``best.pt`` carries the history of every epoch run (rewritten once at
 the end of training), so figures such as training curves need only that file.
 
 Format 1 (ls 0.1) differs only in the config's keys and the encoder state; ``ls.inference`` reads it for
@@ -53,7 +54,7 @@ REQUIRED_KEYS = (
     "thresholds",
 )
 #: What the application supplies to every checkpoint of a run.
-APPLICATION_KEYS = ("variant", "config", "metadata_encoder", "metadata_spec", "class_names")
+APPLICATION_KEYS = ("variant", "config", "metadata_encoder", "metadata_spec", "class_names", "member")
 
 
 class CheckpointError(ValueError):

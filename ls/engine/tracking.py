@@ -61,6 +61,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ls.utils.errors import LsError
+
 _log = logging.getLogger(__name__)
 
 #: Store used when neither the config nor the environment names one: what ``mlflow ui`` opens by default.
@@ -141,7 +143,7 @@ def _apply_http_env(settings: TrackingSettings) -> None:
 # =================================================================================================
 # Settings
 # =================================================================================================
-class TrackingError(RuntimeError):
+class TrackingError(LsError, RuntimeError):
     """The tracking backend cannot be used (wrong URI, unreachable server, rejected credentials)."""
 
 
@@ -458,7 +460,13 @@ class _Buffer:
         return self.meta_path.is_file()
 
     def read_meta(self) -> dict[str, Any]:
-        return json.loads(self.meta_path.read_text(encoding="utf-8"))
+        try:
+            meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError: a file cut or overwritten
+            raise TrackingError(f"{self.meta_path}: not a readable MLflow buffer file ({exc})") from exc
+        if not isinstance(meta, dict):
+            raise TrackingError(f"{self.meta_path}: not a readable MLflow buffer file (not a JSON object)")
+        return meta
 
     def write_meta(self, meta: dict[str, Any]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -522,12 +530,6 @@ def find_buffers(path: str | Path) -> list[Path]:
     if (path / _META).is_file():
         return [path]
     return sorted(p.parent for p in path.rglob(_META))
-
-
-def iter_fallback_files(fallback_dir: str | Path) -> Iterable[Path]:
-    """Record files of the buffers under ``fallback_dir`` (and old-style ``<run_id>.jsonl`` files)."""
-    old = list(Path(fallback_dir).glob("*.jsonl"))
-    return sorted(old + [b / _RECORDS for b in find_buffers(fallback_dir) if (b / _RECORDS).is_file()])
 
 
 # =================================================================================================
@@ -1273,7 +1275,6 @@ __all__ = [
     "configure_telemetry",
     "find_buffers",
     "is_credential_key",
-    "iter_fallback_files",
     "open_hint",
     "redact_params",
     "replay_buffer",

@@ -62,6 +62,7 @@ from ls.engine.modes import OutputMode
 from ls.engine.precision import configure_determinism, configure_tf32, resolve_precision
 from ls.engine.schedules import build_lr_scheduler
 from ls.engine.tracking import NullTracker
+from ls.utils.errors import LsError
 
 #: Batches between two reads of the non-finite-loss flag (each read waits for the device).
 NAN_CHECK_EVERY = 50
@@ -69,7 +70,11 @@ NAN_CHECK_EVERY = 50
 PROGRESS_EVERY_S = 30.0
 
 
-class NonFiniteLossError(RuntimeError):
+class DeviceError(LsError, RuntimeError):
+    """The configured device is not available on this machine (``training.device: cuda`` without a GPU)."""
+
+
+class NonFiniteLossError(LsError, RuntimeError):
     """The loss became NaN/inf; the message names the epoch and batch and the last good checkpoint."""
 
 
@@ -133,7 +138,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("training.device is 'cuda' but no CUDA device is available (use 'auto' or 'cpu')")
+        raise DeviceError("training.device is 'cuda' but no CUDA device is available (use 'auto' or 'cpu')")
     return torch.device(name)
 
 
@@ -150,7 +155,7 @@ class Trainer:
         tracker: an ``ls.engine.tracking.Tracker`` (an open run) or None for no tracking.
         seed: the run's seed (per-epoch reseeding).
         checkpoint_meta: the application's entries of every checkpoint (``ckpt.APPLICATION_KEYS``: ``variant``,
-            ``config`` (plain dict), ``metadata_encoder``, ``metadata_spec``, ``class_names``).
+            ``config`` (plain dict), ``metadata_encoder``, ``metadata_spec``, ``class_names``, ``member``).
         run_dir: where ``last.pt``/``best.pt`` go (default ``training.checkpoint_dir``).
         group_names: ``{factor: [name by id]}`` for per-factor test metrics (e.g. per device, per site).
     """

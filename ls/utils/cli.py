@@ -19,6 +19,8 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ls.utils.errors import LsError
+
 #: Environment variable that makes every ls command print tracebacks (same as ``--traceback``).
 TRACEBACK_ENV = "LS_TRACEBACK"
 #: Exit code of every user-facing error.
@@ -26,8 +28,16 @@ EXIT_ERROR = 2
 #: Exit code after Ctrl-C (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED = 130
 
-#: Exception types whose message is meant for the user (ls's own errors derive from these).
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, RuntimeError, LookupError, ImportError)
+#: Exception types whose message is meant for the user: ls's own errors derive from these. Not RuntimeError,
+#: KeyError, IndexError, ...: raised by ls's own code or a library, those are bugs and need their type.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, LsError)
+#: Library errors that still describe the user's setup, by class name (importing torch here would be slow).
+_SETUP_ERROR_NAMES = frozenset({"OutOfMemoryError"})  # torch: CUDA out of memory (batch size, model size)
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a problem of the input or setup (one plain line) rather than a likely bug."""
+    return isinstance(exc, USER_ERRORS) or any(c.__name__ in _SETUP_ERROR_NAMES for c in type(exc).__mro__)
 
 
 def add_traceback_option(parser: argparse.ArgumentParser) -> None:
@@ -59,7 +69,7 @@ def report_error(exc: BaseException, args: Any = None, file: Any = None) -> int:
     if want_traceback(args):
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=file)
     text = error_message(exc)
-    if not isinstance(exc, USER_ERRORS):
+    if not is_user_error(exc):
         hint = "" if want_traceback(args) else f"; run again with --traceback ({TRACEBACK_ENV}=1) to see where"
         text = f"unexpected {type(exc).__name__}: {text}{hint}"
     print(f"error: {text}", file=file, flush=True)
@@ -107,6 +117,7 @@ __all__ = [
     "add_traceback_option",
     "error_message",
     "fail",
+    "is_user_error",
     "plain_warnings",
     "report_error",
     "run_command",

@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 #: errno -> the words a user searches for.
 _WRITE_REASONS = {
@@ -101,7 +101,9 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     """Open a temp file beside ``path``; on clean exit it replaces ``path`` atomically.
 
     Failures to create, write or rename raise :class:`WriteError` naming ``path`` and the reason; the temp
-    file is removed. Errors raised by the caller's own code inside the block pass through unchanged.
+    file is removed. Errors raised by the caller's own code inside the block pass through unchanged: only a
+    failure of the file's own ``write``/``writelines``/``flush`` (or what a writer such as ``torch.save``
+    turns it into) counts as a write failure there.
     """
     path = Path(path)
     try:
@@ -109,9 +111,16 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise _write_error(path, exc) from exc
+    failures: list[OSError] = []
+    callers = False  # the exception came from the caller's block, not from a write of the file
     try:
         with os.fdopen(fd, mode) as fh:
-            yield fh
+            _record_write_failures(fh, failures)
+            try:
+                yield fh
+            except BaseException as exc:
+                callers = not _from_failed_write(exc, failures)
+                raise
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, default_file_mode())  # mkstemp creates 0600; give what open() would
@@ -121,17 +130,44 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
-        if isinstance(exc, WriteError) or not _is_write_failure(exc):
+        if callers or isinstance(exc, WriteError) or not isinstance(exc, (OSError, RuntimeError)):
             raise
         raise _write_error(path, exc) from exc
 
 
-def _is_write_failure(exc: BaseException) -> bool:
-    """OSErrors, and torch's RuntimeError around one (``PytorchStreamWriter failed writing``)."""
-    if isinstance(exc, OSError):
-        return True
-    return isinstance(exc, RuntimeError) and (_os_error(exc) is not None or "inline_container" in str(exc)
-                                              or "write" in str(exc).lower())
+def _record_write_failures(fh: IO, failures: list[OSError]) -> None:
+    """Make the file note the OSErrors of its own writes, so a failure inside the caller's block is known
+    to be the file's (code that writes through it, e.g. torch.save, may raise something else on top)."""
+    def tracked(method: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(*args, **kwargs)
+            except OSError as exc:
+                failures.append(exc)
+                raise
+
+        return call
+
+    for name in ("write", "writelines", "flush"):
+        setattr(fh, name, tracked(getattr(fh, name)))  # an instance attribute: still the real file object
+
+
+def _from_failed_write(exc: BaseException, failures: list[OSError]) -> bool:
+    """Whether ``exc`` is one of the file's failed writes, has one in its cause/context chain, or is torch's
+    ``inline_container`` error after one (torch does not always chain it)."""
+    if not failures:
+        return False
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if any(e is f for f in failures):
+            return True
+        stack += [e.__cause__, e.__context__]
+    return isinstance(exc, RuntimeError) and "inline_container" in str(exc)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

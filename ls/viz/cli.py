@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 import ls.engine.tracking  # noqa: F401 - before anything imports mlflow: it turns MLflow's telemetry off
+from ls.utils.cli import add_traceback_option, run_command
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-batches", type=int, default=None, help="use only the first N batches of the split")
     p.add_argument("--compute-device", default="auto", choices=("auto", "cpu", "cuda"), help="where models run")
     p.add_argument("--seed", type=int, default=42, help="t-SNE seed")
-    p.add_argument("--traceback", action="store_true",
-                   help="on an error, print the Python traceback too (or set LS_TRACEBACK=1)")
+    add_traceback_option(p)
     return p
 
 
@@ -326,8 +326,6 @@ def run(args: argparse.Namespace) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``visualize.py``; problems are one ``error:`` line and exit code 2 (``--traceback`` shows where)."""
-    from ls.utils.cli import run_command
-
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.num_batches is not None and args.num_batches < 1:
