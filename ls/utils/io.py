@@ -59,8 +59,8 @@ def default_file_mode() -> int:
     return 0o666 & ~current_umask()
 
 
-def _os_error(exc: BaseException) -> OSError | None:
-    """The OSError behind ``exc`` (itself, or one in its cause/context chain, e.g. under torch's RuntimeError)."""
+def _exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and every exception in its cause/context chain, each once (chains can loop)."""
     seen: set[int] = set()
     stack: list[BaseException | None] = [exc]
     while stack:
@@ -68,10 +68,13 @@ def _os_error(exc: BaseException) -> OSError | None:
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
-        if isinstance(e, OSError) and e.errno is not None:
-            return e
+        yield e
         stack += [e.__cause__, e.__context__]
-    return None
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError behind ``exc`` (itself, or one in its cause/context chain, e.g. under torch's RuntimeError)."""
+    return next((e for e in _exception_chain(exc) if isinstance(e, OSError) and e.errno is not None), None)
 
 
 def write_failure_reason(exc: BaseException, folder: str | Path | None = None) -> str:
@@ -157,16 +160,8 @@ def _from_failed_write(exc: BaseException, failures: list[OSError]) -> bool:
     ``inline_container`` error after one (torch does not always chain it)."""
     if not failures:
         return False
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [exc]
-    while stack:
-        e = stack.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if any(e is f for f in failures):
-            return True
-        stack += [e.__cause__, e.__context__]
+    if any(e is f for e in _exception_chain(exc) for f in failures):
+        return True
     return isinstance(exc, RuntimeError) and "inline_container" in str(exc)
 
 
