@@ -73,10 +73,26 @@ def readonly_dir(tmp_path):
         yield folder
         folder.chmod(0o755)
         return
+    yield from mounted_tmpfs(folder, "ro,size=1m", "running as root without permission to mount a read-only tmpfs")
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 256 kB tmpfs (root only): writes beyond it fail with a real ENOSPC."""
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("needs root and permission to mount a tmpfs")
+    yield from mounted_tmpfs(folder, "size=256k", "needs root and permission to mount a tmpfs")
+
+
+def mounted_tmpfs(folder: Path, options: str, why_skip: str):
+    """Fixture body: a tmpfs with mount ``options`` on ``folder`` while the test runs; skipped where it cannot
+    be mounted."""
     if shutil.which("mount") is None or subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True, check=False
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True, check=False
     ).returncode != 0:
-        pytest.skip("running as root without permission to mount a read-only tmpfs")
+        pytest.skip(why_skip)
     try:
         yield folder
     finally:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -69,21 +68,6 @@ def test_a_full_disk_under_torch_save_is_named_as_such(tmp_path, monkeypatch):
     msg = str(info.value)
     assert msg == f"cannot write {tmp_path / 'c.pt'}: no space left on device"
     assert "inline_container" not in msg and not (tmp_path / "c.pt").exists()
-
-
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A 256 kB tmpfs (root only): writes beyond it fail with a real ENOSPC."""
-    folder = tmp_path / "tiny"
-    folder.mkdir()
-    if os.geteuid() != 0 or subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], capture_output=True, check=False
-    ).returncode != 0:
-        pytest.skip("needs root and permission to mount a tmpfs")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=False)
 
 
 def test_a_read_only_folder_is_named_as_such(readonly_dir):

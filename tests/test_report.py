@@ -172,15 +172,21 @@ def test_better_variant_ci_excludes_zero_and_t_test_is_small():
     assert row["mean_diff"] == pytest.approx(per_seed.mean())
 
 
-def test_a_note_says_when_seeds_move_the_difference_more_than_test_patients_do():
-    """Seeds that disagree (one far worse) widen nothing in the patient bootstrap: the report says that the
-    interval alone understates the uncertainty. Consistent seeds get no such note."""
+def disagreeing_seed_runs() -> list:
+    """AST and a variant over three seeds on the same cycles; the variant's third seed collapses."""
     cycles = make_cycles(40, 3)
     effects = np.random.default_rng(5).normal(0, 1.0, 40)
     runs = []
-    for s, skill in ((1, 1.6), (2, 1.5), (3, -1.0)):  # the variant's third seed collapses
+    for s, skill in ((1, 1.6), (2, 1.5), (3, -1.0)):
         runs += [make_run("ast", s, predict(cycles, 0.5, s, patient_effects=effects)),
                  make_run("var", s, predict(cycles, skill, 10 + s, patient_effects=effects))]
+    return runs
+
+
+def test_a_note_says_when_seeds_move_the_difference_more_than_test_patients_do():
+    """Seeds that disagree (one far worse) widen nothing in the patient bootstrap: the report says that the
+    interval alone understates the uncertainty. Consistent seeds get no such note."""
+    runs = disagreeing_seed_runs()
     notes = build_report(runs, Settings(n_boot=300)).sections[0].notes
     assert any("the per-seed differences vary more" in n and "understates" in n for n in notes), notes
     steady = build_report(study({"ast": 0.3, "var": 1.0}, seeds=(1, 2, 3)), Settings(n_boot=300))
@@ -191,12 +197,7 @@ def test_latex_holds_the_tables_and_notes_of_the_markdown_report():
     """report.tex: every table of report.md (per-seed differences and test-set composition included), and the
     section's notes inside the comparison table, such as the one that the interval understates the
     uncertainty."""
-    cycles = make_cycles(40, 3)
-    effects = np.random.default_rng(5).normal(0, 1.0, 40)
-    runs = []
-    for s, skill in ((1, 1.6), (2, 1.5), (3, -1.0)):  # the variant's third seed collapses
-        runs += [make_run("ast", s, predict(cycles, 0.5, s, patient_effects=effects)),
-                 make_run("var", s, predict(cycles, skill, 10 + s, patient_effects=effects))]
+    runs = disagreeing_seed_runs()
     report = build_report(runs, Settings(n_boot=300), notes=["skipped run x\nof another test set"])
     section = report.sections[0]
     tex = latex_report(report)

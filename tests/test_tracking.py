@@ -847,6 +847,15 @@ def test_replay_cli_names_a_corrupt_buffer_file_in_one_line_and_accepts_tracebac
 
 
 # -- the application: ls.train wires the tracker ------------------------------------------------------------
+def _train_softfilm(data, tmp_path, tracker):
+    """A tiny SoftFiLM run through ls.train with ``tracker`` (the tracker's warnings silenced)."""
+    from ls.train import train_run
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return train_run(_tiny_training_cfg(data, tmp_path), "ast_film_soft", tracker=tracker, progress=False)
+
+
 def _tiny_training_cfg(data, tmp_path, epochs=3):
     from ls.config import load_config
 
@@ -866,7 +875,7 @@ def test_training_through_a_server_killed_and_restarted_mid_run_ends_finished_wi
     from mlflow.tracking import MlflowClient
 
     from ls.engine.trainer import Trainer
-    from ls.train import tracking_hint, train_run
+    from ls.train import tracking_hint
 
     backend = proxy.backend
     tracker = Tracker(TrackingSettings(backend.uri, "test-train-heal", **FAST))
@@ -885,10 +894,7 @@ def test_training_through_a_server_killed_and_restarted_mid_run_ends_finished_wi
 
     monkeypatch.setattr(Trainer, "_begin_epoch", begin)
     t0 = time.monotonic()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        outcome = train_run(_tiny_training_cfg(synthetic_icbhi_dir, tmp_path), "ast_film_soft", tracker=tracker,
-                            progress=False)
+    outcome = _train_softfilm(synthetic_icbhi_dir, tmp_path, tracker)
     with capsys.disabled():
         print(f"\n[measure] training with the server killed after epoch 1, restarted after epoch 2: "
               f"{time.monotonic() - t0:.1f} s in all")
@@ -917,7 +923,7 @@ def test_a_run_that_ends_while_the_server_hangs_prints_the_replay_command_of_its
 
     from ls.engine.trainer import Trainer
     from ls.tracking import main as tracking_main
-    from ls.train import tracking_hint, train_run
+    from ls.train import tracking_hint
 
     for var in ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES"):
         monkeypatch.delenv(var, raising=False)
@@ -948,10 +954,7 @@ def test_a_run_that_ends_while_the_server_hangs_prints_the_replay_command_of_its
 
     monkeypatch.setattr(Trainer, "_begin_epoch", begin)
     t0 = time.monotonic()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        outcome = train_run(_tiny_training_cfg(synthetic_icbhi_dir, tmp_path), "ast_film_soft", tracker=tracker,
-                            progress=False)
+    outcome = _train_softfilm(synthetic_icbhi_dir, tmp_path, tracker)
     total = time.monotonic() - t0
     err = capsys.readouterr().err
     hint = tracking_hint(tracker)
