@@ -194,6 +194,19 @@ def test_import_ls_config_stays_light():
     assert callable(build_datasets) and callable(build_model)
 
 
+def test_the_command_lines_start_without_sklearn_matplotlib_or_mlflow():
+    """``python ast_train.py --help`` and a config error come in about a second: the modules that only the
+    metrics, the data and the figures need are imported when those run."""
+    import subprocess
+    import sys
+
+    code = ("import sys; heavy = ('sklearn', 'matplotlib', 'mlflow', 'scipy', 'pandas'); import ls.train; "
+            "print(sorted(m for m in heavy if m in sys.modules)); import ls.evaluate, ls.predict; "
+            "print(sorted(m for m in heavy[:4] if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[:2] == ["[]", "[]"], out
+
+
 def test_every_problem_in_a_file_is_reported_at_once(tmp_path):
     text = """
     dataset:

@@ -25,13 +25,6 @@ import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from sklearn.metrics import (
-    confusion_matrix as _sk_confusion_matrix,
-)
-from sklearn.metrics import (
-    precision_recall_fscore_support,
-    roc_auc_score,
-)
 
 from ls.types import FOUR_CLASS_NAMES, TWO_CLASS_NAMES
 
@@ -86,8 +79,10 @@ def class_names(n_classes: int) -> tuple[str, ...]:
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
     """Counts ``[K, K]`` (int64), rows = true class, columns = predicted class, every class present."""
+    from sklearn.metrics import confusion_matrix as sk_confusion_matrix  # deferred: ~1 s off every CLI start
+
     t, p = _check_pair(y_true, y_pred, n_classes)
-    return _sk_confusion_matrix(t, p, labels=np.arange(n_classes)).astype(np.int64)
+    return sk_confusion_matrix(t, p, labels=np.arange(n_classes)).astype(np.int64)
 
 
 def icbhi_scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int | None = None) -> dict[str, float]:
@@ -137,6 +132,8 @@ def _infer_n_classes(*arrays: np.ndarray) -> int:
 
 def _auroc(y_true: np.ndarray, probs: np.ndarray, names: Sequence[str]) -> dict[str, float]:
     """AUROC keys that are defined on this data (NaN-free: undefined ones are left out)."""
+    from sklearn.metrics import roc_auc_score
+
     n_classes = len(names)
     probs = np.asarray(probs, dtype=np.float64)
     if n_classes == 2 and probs.ndim == 1:
@@ -208,6 +205,8 @@ def classification_metrics(
     present = np.unique(t)
     out["balanced_accuracy"] = float(np.mean([np.mean(p[t == c] == c) for c in present]))
     labels = np.arange(k)
+    from sklearn.metrics import precision_recall_fscore_support
+
     prec, rec, f1, support = precision_recall_fscore_support(t, p, labels=labels, zero_division=0.0)
     out["precision_macro"] = float(np.mean(prec))
     out["recall_macro"] = float(np.mean(rec))
