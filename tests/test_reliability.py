@@ -54,10 +54,10 @@ def built(monkeypatch):
 
 
 @pytest.fixture
-def local_store(tmp_path, monkeypatch):
+def local_store(tmp_path, monkeypatch, mlflow_db):
     """MLflow in a sqlite store of this test (artifacts under ./mlruns of the test folder)."""
     monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = f"sqlite:///{mlflow_db}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "reliability")
     return uri

@@ -19,10 +19,10 @@ def _run(args, cwd, env_extra=None, timeout=600):
 
 
 @pytest.mark.slow
-def test_multi_seed_script_logs_parent_and_nested_runs_with_a_summary(synthetic_icbhi_dir, tmp_path):
+def test_multi_seed_script_logs_parent_and_nested_runs_with_a_summary(synthetic_icbhi_dir, tmp_path, mlflow_db):
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = f"sqlite:///{mlflow_db}"
     proc = _run([
         str(REPO / "ast_film_soft.py"), "--config", str(REPO / "configs" / "quickstart.yaml"),
         "--set", f"dataset.data_folder={synthetic_icbhi_dir}", "--set", "training.epochs=1",
