@@ -28,6 +28,7 @@ import argparse
 import copy
 import errno
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -673,6 +674,11 @@ def _load_run_config(args: argparse.Namespace) -> Config:
 def _run_cli(variant: str, args: argparse.Namespace, cfg: Config) -> int:
     ctx = init_distributed(resolve_device(cfg.training.device).type)
     members: list[RunOutcome] = []
+    finished = False
+    library_log = logging.getLogger("ls")
+    log_level = library_log.level
+    if not ctx.is_main:  # every rank reads the same data: its warnings are said once, by rank 0
+        library_log.setLevel(logging.ERROR)
     try:
         # Rank 0 checks the tracking backend before any data is built: a bad URI/credentials fail fast.
         tracker = build_tracker(cfg.mlflow, args.mlflow_config, enabled=ctx.is_main and not args.no_tracking)
@@ -702,8 +708,10 @@ def _run_cli(variant: str, args: argparse.Namespace, cfg: Config) -> int:
             hint = tracking_hint(tracker, [m.run_dir for m in members if m.run_dir is not None])
             if hint:
                 print(hint, flush=True)
+        finished = True
     finally:
-        cleanup_distributed()
+        library_log.setLevel(log_level)
+        cleanup_distributed(wait_for_peers=finished)
     return 0
 
 

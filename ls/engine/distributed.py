@@ -59,8 +59,13 @@ def init_distributed(device_type: str = "cpu") -> DistContext:
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank)
 
 
-def cleanup_distributed() -> None:
+def cleanup_distributed(wait_for_peers: bool = False) -> None:
+    """Leave the process group. ``wait_for_peers`` (a run that ended normally on every rank) meets the other
+    ranks at a barrier first, so that no rank tears down its gloo connections while a peer still uses them;
+    an error path leaves at once, since a failed peer would never reach the barrier."""
     if dist.is_initialized():
+        if wait_for_peers:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -164,8 +164,10 @@ class ASTBackbone(nn.Module):
         x = self.patch_embed(spec.unsqueeze(1).transpose(2, 3))  # [B, 1, F, T] -> [B, D, f, t]
         x = x.flatten(2).transpose(1, 2)  # [B, f*t, D], frequency-major
         b = x.shape[0]
-        prefix = torch.cat((self.cls_token, self.dist_token), dim=1).expand(b, -1, -1)
-        return torch.cat((prefix, x), dim=1) + self.pos_embed
+        # Each token expanded on its own: their gradients are then contiguous tensors of their own, not views
+        # into one [1, 2, D] gradient (which DDP's gradient buckets warn about); the values are the same.
+        tokens = (self.cls_token.expand(b, -1, -1), self.dist_token.expand(b, -1, -1), x)
+        return torch.cat(tokens, dim=1) + self.pos_embed
 
     def run_block(self, i: int, x: Tensor, modulate: Callable[[Tensor], Tensor] | None = None) -> Tensor:
         """Block ``i`` on tokens ``[B, 2+N, D]``; ``modulate`` edits the pre-MLP normalised tokens.
