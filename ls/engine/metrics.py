@@ -187,6 +187,8 @@ def classification_metrics(
         with ``probs``: ``auroc`` (K = 2), or ``auroc_<c>``, ``auroc_macro`` (every class present) and
         ``binary_auroc`` (P(abnormal) = 1 - P(normal)) for K > 2, each only where defined.
     """
+    from sklearn.metrics import precision_recall_fscore_support
+
     k = n_classes if n_classes is not None else _infer_n_classes(y_true, y_pred)
     names = tuple(map(metric_key, names)) if names is not None else class_names(k)
     if len(names) != k:
@@ -205,8 +207,6 @@ def classification_metrics(
     present = np.unique(t)
     out["balanced_accuracy"] = float(np.mean([np.mean(p[t == c] == c) for c in present]))
     labels = np.arange(k)
-    from sklearn.metrics import precision_recall_fscore_support
-
     prec, rec, f1, support = precision_recall_fscore_support(t, p, labels=labels, zero_division=0.0)
     out["precision_macro"] = float(np.mean(prec))
     out["recall_macro"] = float(np.mean(rec))
