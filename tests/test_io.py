@@ -144,3 +144,31 @@ def test_torch_load_messages_never_pass_on_the_weights_only_false_advice(tmp_pat
     msg = io.torch_load_problem(info.value)
     assert "weights_only" not in msg and "False" not in msg  # ... and what ls says
     assert "arbitrary code" in msg and "system" in msg
+
+
+def test_ctrl_c_in_the_middle_of_torch_save_stays_a_ctrl_c(tmp_path, monkeypatch):
+    """Ctrl-C (or a study's SIGTERM) while torch.save writes: torch's zip writer then fails on close with its own
+    RuntimeError, which would hide the interrupt (the run then ends as FAILED, not KILLED). The interrupt comes
+    out, the old file stays and no temp file is left."""
+    real = io._record_write_failures
+
+    def interrupt_on_third_write(fh, failures):
+        real(fh, failures)
+        write, calls = fh.write, []
+
+        def write_then_interrupt(data):
+            calls.append(1)
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+            return write(data)
+
+        fh.write = write_then_interrupt
+
+    target = tmp_path / "last.pt"
+    io.atomic_torch_save({"w": torch.ones(3)}, target)
+    monkeypatch.setattr(io, "_record_write_failures", interrupt_on_third_write)
+    with pytest.raises(KeyboardInterrupt) as info:
+        io.atomic_torch_save({"w": torch.zeros(100_000), "b": torch.zeros(10)}, target)
+    assert type(info.value) is KeyboardInterrupt
+    assert torch.equal(torch.load(target)["w"], torch.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]

@@ -106,7 +106,8 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     Failures to create, write or rename raise :class:`WriteError` naming ``path`` and the reason; the temp
     file is removed. Errors raised by the caller's own code inside the block pass through unchanged: only a
     failure of the file's own ``write``/``writelines``/``flush`` (or what a writer such as ``torch.save``
-    turns it into) counts as a write failure there.
+    turns it into) counts as a write failure there. A Ctrl-C during the block comes out as itself, also when
+    the writer raised another error on top of it.
     """
     path = Path(path)
     try:
@@ -122,6 +123,11 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
             try:
                 yield fh
             except BaseException as exc:
+                interrupt = next((e for e in _exception_chain(exc) if isinstance(e, KeyboardInterrupt)), None)
+                if interrupt is not None and interrupt is not exc:
+                    # Ctrl-C mid-write: the writer's follow-on error (torch's zip writer fails on close) would
+                    # hide it, and an interrupted run must end as interrupted, not as failed.
+                    raise interrupt from None
                 callers = not _from_failed_write(exc, failures)
                 raise
             fh.flush()
