@@ -39,9 +39,12 @@ from typing import Any
 import torch
 
 from ls.config import load_config
-from ls.engine.tracking import NullTracker, Tracker, build_tracker
-from ls.train import train_run
+from ls.runs.executor import execute, tracking_summary
+from ls.runs.mirror import start_mirror
+from ls.runs.plan import Plan, RunSpec
+from ls.runs.run import train_run
 from ls.utils.io import atomic_write_text
+from ls.utils.trees import to_dict
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "quickstart.yaml"
@@ -86,24 +89,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.epochs is not None:
         overrides.append(f"training.epochs={args.epochs}")
     cfg = load_config(args.config, overrides)
-    tracker = build_tracker(cfg.mlflow, enabled=not args.no_tracking)
+    mirror = None if args.no_tracking else start_mirror(to_dict(cfg.mlflow))
 
-    results, run_dirs, trackers = {}, {}, []
+    def starting(spec: RunSpec, _: int) -> None:
+        print(f"[quickstart] training {dict(VARIANTS)[spec.variant]} ({spec.variant}) for {cfg.training.epochs} "
+              "epochs", flush=True)
+
     with single_thread():
-        for variant, title in VARIANTS:
-            print(f"[quickstart] training {title} ({variant}) for {cfg.training.epochs} epochs", flush=True)
-            run_tracker = _fresh(tracker)
-            outcome = train_run(cfg, variant, tracker=run_tracker)
-            results[title], run_dirs[variant] = outcome.test_metrics, outcome.run_dir
-            trackers.append(run_tracker)
+        runs = execute(Plan([RunSpec(variant, cfg) for variant, _ in VARIANTS]), mirror=mirror, on_start=starting)
         threads = torch.get_num_threads()
+    results = {title: r.test for (_, title), r in zip(VARIANTS, runs)}
+    run_dirs = {variant: r.run_dir for (variant, _), r in zip(VARIANTS, runs)}
     seconds = time.perf_counter() - t0
     print()
     print(format_side_by_side(results))
     print(f"\n[quickstart] done in {seconds:.0f} s; checkpoints under {args.out / 'checkpoints'}")
     print(next_steps(run_dirs))
-    if not args.no_tracking:
-        print(tracking_lines(trackers))
+    hint = tracking_summary(mirror)
+    if hint:
+        print(f"[quickstart] {hint}")
     record = {"settings": {"recordings": args.recordings, "seed": args.seed, "epochs": cfg.training.epochs},
               "seconds": round(seconds, 1), "machine": {**machine(), "threads": threads},
               "table": {title: {k: round(100 * float(m[k]), 2) for k, _ in ROWS if k in m}
@@ -127,29 +131,6 @@ def next_steps(run_dirs: dict[str, Path | None]) -> str:
             f"    python -m ls.evaluate --checkpoint {soft / 'best.pt'}\n"
             f"    python visualize.py --all --checkpoint {soft / 'best.pt'} --baseline-ckpt {ast / 'best.pt'} "
             f"--out {soft.parent.parent / 'figures'}")
-
-
-def tracking_lines(trackers: Sequence[Any]) -> str:
-    """How to look at the runs (``Tracker.open_hint``: a URL for a server, ``mlflow ui`` for a local store), or
-    the command that uploads what a server that stayed away could not take."""
-    real = [t for t in trackers if isinstance(t, Tracker)]
-    if not real:
-        return ""
-    lines = [f"[quickstart] {t.replay_command}" for t in real if t.replay_command]
-    if lines:
-        return "[quickstart] MLflow stayed unreachable; upload the runs later with\n" + "\n".join(lines)
-    t = real[0]
-    return (f"[quickstart] MLflow runs in {t.settings.safe_uri} (experiment {t.settings.experiment_name!r}); "
-            f"to look at them:\n    {t.open_hint()}")
-
-
-def _fresh(tracker):
-    """A new run per model on the same backend (the checked tracker is only a template)."""
-    if isinstance(tracker, NullTracker):
-        return tracker
-    t = Tracker(tracker.settings)
-    t.experiment_id = tracker.experiment_id
-    return t
 
 
 def format_side_by_side(results: dict[str, dict[str, float]]) -> str:

@@ -18,50 +18,44 @@ else replaces):
 
 What goes where (``out``):
 
-- ``runs/<selection>/<variant>/seed<seed>/``: each run's folder (``best.pt``, ``last.pt``, ``config.yaml``,
-  ``run.json``, ``test_predictions.csv``, figures; ``train.log``: the run's output when it ran in a worker
-  process, and the traceback of a failed run);
-- ``report/``: what ``python -m ls.report`` writes (``report.md``/``.tex``, ``summary.csv``,
-  ``comparison.csv``, ``runs.csv``, ``scores.png``/``.pdf``), built from the finished runs;
-- ``study.json``: the plan, the MLflow parent run, and per run its state and wall time.
+- the study's own record (``events.jsonl``; MLflow's parent run of every run of the study);
+- ``runs/<selection>/<variant>/seed<seed>/``: each run's folder (``ls.runs.folder``);
+- ``report/``: what ``python -m ls.report`` writes, built from the finished runs;
+- ``study.json``: the plan, and per run its state (finished, failed, interrupted) and wall time, and per
+  session what it did.
 
 Running the same command again skips finished runs (``run.json`` present), continues interrupted ones from
-their ``last.pt`` (in the same MLflow run) and starts the rest; a run, finished or interrupted, whose stored
-config differs from the study's (of ``models`` only its own variant's block counts) is an error naming the run
-folder and the keys, never overwritten. Adding seeds or variants to the file and re-running extends a study. One process at a time may work on a study folder (a lock file).
-
-Runs go one after another (``jobs: 1``) or several at once: worker processes (spawned) on CPU, one per GPU
-on CUDA (``CUDA_VISIBLE_DEVICES``). Each run on CPU uses ``threads`` intra-op threads (default 1) whatever
-``jobs`` is, because float reductions depend on the thread count: a run's numbers do not depend on how many
-ran beside it. Under MLflow every run is a child of one parent run, which gets the report (``report/``) and
-the summary metrics.
+their ``last.pt`` (in the same record and MLflow run) and starts the rest; a stored run whose config differs
+from the study's (of ``models`` only its own variant's block counts) is an error naming the run folder and the
+keys, never overwritten. Adding seeds or variants to the file and re-running extends a study; seeds added with
+``--seeds`` are remembered in ``study.json`` and stay in the study when the command is run again without it.
+One process at a time may work on a study folder (a lock file). The runs go through ``ls.runs.executor``: one
+after another, or several at once (``jobs``), each on ``threads`` intra-op threads on CPU, so that a run's
+numbers do not depend on how many ran beside it.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import json
-import os
+import re
 import sys
 import time
-import traceback
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from ls.utils.cli import EXIT_INTERRUPTED, add_traceback_option, run_command
 from ls.utils.fields import option
-from ls.utils.io import atomic_write_text
+from ls.utils.io import atomic_write_text, file_lock
 
 EXIT_FAILED_RUNS = 1
 STATE_FILE = "study.json"
 LOCK_FILE = "study.lock"
 RUNS_FOLDER = "runs"
 REPORT_FOLDER = "report"
-RUN_LOG = "train.log"
 SELECTIONS = ("strict", "paper")
 
 
@@ -81,6 +75,20 @@ class StudyReportConfig:
     bootstrap: int = option(2000, "patient-level bootstrap replicates of the intervals")
     confidence: float = option(0.95, "interval level")
     seed: int = option(0, "seed of the bootstrap")
+
+    def __post_init__(self) -> None:
+        # Checked with the file, not after the last run: a typo here must not cost a study's training.
+        from ls.report.stats import parse_metric
+
+        if not self.metrics:
+            raise ValueError("metrics is empty: name at least one, e.g. icbhi_score")
+        for metric in self.metrics:
+            parse_metric(metric)
+        if not 0.0 < self.confidence < 1.0:
+            raise ValueError(f"confidence must lie strictly between 0 and 1 (e.g. 0.95), got {self.confidence}")
+        if self.bootstrap < 100:
+            raise ValueError(f"bootstrap must be at least 100 replicates (2000 or more for a paper), got "
+                             f"{self.bootstrap}")
 
 
 @dataclass
@@ -118,34 +126,17 @@ class StudyConfig:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
 
 
-@dataclass(frozen=True)
-class PlannedRun:
-    """One run of the study: its identity, folder and what this session does with it."""
-
-    variant: str
-    seed: int
-    selection: str
-    run_dir: Path
-    state: Literal["finished", "resume", "new"] = "new"
-
-    @property
-    def key(self) -> str:
-        return f"{self.selection}/{self.variant}/seed{self.seed}"
-
-    @property
-    def last(self) -> Path:
-        return self.run_dir / "last.pt"
-
-
 @dataclass
 class Study:
-    """A loaded study: its settings, the resolved base run config and where everything goes."""
+    """A loaded study: its settings, the resolved base run config and where everything goes. ``seeds_given``:
+    the seeds came from the command line (they replace the file's and the remembered ones)."""
 
     settings: StudyConfig
     base: Any  # ls.config.Config (seed and training.selection are set per run)
     source: Path
     name: str
     out: Path
+    seeds_given: bool = False
 
     @property
     def runs_dir(self) -> Path:
@@ -160,9 +151,9 @@ class Study:
         return self.runs_dir / selection / variant / f"seed{seed}"
 
     def run_config(self, variant: str, seed: int, selection: str) -> Any:
-        cfg = copy.deepcopy(self.base)
-        cfg.seed = int(seed)
-        cfg.training.selection = selection
+        from ls.runs.plan import with_seed
+
+        cfg = with_seed(self.base, seed, selection)
         cfg.training.checkpoint_dir = str(self.run_dir(variant, seed, selection).parent)
         return cfg
 
@@ -185,7 +176,8 @@ def load_study(path: str | Path, overrides: Sequence[str] = (), *, variants: Seq
                seeds: Sequence[int] | None = None, selections: Sequence[str] | None = None,
                jobs: int | None = None, threads: int | None = None, out: str | Path | None = None) -> Study:
     """Read a study file; keyword arguments replace the values of its ``study:`` section (the command line's
-    ``--variants``, ``--seeds``, ...), ``overrides`` (``section.key=value``) change the run config.
+    ``--variants``, ``--seeds``, ...), ``overrides`` (``section.key=value``) change the run config. Seeds added
+    to the study folder by an earlier ``--seeds`` stay in the study unless ``seeds`` is given.
 
     Every problem raises :class:`StudyError` or ``ls.config.ConfigError`` naming the file and key.
     """
@@ -231,27 +223,18 @@ def load_study(path: str | Path, overrides: Sequence[str] = (), *, variants: Seq
             raise ConfigError(f"{source}: {exc} (study.variants lists {variant!r})") from None
     name = settings.name or path.stem
     out_dir = Path(settings.out) if settings.out else Path("runs") / name
-    return Study(settings=settings, base=cfg, source=path, name=name, out=out_dir)
+    study = Study(settings=settings, base=cfg, source=path, name=name, out=out_dir, seeds_given=seeds is not None)
+    if seeds is None:
+        kept = [s for s in read_state(out_dir).get("seeds_added", []) if s not in settings.seeds]
+        settings.seeds = [*settings.seeds, *kept]
+    return study
 
 
 # =================================================================================================
 # The plan: what is finished, what continues, what starts
 # =================================================================================================
-def config_differences(stored: dict, planned: dict, variant: str) -> list[str]:
-    """``key: stored X vs study Y`` for every config key (``section.key``) that both configs have and that
-    makes two runs of ``variant`` different: ``ls.config.RUN_INDEPENDENT_KEYS`` aside, and of ``models`` only
-    the variant's own block (``ls.config.run_view``), so that adding a variant to a study leaves its other
-    runs as they are. A key only one of them has is an option of another ls version: new options default to
-    the earlier behaviour, so a run stored before them is still the same run."""
-    from ls.config import RUN_INDEPENDENT_KEYS, flatten, run_view
-
-    old, new = flatten(run_view(stored, variant)), flatten(run_view(planned, variant))
-    return [f"{k}: stored {old[k]!r} vs study {new[k]!r}" for k in sorted(set(old) & set(new))
-            if not k.startswith(RUN_INDEPENDENT_KEYS) and old[k] != new[k]]
-
-
 def _check_stored_config(stored: dict, planned: Any, variant: str, where: Path, what: str) -> None:
-    from ls.config import to_dict
+    from ls.config import config_differences, to_dict
 
     diffs = config_differences(stored, to_dict(planned), variant)
     if diffs:
@@ -260,192 +243,66 @@ def _check_stored_config(stored: dict, planned: Any, variant: str, where: Path, 
                          "restore the study's settings, or give the study another 'out' folder")
 
 
-def plan_runs(study: Study) -> list[PlannedRun]:
-    """Every run of the study with its state: ``finished`` (``run.json`` present), ``resume`` (``last.pt``
-    present) or ``new``. A stored run, finished or interrupted, whose config differs from the study's
-    (:func:`config_differences`: the same check for both) raises :class:`StudyError`."""
+def plan_runs(study: Study) -> list[Any]:
+    """Every run of the study as a ``ls.runs.plan.RunSpec`` (an interrupted one continues from its ``last.pt``;
+    :func:`run_state` says what each is). A stored run, finished or interrupted, whose config differs from the
+    study's raises :class:`StudyError` (the same check for both)."""
     import yaml
 
     from ls.engine.checkpoint import CheckpointError, check_resume_state, read_checkpoint
+    from ls.runs import folder as layout
+    from ls.runs.plan import RunSpec
 
-    planned = []
+    specs = []
     for variant, seed, selection in study.identities():
         run_dir = study.run_dir(variant, seed, selection)
         cfg = study.run_config(variant, seed, selection)
-        state: Literal["finished", "resume", "new"] = "new"
-        if (run_dir / "run.json").is_file():
-            config_path = run_dir / "config.yaml"
+        state = layout.folder_state(run_dir)
+        resume = None
+        if state == "finished":
+            config_path = run_dir / layout.CONFIG_FILE
             if not config_path.is_file():
-                raise StudyError(f"{run_dir}: run.json but no config.yaml beside it: not a run folder of ls.train")
+                raise StudyError(f"{run_dir}: run.json but no config.yaml beside it: not a run folder of ls")
             try:
                 stored = yaml.safe_load(config_path.read_text(encoding="utf-8"))
             except yaml.YAMLError as exc:
                 raise StudyError(f"{config_path}: not valid YAML ({exc})") from None
             _check_stored_config(stored if isinstance(stored, dict) else {}, cfg, variant, run_dir, "finished run")
-            state = "finished"
-        elif (run_dir / "last.pt").is_file():
-            last = run_dir / "last.pt"
+        elif state == "resumable":
+            resume = run_dir / layout.LAST
             try:
-                checkpoint = read_checkpoint(last)
-                check_resume_state(checkpoint, variant, last)
+                checkpoint = read_checkpoint(resume)
+                check_resume_state(checkpoint, variant, resume)
             except CheckpointError as exc:
                 raise StudyError(f"{exc}; give the study another 'out' folder or delete {run_dir}") from None
             stored = checkpoint.get("config")
             _check_stored_config(stored if isinstance(stored, dict) else {}, cfg, variant, run_dir,
                                  "interrupted run")
-            state = "resume"
-        planned.append(PlannedRun(variant, seed, selection, run_dir, state))
-    return planned
+        specs.append(RunSpec(variant, cfg, run_dir, resume=resume, tags={"study": study.name}))
+    return specs
 
 
-def describe_plan(study: Study, plan: Sequence[PlannedRun]) -> str:
+def run_state(spec: Any) -> str:
+    """``finished``, ``resume`` or ``new`` (also a run that failed before its first checkpoint)."""
+    from ls.runs.folder import RUN_FILE
+
+    if (spec.run_dir / RUN_FILE).is_file():
+        return "finished"
+    return "resume" if spec.resume is not None else "new"
+
+
+def describe_plan(study: Study, plan: Sequence[Any]) -> str:
     s = study.settings
-    counts = {k: sum(r.state == k for r in plan) for k in ("finished", "resume", "new")}
+    states = [run_state(r) for r in plan]
+    counts = {k: states.count(k) for k in ("finished", "resume", "new")}
     lines = [(f"study {study.name}: {len(s.variants)} variant(s) x {len(s.seeds)} seed(s) x "
               f"{len(s.selections)} selection(s) = {len(plan)} runs in {study.out}"),
              f"  finished {counts['finished']}, to resume {counts['resume']}, to start {counts['new']}"]
-    lines += [f"  {r.key:<40} {r.state}" for r in plan]
+    added = read_state(study.out).get("seeds_added", [])
+    if added and not study.seeds_given:
+        lines.append(f"  seed(s) {', '.join(map(str, added))} added by an earlier --seeds: kept")
+    lines += [f"  {r.key:<40} {state}" for r, state in zip(plan, states)]
     return "\n".join(lines)
-
-
-# =================================================================================================
-# Executing one run (in this process or in a worker)
-# =================================================================================================
-@dataclass
-class RunJob:
-    """Everything a (possibly separate) process needs to train one planned run."""
-
-    run: PlannedRun
-    cfg: Any  # ls.config.Config
-    threads: int
-    tracking: dict | None = None  # {"settings", "parent_run_id", "experiment_id", "tags"}
-    log_to_file: bool = False
-
-
-@dataclass
-class RunResult:
-    key: str
-    ok: bool
-    seconds: float
-    run_id: str | None = None
-    test: dict[str, float] = field(default_factory=dict)
-    error: str = ""
-
-
-def _run_tracker(tracking: dict | None, run_dir: Path) -> Any:
-    """A tracker whose run is a child of the study's parent run, or a no-op one."""
-    from ls.engine.tracking import NullTracker, Tracker
-
-    if tracking is None:
-        return NullTracker()
-
-    class StudyRunTracker(Tracker):
-        """Adds the study's tags to the run ``train_run`` creates (a resumed run keeps its tags)."""
-
-        def start_run(self, run_name: str | None = None, *, run_id: str | None = None,
-                      tags: dict | None = None) -> str | None:
-            extra = tracking["tags"] if run_id is None else {}
-            return super().start_run(run_name, run_id=run_id, tags={**(tags or {}), **extra})
-
-    tracker = StudyRunTracker(tracking["settings"], parent_run_id=tracking["parent_run_id"], buffer_dir=run_dir)
-    tracker.experiment_id = tracking["experiment_id"]
-    return tracker
-
-
-@contextlib.contextmanager
-def _threads(n: int) -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@contextlib.contextmanager
-def _output_to(path: Path | None) -> Iterator[None]:
-    """Everything the run prints goes to ``path`` (appended: a resumed run continues its log)."""
-    if path is None:
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8", buffering=1) as fh, contextlib.redirect_stdout(fh), \
-            contextlib.redirect_stderr(fh):
-        yield
-
-
-def _log_traceback(path: Path, exc: BaseException) -> None:
-    """Append the traceback of ``exc`` to ``path``; a log that cannot be written (the failure may be that the
-    run folder is not writable) leaves the error in ``study.json`` only."""
-    with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as fh:
-            traceback.print_exception(type(exc), exc, exc.__traceback__, file=fh)
-
-
-def execute_run(job: RunJob) -> RunResult:
-    """Train (or continue) one planned run; failures come back as a result, with the traceback in the run's
-    ``train.log`` (also when the run's output went to the console), so one bad run does not stop the others."""
-    from ls.train import train_run
-
-    run = job.run
-    t0 = time.perf_counter()
-    log_path = run.run_dir / RUN_LOG if job.log_to_file else None
-    try:
-        with _output_to(log_path), _threads(job.threads):
-            try:
-                outcome = train_run(job.cfg, run.variant, tracker=_run_tracker(job.tracking, run.run_dir),
-                                    resume=run.last if run.state == "resume" else None, run_dir=run.run_dir,
-                                    progress=False)
-            except Exception:
-                if log_path is not None:
-                    traceback.print_exc()  # into the run's log, where its output goes
-                raise
-    except Exception as exc:  # noqa: BLE001 - reported per run; KeyboardInterrupt still stops the study
-        if log_path is None:
-            _log_traceback(run.run_dir / RUN_LOG, exc)
-        return RunResult(run.key, False, time.perf_counter() - t0, error=f"{type(exc).__name__}: {exc}")
-    return RunResult(run.key, True, time.perf_counter() - t0, outcome.run_id,
-                     {k: float(v) for k, v in outcome.test_metrics.items()})
-
-
-def _take_gpu(queue: Any) -> None:
-    """Worker initialiser on CUDA: this process sees only its own GPU."""
-    os.environ["CUDA_VISIBLE_DEVICES"] = str(queue.get())
-
-
-#: In a worker process: whether a run is in progress (what SIGTERM from the study's process then does).
-_in_run = False
-
-
-def _stop_worker(signum: int, frame: Any) -> None:
-    if _in_run:
-        raise KeyboardInterrupt  # as Ctrl-C: train_run ends the run's MLflow run as KILLED
-    os._exit(0)  # between runs there is nothing to end
-
-
-def _init_worker(gpus: Any = None) -> None:
-    """Worker initialiser: Ctrl-C reaches only the study's process, which stops the workers with SIGTERM
-    (:func:`_stop_workers`), so that a worker never takes another run after an interrupt; on CUDA the worker
-    sees only its own GPU."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _stop_worker)
-    if gpus is not None:
-        _take_gpu(gpus)
-
-
-def _worker_run(job: RunJob) -> RunResult:
-    """:func:`execute_run` in a worker process."""
-    global _in_run
-    _in_run = True
-    try:
-        return execute_run(job)
-    finally:
-        _in_run = False
 
 
 # =================================================================================================
@@ -453,67 +310,30 @@ def _worker_run(job: RunJob) -> RunResult:
 # =================================================================================================
 @dataclass
 class StudyOutcome:
-    plan: list[PlannedRun]
-    results: list[RunResult]
+    plan: list[Any]
+    results: list[Any]  # ls.runs.executor.RunResult
     report: Any | None  # ls.report.Report
     report_paths: list[Path]
     parent_run_id: str | None
     seconds: float
 
     @property
-    def failed(self) -> list[RunResult]:
+    def failed(self) -> list[Any]:
         return [r for r in self.results if not r.ok]
-
-
-def _uses_cuda(cfg: Any) -> bool:
-    device = cfg.training.device
-    if device == "cpu":
-        return False
-    import torch
-
-    return device == "cuda" or (device == "auto" and torch.cuda.is_available())
-
-
-def _visible_gpus() -> list[str]:
-    import torch
-
-    given = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if given:
-        return [g.strip() for g in given.split(",") if g.strip()]
-    return [str(i) for i in range(torch.cuda.device_count())]
-
-
-def resolve_jobs(study: Study) -> tuple[int, list[str]]:
-    """How many runs go at once, and the GPU of each worker on CUDA (empty on CPU)."""
-    cuda = _uses_cuda(study.base)
-    gpus = _visible_gpus() if cuda else []
-    jobs = study.settings.jobs or (max(1, len(gpus)) if cuda else 1)
-    if cuda and jobs > 1 and jobs > len(gpus):
-        raise StudyError(f"jobs {jobs} but {len(gpus)} GPU(s) visible: on CUDA a study runs one process per GPU")
-    return jobs, gpus[:jobs] if cuda and jobs > 1 else []
 
 
 @contextlib.contextmanager
 def study_lock(out: Path) -> Iterator[None]:
     """One process per study folder: a second ``python -m ls.study`` on it stops with an error."""
     out.mkdir(parents=True, exist_ok=True)
-    fh = (out / LOCK_FILE).open("a")
-    try:
-        try:
-            import fcntl
-
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except ImportError:  # pragma: no cover - no cross-process lock on Windows
-            pass
-        except OSError:
-            raise StudyError(f"{out}: another process is working on this study (lock {out / LOCK_FILE})") from None
+    with file_lock(out / LOCK_FILE) as locked:
+        if not locked:
+            raise StudyError(f"{out}: another process is working on this study (lock {out / LOCK_FILE})")
         yield
-    finally:
-        fh.close()
 
 
 def read_state(out: Path) -> dict:
-    path = out / STATE_FILE
+    path = Path(out) / STATE_FILE
     if not path.is_file():
         return {}
     try:
@@ -527,91 +347,107 @@ def _write_state(study: Study, state: dict) -> None:
     atomic_write_text(study.out / STATE_FILE, json.dumps(state, indent=2, default=str) + "\n")
 
 
-def _open_parent(study: Study, state: dict, tracker: Any, say: Callable[[str], None]) -> str | None:
-    """Start the MLflow parent run, or reopen the one of an earlier session on the same store."""
-    from ls.config import flatten
-    from ls.engine.tracking import Tracker
-
-    if not isinstance(tracker, Tracker):
-        return None
-    previous = state.get("mlflow") or {}
-    same_store = previous.get("tracking_uri") == tracker.settings.safe_uri and \
-        previous.get("experiment") == tracker.settings.experiment_name
-    if previous.get("parent_run_id") and same_store:
-        tracker.start_run(run_id=previous["parent_run_id"])
-    else:
-        import ls
-
-        if previous.get("parent_run_id"):
-            say(f"[study] the earlier parent run {previous['parent_run_id']} is on another store/experiment: "
-                "starting a new one")
-        tracker.start_run(f"study_{study.name}", tags={"study": study.name, "group": "study",
-                                                       "ls_version": ls.__version__})
-        s = study.settings
-        tracker.log_params({**flatten(study.base), "study.variants": s.variants, "study.seeds": s.seeds,
-                            "study.selections": s.selections, "study.baseline": s.baseline,
-                            "study.threads": s.threads, "study.file": str(study.source)})
-    return tracker.run_id
-
-
-def run_study(study: Study, *, tracker: Any = None, say: Callable[[str], None] = print,
+def run_study(study: Study, *, mirror: Any = None, say: Callable[[str], None] = print,
               report_only: bool = False) -> StudyOutcome:
-    """Run every unfinished run of ``study`` (``tracker``: a checked ``ls.engine.tracking.Tracker`` for the
-    parent run, or None), then write the report of the finished ones into ``<out>/report`` and attach it to
-    the parent run. ``report_only`` trains nothing.
+    """Run every unfinished run of ``study`` (``mirror``: a checked ``ls.runs.mirror.Mirror``, or None), then
+    write the report of the finished ones into ``<out>/report`` and record it in the study's record.
+    ``report_only`` trains nothing.
 
     With more than one job, worker processes are spawned: a script that calls this must start from
     ``if __name__ == "__main__":``, as every script that starts processes does.
     """
-    from ls.engine.tracking import NullTracker
+    from ls.config import flatten
+    from ls.runs.executor import PlanInterrupted, execute, open_parent, resolve_jobs
+    from ls.runs.plan import Plan
 
-    tracker = tracker if tracker is not None else NullTracker()
     t0 = time.perf_counter()
     with study_lock(study.out):
         plan = plan_runs(study)
         say(describe_plan(study, plan))
-        todo = [] if report_only else [r for r in plan if r.state != "finished"]
+        todo = [] if report_only else [r for r in plan if run_state(r) != "finished"]
         if todo:
-            check_data(study)  # before the parent run is opened: nothing is logged for a study that cannot run
+            check_data(study)  # before the study's record is opened: nothing is logged for a study that cannot run
         state = read_state(study.out)
+        s = study.settings
+        added = sorted({*state.get("seeds_added", []), *s.seeds} - set(_file_seeds(study))) if study.seeds_given \
+            else state.get("seeds_added", [])
         state.update({"name": study.name, "study_file": str(study.source), "out": str(study.out),
-                      "variants": study.settings.variants, "seeds": study.settings.seeds,
-                      "selections": study.settings.selections, "baseline": study.settings.baseline})
+                      "variants": s.variants, "seeds": s.seeds, "seeds_added": added, "selections": s.selections,
+                      "baseline": s.baseline})
         state.setdefault("runs", {})
-        parent_id = _open_parent(study, state, tracker, say)
-        if parent_id:
-            state["mlflow"] = {"tracking_uri": tracker.settings.safe_uri,
-                               "experiment": tracker.settings.experiment_name, "parent_run_id": parent_id}
+        parent = open_parent(study.out, f"study_{study.name}", mirror=mirror,
+                             tags={"study": study.name, "group": "study"},
+                             params={**flatten(study.base), "study.variants": s.variants, "study.seeds": s.seeds,
+                                     "study.selections": s.selections, "study.baseline": s.baseline,
+                                     "study.threads": s.threads, "study.file": str(study.source)})
         _write_state(study, state)
-        results: list[RunResult] = []
+        results: list[Any] = []
         status = "FINISHED"
+
+        def started(spec: Any, i: int) -> None:
+            state["runs"][spec.key] = {"state": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            _write_state(study, state)
+            if jobs == 1:
+                say(f"[study] {i}/{len(todo)} {spec.key}: {'resuming' if spec.resume else 'training'}")
+
+        def finished(result: Any, i: int) -> None:
+            results.append(result)
+            entry = {"state": "finished" if result.ok else "failed", "seconds": round(result.seconds, 1),
+                     "run_id": result.run_id}
+            if not result.ok:
+                entry["error"] = result.error
+            state["runs"][result.key] = entry
+            _write_state(study, state)
+            score = result.test.get("icbhi_score")
+            shown = f"ICBHI Score {100 * score:.2f}" if result.ok and score is not None else f"FAILED: {result.error}"
+            say(f"[study] {i}/{len(todo)} {result.key}: {shown} ({result.seconds:.0f} s)")
+
+        jobs = 1
         try:
             if todo:
-                results = _execute(study, todo, tracker, parent_id, state, say)
-            report, paths = _finish_report(study, plan, tracker, say)
+                jobs, gpus = resolve_jobs(study.base, s.jobs)
+                jobs = min(jobs, len(todo))
+                if jobs > 1:
+                    say(f"[study] {len(todo)} runs, {jobs} at once" + (f" (GPUs {', '.join(gpus)})" if gpus else
+                        f" ({s.threads} thread(s) each)") + "; each run's output goes to its train.log")
+                execute(Plan(todo, parent=study.out), mirror=mirror, jobs=jobs, gpus=gpus, threads=s.threads,
+                        keep_going=True, progress=False, on_start=started, on_result=finished)
+            report, paths = _finish_report(study, plan, parent, say)
             if any(not r.ok for r in results):
                 status = "FAILED"
         except BaseException as exc:
             status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+            for key, entry in state["runs"].items():
+                if entry.get("state") == "running":  # started in this session, ended by the interrupt
+                    last = (study.out / RUNS_FOLDER / key / "last.pt").is_file()
+                    entry.update(state="interrupted", resumable=last)
+            if isinstance(exc, PlanInterrupted):
+                raise KeyboardInterrupt from None
             raise
         finally:
             seconds = time.perf_counter() - t0
             state.setdefault("sessions", []).append({"started": time.strftime("%Y-%m-%dT%H:%M:%S",
                                                                              time.localtime(time.time() - seconds)),
                                                      "seconds": round(seconds, 1), "status": status,
-                                                     "trained": len(results)})
+                                                     "trained": sum(r.ok for r in results),
+                                                     "failed": sum(not r.ok for r in results)})
             _write_state(study, state)
-            tracker.end_run(status)
-    return StudyOutcome(plan, results, report, paths, parent_id, seconds)
+            parent.end(status)
+    return StudyOutcome(plan, results, report, paths, parent.run_id, seconds)
+
+
+def _file_seeds(study: Study) -> list[int]:
+    """The seeds the study file itself lists."""
+    from ls.config.loader import read_yaml
+
+    return [int(s) for s in (read_yaml(study.source).get("study") or {}).get("seeds", [42])]
 
 
 def check_data(study: Study) -> None:
     """Fail before any run starts when an input that every run of a variant needs is missing or unusable (every
     such run would fail the same way): the data folder(s), for a combined dataset those of its parts, and the
-    pretrained-weights file of each variant (``ls.train.check_inputs``, the check each run makes)."""
-    import re
-
-    from ls.train import check_inputs
+    pretrained-weights file of each variant (``ls.runs.run.check_inputs``, the check each run makes)."""
+    from ls.runs.run import check_inputs
     from ls.utils.cli import error_message
 
     ds = study.base.dataset
@@ -629,155 +465,39 @@ def check_data(study: Study) -> None:
                              "started") from None
 
 
-def _execute(study: Study, todo: list[PlannedRun], tracker: Any, parent_id: str | None, state: dict,
-             say: Callable[[str], None]) -> list[RunResult]:
-    from ls.engine.tracking import Tracker
-
-    jobs, gpus = resolve_jobs(study)
-    jobs = min(jobs, len(todo))
-    tracking = None
-    if isinstance(tracker, Tracker) and parent_id:
-        tracking = {"settings": tracker.settings, "parent_run_id": parent_id,
-                    "experiment_id": tracker.experiment_id, "tags": {"study": study.name}}
-    work = [RunJob(r, study.run_config(r.variant, r.seed, r.selection), study.settings.threads,
-                   None if tracking is None else {**tracking, "tags": {**tracking["tags"], "study_run": r.key}},
-                   log_to_file=jobs > 1) for r in todo]
-    results: list[RunResult] = []
-
-    def record(result: RunResult, i: int) -> None:
-        results.append(result)
-        entry = {"state": "finished" if result.ok else "failed", "seconds": round(result.seconds, 1),
-                 "run_id": result.run_id}
-        if not result.ok:
-            entry["error"] = result.error
-        state["runs"][result.key] = entry
-        _write_state(study, state)
-        score = result.test.get("icbhi_score")
-        shown = f"ICBHI Score {100 * score:.2f}" if result.ok and score is not None else f"FAILED: {result.error}"
-        say(f"[study] {i}/{len(work)} {result.key}: {shown} ({result.seconds:.0f} s)")
-
-    if jobs == 1:
-        for i, job in enumerate(work, 1):
-            say(f"[study] {i}/{len(work)} {job.run.key}: {'resuming' if job.run.state == 'resume' else 'training'}")
-            record(execute_run(job), i)
-        return results
-
-    import importlib
-    import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Future, ProcessPoolExecutor, wait
-
-    _warm_feature_cache(study, say)
-    ctx = mp.get_context("spawn")  # forking a process with torch thread pools can deadlock
-    gpu_queue = None
-    if gpus:
-        gpu_queue = ctx.Queue()
-        for g in gpus:
-            gpu_queue.put(g)
-    module = importlib.import_module("ls.study")  # functions by module name, also under python -m ls.study
-    say(f"[study] {len(work)} runs, {jobs} at once" + (f" (GPUs {', '.join(gpus)})" if gpus else
-                                                         f" ({study.settings.threads} thread(s) each)")
-        + f"; each run's output goes to its {RUN_LOG}")
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=module._init_worker,
-                               initargs=(gpu_queue,))
-    queued = iter(work)
-    pending: dict[Future, RunJob] = {}
-
-    def submit_next() -> None:
-        # One run per worker, none queued: a queued run is already taken by the pool and cannot be cancelled.
-        for job in queued:
-            try:
-                pending[pool.submit(module._worker_run, job)] = job
-                return
-            except BrokenExecutor as exc:  # a worker died: the pool takes no more runs
-                record(RunResult(job.run.key, False, 0.0, error=f"worker failed: {exc}"), len(results) + 1)
-
-    try:
-        for _ in range(jobs):
-            submit_next()
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                job = pending.pop(fut)
-                try:
-                    result = fut.result()
-                except Exception as exc:  # noqa: BLE001 - a worker that died (e.g. out of memory)
-                    result = RunResult(job.run.key, False, 0.0, error=f"worker failed: {exc}")
-                record(result, len(results) + 1)
-                submit_next()
-    except BaseException:
-        if pending:
-            say(f"[study] stopping the {len(pending)} running run(s)")
-        _stop_workers(pool)
-        raise
-    pool.shutdown(wait=True)
-    return results
-
-
-#: Seconds the workers get to end their interrupted runs (MLflow runs KILLED) before they are killed.
-STOP_GRACE_S = 30.0
-
-
-def _stop_workers(pool: Any) -> None:
-    """Stop ``pool`` now: no further run starts, each running run is interrupted as by Ctrl-C (SIGTERM, see
-    :func:`_init_worker`), and a worker still alive after :data:`STOP_GRACE_S` is killed."""
-    # The pool does not expose its worker processes; without them, shutdown(wait=False) would leave each
-    # running run to finish its training.
-    processes = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        if process.is_alive():
-            process.terminate()
-    deadline = time.monotonic() + STOP_GRACE_S
-    try:
-        for process in processes:
-            process.join(max(0.0, deadline - time.monotonic()))
-    finally:  # also after a second Ctrl-C while waiting
-        for process in processes:
-            if process.is_alive():
-                process.kill()
-                process.join(5)
-
-
-def _warm_feature_cache(study: Study, say: Callable[[str], None]) -> None:
-    """Build the feature cache once before the workers start, instead of in every worker at once."""
-    from ls.data import build_datasets
-
-    say("[study] preparing the feature cache")
-    build_datasets(study.base)
-
-
-def _finish_report(study: Study, plan: Sequence[PlannedRun], tracker: Any,
+def _finish_report(study: Study, plan: Sequence[Any], parent: Any,
                    say: Callable[[str], None]) -> tuple[Any, list[Path]]:
-    """The report of every finished run of the plan, written to ``<out>/report`` and logged to the parent."""
+    """The report of every finished run of the plan, written to ``<out>/report`` and recorded in the study's
+    record."""
     from ls.report.build import Settings, build_report
     from ls.report.render import write_report
     from ls.report.runs import load_run_dir
     from ls.report.stats import ReportError
 
-    finished = [r for r in plan if (r.run_dir / "run.json").is_file()]
-    if not finished:
+    done = [r for r in plan if run_state(r) == "finished"]
+    if not done:
         say("[study] no finished run yet: no report")
         return None, []
     r = study.settings.report
     settings = Settings(baseline=study.settings.baseline, metrics=tuple(r.metrics), confidence=r.confidence,
                         n_boot=r.bootstrap, seed=r.seed)
     try:
-        report = build_report([load_run_dir(p.run_dir) for p in finished], settings,
+        report = build_report([load_run_dir(p.run_dir) for p in done], settings,
                               source=f"study {study.name} ({study.runs_dir})")
     except ReportError as exc:
         say(f"[study] no report: {exc}")
         return None, []
     paths = write_report(report, study.report_dir)
     for path in paths:
-        tracker.log_artifact(path, REPORT_FOLDER)
-    tracker.log_metrics(summary_metrics(report))
+        parent.log_artifact(path, REPORT_FOLDER)
+    parent.log_metrics(summary_metrics(report))
     say(f"[study] report: {study.report_dir / 'report.md'}")
     say(headline(report))
     return report, paths
 
 
 def summary_metrics(report: Any) -> dict[str, float]:
-    """Flat metrics of a report for the parent run: ``<selection>/<variant>/<metric>_{mean,std}`` of the
+    """Flat metrics of a report for the study's record: ``<selection>/<variant>/<metric>_{mean,std}`` of the
     whole-test-set metrics and ``<selection>/<variant>-<baseline>/<metric>_{diff,ci_low,ci_high}``."""
     from ls.report.stats import BASE_METRICS
 
@@ -819,14 +539,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a run config value, e.g. --set training.epochs=5 (repeatable)")
     p.add_argument("--variants", nargs="+", help="replace study.variants")
-    p.add_argument("--seeds", nargs="+", type=int, help="replace study.seeds")
+    p.add_argument("--seeds", nargs="+", type=int, help="replace study.seeds (seeds beyond the file's are "
+                   "remembered in the study folder)")
     p.add_argument("--selections", nargs="+", help="replace study.selections (strict, paper)")
     p.add_argument("--jobs", type=int, help="runs at once (worker processes on CPU, one per GPU on CUDA)")
     p.add_argument("--threads", type=int, help="intra-op threads of each run on CPU (default 1)")
     p.add_argument("--out", help="replace study.out (the study folder)")
     p.add_argument("--mlflow-config", default=None, help="flat YAML with tracking_uri, experiment_name, ... "
                    "(default: MLFLOW_* environment variables, else sqlite:///mlflow.db)")
-    p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    p.add_argument("--no-tracking", action="store_true", help="do not mirror the runs to MLflow")
     p.add_argument("--dry-run", action="store_true", help="print the plan (finished / to resume / to start) and stop")
     p.add_argument("--report-only", action="store_true", help="train nothing: rewrite the report of the finished runs")
     add_traceback_option(p)
@@ -839,22 +560,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        from ls.engine.tracking import build_tracker
+        from ls.runs.executor import tracking_summary
+        from ls.runs.mirror import start_mirror
+        from ls.utils.trees import to_dict
 
         study = load_study(args.study, args.overrides, variants=args.variants, seeds=args.seeds,
                            selections=args.selections, jobs=args.jobs, threads=args.threads, out=args.out)
         if args.dry_run:
             print(describe_plan(study, plan_runs(study)))
             return 0
-        tracker = build_tracker(study.base.mlflow, args.mlflow_config, enabled=not args.no_tracking,
-                                buffer_dir=study.out)
+        mirror = None if args.no_tracking else start_mirror(to_dict(study.base.mlflow), args.mlflow_config)
         try:
-            outcome = run_study(study, tracker=tracker, report_only=args.report_only)
+            outcome = run_study(study, mirror=mirror, report_only=args.report_only)
         except KeyboardInterrupt:
             print(f"\ninterrupted: run the same command again to continue ({args.study})", file=sys.stderr)
             return EXIT_INTERRUPTED
-        print(f"[study] {study.name}: {len(outcome.results)} run(s) trained in {outcome.seconds:.0f} s this "
-              "session")
+        trained = sum(r.ok for r in outcome.results)
+        print(f"[study] {study.name}: {trained} run(s) trained in {outcome.seconds:.0f} s this session")
+        hint = tracking_summary(mirror)
+        if hint:
+            print(hint)
         if outcome.failed:
             for r in outcome.failed:
                 print(f"error: run {r.key} failed: {r.error}", file=sys.stderr)

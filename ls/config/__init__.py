@@ -268,6 +268,20 @@ def run_view(config: dict[str, Any], variant: str) -> dict[str, Any]:
     return out
 
 
+def config_differences(stored: dict[str, Any], planned: dict[str, Any], variant: str,
+                       ignore: tuple[str, ...] = ()) -> list[str]:
+    """``key: stored X vs planned Y`` for every key (``section.key``) that both resolved configs (plain dicts)
+    have and that makes two runs of ``variant`` different: :data:`RUN_INDEPENDENT_KEYS` and ``ignore`` aside,
+    and of ``models`` only the variant's own block (:func:`run_view`). A key only one of them has is an option
+    of another ls version: new options default to the earlier behaviour, so a run stored before them is still
+    the same run. The one check of every "is this stored run the run this config describes" question (a
+    study's finished and interrupted runs, a resume)."""
+    skip = (*RUN_INDEPENDENT_KEYS, *ignore)
+    old, new = flatten(run_view(stored, variant)), flatten(run_view(planned, variant))
+    return [f"{k}: stored {old[k]!r} vs planned {new[k]!r}" for k in sorted(set(old) & set(new))
+            if not k.startswith(skip) and old[k] != new[k]]
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None, *, strict: bool | None = None) -> Config:
     """Load a YAML config into the typed ``Config``; ``overrides`` are ``section.key=value`` strings.
 
@@ -295,6 +309,7 @@ __all__ = [
     "Translation",
     "WeightsConfig",
     "build_config",
+    "config_differences",
     "config_from_dict",
     "dump_yaml",
     "flatten",

@@ -50,10 +50,15 @@ class Source:
 
 Reader = Callable[[Any], Source]
 _READERS: dict[str, Reader] = {}
+#: The score each kind of dataset is judged by (what selects a run's epoch unless training.selection_metric
+#: says otherwise); ICBHI's by default.
+_SCORES: dict[str, str] = {"sprsound": "sprsound_score"}
+DEFAULT_SCORE = "icbhi_score"
 
 
-def register_reader(name: str, reader: Reader, tasks: Sequence[str]) -> None:
-    """Make ``dataset.name: <name>`` read with ``reader``; ``tasks``: the tasks (``ls.data.tasks``) it gives."""
+def register_reader(name: str, reader: Reader, tasks: Sequence[str], score: str = DEFAULT_SCORE) -> None:
+    """Make ``dataset.name: <name>`` read with ``reader``; ``tasks``: the tasks (``ls.data.tasks``) it gives;
+    ``score``: the metric its runs select their epoch on by default."""
     if not name.isidentifier():
         raise ValueError(f"dataset kind {name!r} must be an identifier")
     unknown = [t for t in tasks if t != LABELS and t not in TASKS]
@@ -61,6 +66,13 @@ def register_reader(name: str, reader: Reader, tasks: Sequence[str]) -> None:
         raise ValueError(f"register_reader({name!r}): unknown task(s) {unknown}")
     _READERS[name] = reader
     DATASET_TASKS[name] = tuple(tasks)
+    _SCORES[name] = score
+
+
+def dataset_score(name: str) -> str:
+    """The metric a dataset of kind ``name`` is judged by: ``sprsound_score`` for SPRSound, ``icbhi_score``
+    for ICBHI, manifests and combined datasets, a registered reader's own."""
+    return _SCORES.get(name, DEFAULT_SCORE)
 
 
 def unregister_reader(name: str) -> None:
@@ -69,6 +81,7 @@ def unregister_reader(name: str) -> None:
         raise ValueError(f"dataset kind {name!r} is built in")
     _READERS.pop(name, None)
     DATASET_TASKS.pop(name, None)
+    _SCORES.pop(name, None)
 
 
 def read_source(cfg: Any) -> Source:
@@ -286,8 +299,10 @@ register_reader("combined", read_combined, DATASET_TASKS["combined"])
 __all__ = [
     "AUDIO_PATH",
     "DATASET_FACTOR",
+    "DEFAULT_SCORE",
     "SPRSOUND_SCHEMA",
     "Source",
+    "dataset_score",
     "manifest_spec",
     "read_source",
     "register_reader",

@@ -11,7 +11,7 @@ Layout (keys of the dict, format 2)::
 
     format, version, variant, config, model, metadata_encoder, metadata_spec, class_names, member,
     thresholds, output_mode, epoch, best, best_epoch, selection,
-    trainer ({"bad_epochs", "history": [per-epoch metric dicts]}), mlflow_run_id,
+    trainer ({"bad_epochs", "history": [per-epoch metric dicts]}),
     -- and in last.pt, for resuming -- optimizer, scheduler, scaler, rng
 
 ``variant``, ``config``, ``metadata_encoder``, ``metadata_spec``, ``class_names`` and ``member`` (which member
@@ -35,7 +35,6 @@ from torch import nn
 
 from ls.engine.distributed import unwrap
 from ls.utils.io import atomic_torch_save, describe_kind, file_kind, torch_load_problem
-from ls.utils.trees import flatten
 
 #: Bumped when the checkpoint layout changes incompatibly.
 CHECKPOINT_FORMAT = 2
@@ -106,7 +105,6 @@ def make_checkpoint(
     best_epoch: int,
     selection: str,
     trainer_state: dict[str, Any],
-    mlflow_run_id: str | None,
     resume: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The checkpoint dict: ``meta`` holds the application's entries (``APPLICATION_KEYS``); ``resume``
@@ -125,7 +123,6 @@ def make_checkpoint(
         "best_epoch": best_epoch,
         "selection": selection,
         "trainer": trainer_state,
-        "mlflow_run_id": mlflow_run_id,
     }
     state["class_names"] = list(state["class_names"] or [])
     if resume is not None:
@@ -212,28 +209,6 @@ def check_resume_state(state: dict[str, Any], variant: str, path: str | Path) ->
         )
 
 
-def check_resumable(state: dict[str, Any], variant: str, config: dict[str, Any], path: str | Path) -> None:
-    """Raise if ``state`` cannot continue a run of ``variant`` with resolved ``config`` (plain dict).
-
-    Only the keys that shape the model, the data or the optimisation must match, and of ``models`` only this
-    variant's block (:func:`ls.config.run_view`); ``training.epochs`` may grow (continue a finished run for
-    longer) and the keys of :data:`ls.config.RUN_INDEPENDENT_KEYS` may change.
-    """
-    from ls.config import RUN_INDEPENDENT_KEYS, run_view
-
-    check_resume_state(state, variant, path)
-    ignore = (*RUN_INDEPENDENT_KEYS, "training.epochs")
-    old, new = flatten(run_view(state["config"], variant)), flatten(run_view(config, variant))
-    diffs = [
-        f"{k}: checkpoint {old.get(k)!r} vs run {new.get(k)!r}"
-        for k in sorted(set(old) | set(new))
-        if not k.startswith(ignore) and old.get(k) != new.get(k)
-    ]
-    if diffs:
-        shown = "; ".join(diffs[:8]) + (f"; ... ({len(diffs)} in all)" if len(diffs) > 8 else "")
-        raise CheckpointError(f"cannot resume from {path}: its config differs from this run's ({shown})")
-
-
 def find_best_beside(last_path: str | Path) -> Path | None:
     """``best.pt`` in the folder of ``last.pt`` (where the trainer writes both), if present."""
     best = Path(last_path).with_name("best.pt")
@@ -245,7 +220,6 @@ __all__ = [
     "READABLE_FORMATS",
     "CheckpointError",
     "capture_rng_state",
-    "check_resumable",
     "check_resume_state",
     "cpu_state_dict",
     "find_best_beside",

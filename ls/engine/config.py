@@ -169,6 +169,9 @@ class TrainingConfig:
     selection: Literal["strict", "paper"] = option(
         "strict", "strict: select the epoch and tune thresholds on the patient-disjoint validation split, test "
         "once at the end; paper: select and tune on the test split, as the original (optimistic numbers)")
+    selection_metric: str | None = option(
+        None, "the validation metric that selects the epoch (and drives early stopping); null: the dataset's own "
+        "score, icbhi_score for ICBHI and manifests, sprsound_score for SPRSound")
     device: Literal["auto", "cpu", "cuda"] = option(
         "auto", "`auto` (CUDA if available), `cpu` or `cuda` (an error without a GPU)")
     amp: bool | Literal["auto", "bf16", "fp16"] = option(

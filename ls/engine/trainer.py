@@ -35,7 +35,7 @@ import math
 import random
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,12 +152,15 @@ class Trainer:
         loaders: object with ``.train``, ``.val`` (None allowed under ``paper`` selection) and ``.test``.
         training: the ``training`` config section.
         mode: the run's output mode (``ls.engine.modes.OutputMode``).
-        tracker: an ``ls.engine.tracking.Tracker`` (an open run) or None for no tracking.
+        tracker: an ``ls.engine.tracking.Tracker`` (gets each epoch's metrics and the test metrics) or None.
         seed: the run's seed (per-epoch reseeding).
         checkpoint_meta: the application's entries of every checkpoint (``ckpt.APPLICATION_KEYS``: ``variant``,
             ``config`` (plain dict), ``metadata_encoder``, ``metadata_spec``, ``class_names``, ``member``).
         run_dir: where ``last.pt``/``best.pt`` go (default ``training.checkpoint_dir``).
         group_names: ``{factor: [name by id]}`` for per-factor test metrics (e.g. per device, per site).
+        epoch_end: functions called after each epoch (its metrics logged and checkpoints written) with the
+            epoch (1-based) and its metric record; an exception they raise stops training (e.g. a search
+            pruning a trial).
     """
 
     def __init__(
@@ -174,6 +177,7 @@ class Trainer:
         group_names: Mapping[str, list[str]] | None = None,
         ctx: DistContext | None = None,
         progress: bool | None = None,
+        epoch_end: Sequence[Callable[[int, dict[str, float]], None]] = (),
     ) -> None:
         self.tcfg, self.output_mode, self.seed = training, mode, int(seed)
         self.ctx = ctx or current_context()
@@ -207,6 +211,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.scaler)
 
         self.selection_split = "val" if training.selection == "strict" else "test"
+        self.selection_metric = training.selection_metric or "icbhi_score"
+        self.epoch_end = list(epoch_end)
         self.start_epoch = 0
         self.best_score = -math.inf
         self.best_epoch = 0
@@ -247,7 +253,8 @@ class Trainer:
             self._begin_epoch(epoch)  # seeds, sampler epoch, the model's per-epoch hook, weight decay
             train = self.train_one_epoch(epoch)  # data -> forward -> loss -> backward -> step
             selection = self.evaluate(self._selection_loader(), tune_thresholds=True)  # eval
-            improved = selection.score > self.best_score  # strict '>' as the paper
+            score = self._selection_score(selection)
+            improved = score > self.best_score  # strict '>' as the paper
             if improved:
                 self._remember_best(epoch, selection)
             else:
@@ -259,6 +266,8 @@ class Trainer:
             self.tracker.log_metrics(record, step=epoch + 1)
             self._print_epoch(epoch, record, improved)
             self._write_checkpoints(epoch, improved)  # checkpoint
+            for hook in self.epoch_end:
+                hook(epoch + 1, record)
             if self.tcfg.early_stopping and self.bad_epochs >= self.tcfg.early_stopping:
                 stopped_early = True
                 self._say(f"early stopping: no improvement in {self.bad_epochs} epochs")
@@ -376,15 +385,20 @@ class Trainer:
         if any_rank(bad >= 0, self.ctx):
             last = self.run_dir / "last.pt"
             where = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
-            self.tracker.end_run("FAILED")
             at = f"batch {bad + 1}" if bad >= 0 else "a batch on another process"
             raise NonFiniteLossError(
                 f"the loss became non-finite at epoch {epoch + 1}, {at}; training stopped and {where} (try a "
                 "lower training.optimizer.lr or enable training.grad_clip)"
             )
 
+    def _selection_score(self, selection: EvalResult) -> float:
+        if self.selection_metric not in selection.metrics:
+            raise ValueError(f"training.selection_metric {self.selection_metric!r} is not a metric of this run; "
+                             f"known: {', '.join(sorted(selection.metrics))}")
+        return float(selection.metrics[self.selection_metric])
+
     def _remember_best(self, epoch: int, selection: EvalResult) -> None:
-        self.best_score, self.best_epoch = selection.score, epoch + 1
+        self.best_score, self.best_epoch = self._selection_score(selection), epoch + 1
         self.best_thresholds = selection.thresholds
         self.best_state = ckpt.cpu_state_dict(self.model)  # a copy, not an alias of the live weights
         self.bad_epochs = 0
@@ -437,9 +451,8 @@ class Trainer:
         return ckpt.make_checkpoint(
             dict(weights), self.meta, thresholds=thresholds, output_mode=self.output_mode.to_dict(),
             epoch=epoch + 1, best=self.best_score, best_epoch=self.best_epoch, selection=self.tcfg.selection,
-            # the metric history so far and the tracking run: figures (training curves) from any checkpoint
-            trainer_state={"bad_epochs": self.bad_epochs, "history": list(self.history)},
-            mlflow_run_id=getattr(self.tracker, "run_id", None), resume=resume,
+            # the metric history so far: figures (training curves) from any checkpoint
+            trainer_state={"bad_epochs": self.bad_epochs, "history": list(self.history)}, resume=resume,
         )
 
     def _write_best(self) -> None:
@@ -459,9 +472,10 @@ class Trainer:
         self.saved_epoch = epoch + 1
 
     def load_resume_state(self, path: str | Path) -> None:
-        """Continue from ``last.pt``: weights, optimiser, scheduler, scaler, epoch, best, history, RNG."""
+        """Continue from ``last.pt``: weights, optimiser, scheduler, scaler, epoch, best, history, RNG. Whether its
+        config is this run's is the application's question (it knows configs); here: format and variant."""
         state = ckpt.read_checkpoint(path)
-        ckpt.check_resumable(state, self.meta.get("variant", ""), self.meta.get("config") or {}, path)
+        ckpt.check_resume_state(state, self.meta.get("variant", ""), path)
         unwrap(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import ls.engine.tracking  # noqa: F401 - before anything imports mlflow: it turns MLflow's telemetry off
+import ls.utils.telemetry  # noqa: F401 - before anything imports mlflow: it turns MLflow's telemetry off
 from ls.report.stats import ReportError, TestSet
 
 RUN_FILE = "run.json"

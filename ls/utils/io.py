@@ -181,6 +181,46 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         fh.write(data)
 
 
+def atomic_copy(src: str | Path, path: str | Path) -> None:
+    """Copy the file ``src`` to ``path`` through a temp file + rename."""
+    with open(src, "rb") as source, atomic_open(path, "wb") as fh:
+        shutil.copyfileobj(source, fh)
+
+
+@contextmanager
+def file_lock(path: str | Path, *, wait_s: float = 0.0) -> Iterator[bool]:
+    """An exclusive lock on ``path`` (a file, created if absent, or a folder) for as long as the block runs;
+    the lock goes with the process that holds it, also when it is killed. Yields whether it was taken within
+    ``wait_s`` seconds (0: one try)."""
+    import time
+
+    path = Path(path)
+    if path.is_dir():
+        fd = os.open(path, os.O_RDONLY)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~current_umask())
+    try:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - no cross-process lock on Windows
+            yield True
+            return
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(0.05)
+        yield True
+    finally:
+        os.close(fd)
+
+
 def atomic_torch_save(obj: object, path: str | Path) -> None:
     """``torch.save`` through a temp file + rename (checkpoints are never half-written)."""
     import torch
@@ -248,6 +288,7 @@ def torch_load_problem(exc: BaseException) -> str:
 
 __all__ = [
     "WriteError",
+    "atomic_copy",
     "atomic_open",
     "atomic_torch_save",
     "atomic_write_bytes",
@@ -256,6 +297,7 @@ __all__ = [
     "default_file_mode",
     "describe_kind",
     "file_kind",
+    "file_lock",
     "torch_load_problem",
     "write_failure_reason",
 ]

@@ -33,8 +33,9 @@ from typing import Any
 
 import numpy as np
 
-import ls.engine.tracking  # noqa: F401 - before anything imports mlflow: it turns MLflow's telemetry off
+import ls.utils.telemetry  # noqa: F401 - before anything imports mlflow: it turns MLflow's telemetry off
 from ls.utils.cli import add_traceback_option, run_command
+from ls.utils.trees import to_dict
 
 log = logging.getLogger(__name__)
 
@@ -216,11 +217,11 @@ def training_history(ctx: Any) -> list[dict] | dict | None:
         return history
     run_id = state.get("mlflow_run_id")
     if run_id:
-        from ls.engine.tracking import resolve_settings
+        from ls.runs.mirror import resolve_settings
         from ls.viz.performance import history_from_mlflow
 
         try:
-            return history_from_mlflow(run_id, resolve_settings(ctx.cfg.mlflow).tracking_uri)
+            return history_from_mlflow(run_id, resolve_settings(to_dict(ctx.cfg.mlflow)).tracking_uri)
         except Exception as exc:  # noqa: BLE001 - a missing/unreachable run only costs this one figure
             print(f"note: no training curves for {ctx.path}: MLflow run {run_id} unavailable ({exc})",
                   file=sys.stderr)
@@ -266,9 +267,10 @@ def attach_to_run(paths: Sequence[Path], run_id: str, cfg: Any) -> None:
     """Upload ``paths`` to MLflow run ``run_id`` under ``figures/``."""
     from mlflow.tracking import MlflowClient
 
-    from ls.engine.tracking import resolve_settings
+    from ls.runs.mirror import resolve_settings
 
-    client = MlflowClient(tracking_uri=resolve_settings(getattr(cfg, "mlflow", None)).tracking_uri)
+    mlflow = getattr(cfg, "mlflow", None)
+    client = MlflowClient(tracking_uri=resolve_settings(None if mlflow is None else to_dict(mlflow)).tracking_uri)
     for path in paths:
         client.log_artifact(run_id, str(path), artifact_path="figures")
 

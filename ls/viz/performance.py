@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
-import ls.engine.tracking  # noqa: F401 - before anything imports mlflow: it turns MLflow's telemetry off
+import ls.utils.telemetry  # noqa: F401 - before anything imports mlflow: it turns MLflow's telemetry off
 from ls.viz.style import (
     TEXT_WIDTH,
     figure,
