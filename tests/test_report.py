@@ -653,3 +653,20 @@ def test_cli_writes_the_report_and_the_files_round_trip(tmp_path, capsys, small_
     assert comp["ci_low"].to_numpy() == pytest.approx(comparison_frame(report)["ci_low"].to_numpy())
     assert main(["--runs", str(tmp_path / "runs"), "--out", str(out), "--baseline", "resnet"]) == 2
     assert "error: baseline 'resnet' has no runs" in capsys.readouterr().err
+
+
+def test_wilcoxon_note_counts_only_the_non_zero_differences():
+    """Zero differences are dropped by the signed-rank test, so the smallest p it can give follows from the
+    non-zero ones: with one zero among 5 seeds that is 2/2^4 = 0.125, not 2/2^5 = 0.0625."""
+    cycles = make_cycles(30, 4)
+    runs = []
+    for s in (1, 2, 3, 4, 5):
+        base = predict(cycles, 0.3, seed=s)
+        better = base.copy() if s == 1 else predict(cycles, 1.2, seed=100 + s)  # seed 1: the same predictions
+        runs += [make_run("ast", s, base), make_run("var", s, better)]
+    section = build_report(runs, Settings(n_boot=100)).sections[0]
+    row = section.comparison.iloc[0]
+    assert row["n_pairs"] == 5 and row["wilcoxon_n"] == 4 and row["diffs"][0] == 0.0
+    floor = [n for n in section.notes if "Wilcoxon test cannot give p below" in n]
+    assert len(floor) == 1, section.notes
+    assert "4 non-zero differences" in floor[0] and "0.125" in floor[0] and "0.0625" not in floor[0]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ls.report.paths import shown_sources, without_absolute_paths
 from ls.report.runs import Run, align_runs, split_by_selection
 from ls.report.stats import (
     BASE_METRICS,
@@ -19,6 +20,7 @@ from ls.report.stats import (
     TestSet,
     compare_to_baseline,
     format_keys,
+    format_p,
     min_wilcoxon_p,
     parse_metric,
     run_metrics,
@@ -100,29 +102,31 @@ def composition(test_set: TestSet) -> pd.DataFrame:
     )  # fmt: skip
 
 
-def _logged_mismatches(runs: Sequence[Run], point: pd.DataFrame) -> list[str]:
+def _logged_mismatches(runs: Sequence[Run], names: Sequence[str], point: pd.DataFrame) -> list[str]:
     notes = []
-    for r, run in enumerate(runs):
+    for r, (run, name) in enumerate(zip(runs, names, strict=True)):
         bad = []
         for key, logged in run.test.items():
             value = point.at[r, key] if key in point.columns else np.nan
             if np.isfinite(value) and abs(value - logged) > LOGGED_TOLERANCE:
                 bad.append(f"{key} {100 * logged:.2f} logged vs {100 * value:.2f} recomputed")
         if bad:
-            notes.append(f"{run.source}: logged test metrics differ from those recomputed from its predictions "
+            notes.append(f"{name}: logged test metrics differ from those recomputed from its predictions "
                          f"(the report uses the recomputed ones): {'; '.join(bad[:4])}"
                          + (f"; and {len(bad) - 4} more" if len(bad) > 4 else ""))
     return notes
 
 
-def build_section(runs: Sequence[Run], settings: Settings) -> Section:
-    """The report of runs that share one selection protocol and one test set."""
-    aligned = align_runs(runs)
+def build_section(runs: Sequence[Run], settings: Settings, names: Sequence[str] | None = None) -> Section:
+    """The report of runs that share one selection protocol and one test set. ``names``: how the report
+    names each run (default :func:`ls.report.paths.shown_sources` of their sources: no absolute path)."""
+    aligned = align_runs(runs)  # its errors name the runs by their full source
+    names = list(names) if names is not None else shown_sources([r.source for r in runs])
     notes = list(aligned.notes)
     selection = runs[0].selection
     point = run_metrics(aligned.test_set, aligned.preds)
-    notes += _logged_mismatches(aligned.runs, point)
-    table = pd.concat([aligned.table, point], axis=1)
+    notes += _logged_mismatches(aligned.runs, names, point)
+    table = pd.concat([aligned.table.assign(source=names), point], axis=1)
     baseline = settings.baseline if settings.baseline in set(table["variant"]) else None
     variants = variant_order(table["variant"], baseline)
     display: dict[str, str] = {}
@@ -216,12 +220,16 @@ def _comparison_notes(comparison: pd.DataFrame, display: dict[str, str], setting
             if share > DROPPED_WARNING:
                 text += "; the interval is conditional on the metric being defined"
             notes.append(text)
-    n_pairs = sorted({int(n) for n in comparison["n_pairs"] if n >= 2})
-    for n in n_pairs:
-        floor = min_wilcoxon_p(n)
-        if floor > 1.0 - settings.confidence:
-            notes.append(f"with {n} pairs the exact Wilcoxon test cannot give p below {floor:.4g} "
-                         f"(all {n} differences of one sign), so it cannot reach p < {1 - settings.confidence:.2g}")
+    # the signed-rank test drops zero differences, so its smallest p follows from the non-zero ones
+    counts = sorted({(int(w), int(n)) for w, n in zip(comparison["wilcoxon_n"], comparison["n_pairs"], strict=True)
+                     if w >= 2})
+    alpha = 1.0 - settings.confidence
+    for nonzero, pairs in counts:
+        floor = min_wilcoxon_p(nonzero)
+        if floor > alpha:
+            among = "" if nonzero == pairs else f" (of {pairs} pairs; zero differences are dropped)"
+            notes.append(f"with {nonzero} non-zero differences{among} the exact Wilcoxon test cannot give p below "
+                         f"{format_p(floor)} (all {nonzero} of one sign), so it cannot reach p < {alpha:.2g}")
     if settings.n_boot < FEW_REPLICATES:
         notes.append(f"only {settings.n_boot} bootstrap replicates: the interval ends are noisy "
                      f"(use >= {FEW_REPLICATES}, default 2000)")
@@ -249,8 +257,12 @@ def build_report(runs: Sequence[Run], settings: Settings | None = None, *, sourc
     if not any(r.variant == settings.baseline for rs in groups.values() for r in rs):
         found = sorted({r.variant for rs in groups.values() for r in rs})
         raise ReportError(f"baseline {settings.baseline!r} has no runs (variants: {', '.join(found)})")
-    sections = [build_section(group, settings) for group in groups.values()]
-    return Report(sections=sections, settings=settings, source=source, notes=list(notes))
+    # one naming for every section: run folders relative to the folder that holds them all
+    every = [r for group in groups.values() for r in group]
+    shown = dict(zip(map(id, every), shown_sources([r.source for r in every]), strict=True))
+    sections = [build_section(group, settings, [shown[id(r)] for r in group]) for group in groups.values()]
+    return Report(sections=sections, settings=settings, source=without_absolute_paths(source),
+                  notes=[without_absolute_paths(n) for n in notes])
 
 
 __all__ = [

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ls.report.build import Report, Section, Settings
-from ls.report.stats import BASE_METRICS, format_keys
+from ls.report.stats import BASE_METRICS, NOT_COMPUTED, format_keys, format_p
 from ls.utils.io import atomic_write_text
 from ls.viz.style import category_colors, figure, paper_style, save_figure
 
@@ -33,7 +33,6 @@ METRIC_LABELS = {
 #: white (``ls.viz.style.MIN_CONTRAST``); the baseline is dark grey.
 VARIANT_PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#B8860B", "#0A9396", "#8C564B", "#9467BD")
 BASELINE_COLOR = "#4d4d4d"
-NOT_COMPUTED = "n/c"
 
 Table = tuple[list[str], list[list[str]]]
 
@@ -69,10 +68,8 @@ def fmt_mean_sd(mean: float, std: float, n: int, digits: int = 2) -> str:
 
 
 def fmt_p(p: float | None) -> str:
-    """``0.012``, ``<0.001``, or ``n/c`` (not computed)."""
-    if not _finite(p):
-        return NOT_COMPUTED
-    return "<0.001" if p < 0.001 else f"{p:.3g}"
+    """A p-value as every part of the report writes it (:func:`ls.report.stats.format_p`)."""
+    return format_p(p if _finite(p) else None)
 
 
 # =================================================================================================
