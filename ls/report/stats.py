@@ -23,7 +23,6 @@ from scipy import stats as _sps
 
 from ls.engine.metrics import binary_icbhi_scores, group_metrics, icbhi_scores
 
-
 #: What a table shows for a test or interval that was not computed (too few pairs, no spread).
 NOT_COMPUTED = "n/c"
 
@@ -41,6 +40,15 @@ BASE_METRICS = (
     "binary_sensitivity",
     "binary_icbhi_score",
 )
+#: Short labels of the whole-test-set metrics (tables, figures, notes).
+METRIC_LABELS = {
+    "specificity": "Sp",
+    "sensitivity": "Se",
+    "icbhi_score": "Score",
+    "binary_specificity": "2-class Sp",
+    "binary_sensitivity": "2-class Se",
+    "binary_icbhi_score": "2-class Score",
+}
 #: Per-factor-value metrics that ``ls.engine.metrics.group_metrics`` defines (``<factor>/<value>/<metric>``).
 GROUP_METRICS = ("specificity", "sensitivity", "icbhi_score", "binary_sensitivity", "binary_icbhi_score")
 
@@ -536,6 +544,7 @@ __all__ = [
     "BASE_METRICS",
     "COMPARISON_COLUMNS",
     "GROUP_METRICS",
+    "METRIC_LABELS",
     "NOT_COMPUTED",
     "Pairing",
     "ReportError",
