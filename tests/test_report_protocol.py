@@ -133,3 +133,19 @@ def test_run_json_protocol_is_read_and_checked(tmp_path):
     (tmp_path / "runs" / "var" / "run.json").write_text(json.dumps(meta))
     with pytest.raises(ReportError, match=r"var: run.json: 'protocol' must be an object, got str"):
         load_runs(tmp_path / "runs")
+
+
+def test_protocol_card_imports_nothing_heavy():
+    """Training builds the card: importing it must not pull in pandas, scipy, MLflow or matplotlib (the rest
+    of ls.report is loaded on first use)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    code = ("import sys; from ls.report.protocol import protocol_card; "
+            "print(sorted(m for m in ('pandas', 'scipy', 'mlflow', 'matplotlib', 'torch') if m in sys.modules))")
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert done.stdout.strip() == "[]"
