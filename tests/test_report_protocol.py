@@ -133,6 +133,10 @@ def test_run_json_protocol_is_read_and_checked(tmp_path):
     (tmp_path / "runs" / "var" / "run.json").write_text(json.dumps(meta))
     with pytest.raises(ReportError, match=r"var: run.json: 'protocol' must be an object, got str"):
         load_runs(tmp_path / "runs")
+    meta["protocol"] = {**runs[1].protocol, "selection": "paper"}
+    (tmp_path / "runs" / "var" / "run.json").write_text(json.dumps(meta))
+    with pytest.raises(ReportError, match=r"var: run.json has selection 'strict' but its protocol card says 'paper'"):
+        load_runs(tmp_path / "runs")
 
 
 def test_protocol_card_imports_nothing_heavy():

@@ -103,6 +103,9 @@ def parse_run(meta: Mapping, predictions: pd.DataFrame, where: str, csv_name: st
             protocol = parse_card(protocol, f"{where}: {RUN_FILE}")
         except TypeError as exc:
             raise ReportError(str(exc)) from None
+        if protocol.get("selection", selection) != selection:
+            raise ReportError(f"{where}: {RUN_FILE} has selection {selection!r} but its protocol card says "
+                              f"{protocol['selection']!r}")
     run = Run(
         variant=variant,
         display_name=str(meta.get("display_name") or variant),
