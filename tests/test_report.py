@@ -852,10 +852,18 @@ def test_latex_tables_fit_the_page_and_use_true_minus_signs():
     tex = latex_table(wide, "c", "tab:w")
     assert tex.startswith(r"\begin{table*}[tbp]") and tex.endswith(r"\end{table*}")
     assert r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%" in tex
-    report_tex = latex_report(_three_variant_report(seeds=(1, 2, 3)))
+    report = _three_variant_report(seeds=(1, 2, 3))
+    report_tex = latex_report(report)
     body = "\n".join(line for line in report_tex.splitlines() if not line.startswith("%"))
     assert "$-$" in body
     assert not re.search(r"(?<![\w$])-\d", body)  # no hyphen before a number
+    # cells leave out the n that every cell shares (narrower); the note says it once
+    summary = next(t for t in re.split(r"\\begin\{table\*?\}", report_tex) if "Test metrics over seeds" in t)
+    header, rows = summary_table(report.sections[0], compact=True)
+    assert rows[0][1] == summary_table(report.sections[0])[1][0][1].removesuffix(" (n=3)")
+    assert "(n=" not in summary.split(r"\bottomrule")[0]
+    assert " & ".join(map(latex_escape, rows[0])) + r" \\" in summary
+    assert "over all 3 runs of each variant" in summary
 
 
 def _compile(tex_dir: Path, name: str, preamble: str) -> str:

@@ -83,7 +83,6 @@ class Section:
                 out.append((key[len(prefix):-len(base) - 1], key))
         return out
 
-
     def factor_values(self, factor: str, base: str = "icbhi_score") -> list[tuple[str, str | None, str]]:
         """Every value of ``factor`` in the test set, in value order, as ``(value, metric key, why)``: the key
         of ``base`` for the value where some run defines it, else None and ``why`` it is undefined (a value
@@ -205,10 +204,8 @@ def build_section(runs: Sequence[Run], settings: Settings, names: Sequence[str] 
     ts = aligned.test_set
     if ts.n_clusters < FEW_PATIENTS:
         notes.append(few_patients_warning(ts.n_clusters))
-    name_of = dict(zip(map(id, aligned.runs), names, strict=True))
     seeds = {v: sorted({int(s) for s in table.loc[table["variant"] == v, "seed"]}) for v in variants}
-    card, card_notes = section_card([r.protocol for r in runs], [name_of[id(r)] for r in runs], seeds,
-                                    ts.n_clusters, ts.n_cycles)
+    card, card_notes = section_card([r.protocol for r in runs], names, seeds, ts.n_clusters, ts.n_cycles)
     notes += card_notes
     return Section(
         selection=selection, variants=variants, display_names=display, baseline=baseline, runs=table,
