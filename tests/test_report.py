@@ -859,7 +859,7 @@ def test_latex_tables_fit_the_page_and_use_true_minus_signs():
     assert not re.search(r"(?<![\w$])-\d", body)  # no hyphen before a number
     # cells leave out the n that every cell shares (narrower); the note says it once
     summary = next(t for t in re.split(r"\\begin\{table\*?\}", report_tex) if "Test metrics over seeds" in t)
-    header, rows = summary_table(report.sections[0], compact=True)
+    _, rows = summary_table(report.sections[0], compact=True)
     assert rows[0][1] == summary_table(report.sections[0])[1][0][1].removesuffix(" (n=3)")
     assert "(n=" not in summary.split(r"\bottomrule")[0]
     assert " & ".join(map(latex_escape, rows[0])) + r" \\" in summary
