@@ -85,9 +85,9 @@ def test_run_logs_figures_and_the_config_resolved_after_build_datasets(synthetic
     card = run["protocol"]
     assert (card["split"], card["selection"], card["selection_metric"], card["thresholds_tuned_on"]) == (
         "official", "strict", "icbhi_score", "validation")
-    assert card["test_set"] == {"name": "icbhi/icbhi4 test", "patients": preds["patient"].nunique(),
+    assert card["test_set"] == {"name": "icbhi test", "task": "icbhi4", "patients": preds["patient"].nunique(),
                                 "cycles": len(preds)}
-    assert "crackle / wheeze / both" in card["sensitivity"] and card["seeds"] == 1
+    assert "crackle, wheeze, both" in card["sensitivity"] and card["seeds"] == 1
 
 
 def test_run_figures_skip_curves_of_a_single_epoch(tmp_path):
@@ -125,7 +125,6 @@ def test_script_reports_every_input_size_mismatch_naming_the_keys(tmp_path, caps
 def test_the_selection_metric_follows_the_dataset_unless_configured(tmp_path):
     """SPRSound runs select their epoch on the challenge's score, ICBHI and manifest runs on the ICBHI score; a
     configured training.selection_metric wins, is stored as configured (null stays null) and reaches the card."""
-    from ls.engine.modes import OutputMode
     from ls.runs.protocol import protocol_card
 
     def cfg(**over):
@@ -138,10 +137,7 @@ def test_the_selection_metric_follows_the_dataset_unless_configured(tmp_path):
     chosen = cfg(dataset={"name": "sprsound", "task": "event2"}, training={"selection_metric": "harmonic_score"})
     assert runner.selection_metric(chosen) == "harmonic_score"
     assert runner.stored_config(cfg())["training"]["selection_metric"] is None
-    card = protocol_card(split="official", selection="paper", selection_metric="sprsound_score", thresholds="tuned",
-                         mode=OutputMode("binary", 2, 1, ("normal", "adventitious")), dataset="sprsound",
-                         task="event2", test_patients=3, test_cycles=40)
+    card = protocol_card(split="official", selection="paper", selection_metric="sprsound_score",
+                         output_kind="binary", thresholds_tuned=True, dataset="sprsound", task="event2",
+                         class_names=["normal", "adventitious"], test_patients=3, test_cycles=40)
     assert card["thresholds_tuned_on"] == "test" and "adventitious" in card["sensitivity"]
-    assert protocol_card(split="official", selection="strict", selection_metric="icbhi_score", thresholds="argmax",
-                         mode=OutputMode("multiclass", 3, 3), dataset="icbhi", task=None, test_patients=1,
-                         test_cycles=2)["thresholds_tuned_on"] == "none (the most probable class)"
