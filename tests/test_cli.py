@@ -57,14 +57,12 @@ CASES = {
     "ls.predict": [("missing checkpoint", lambda t: ["--checkpoint", "missing.pt", "--wav", "a.wav"], "missing.pt")],
     "ls.report": [("missing runs folder", lambda t: ["--runs", "nowhere", "--out", "out"], "nowhere")],
     "ls.study": [("missing study file", lambda t: ["missing_study.yaml"], "missing_study.yaml")],
-    "ls.tracking": [("no buffer there", lambda t: ["replay", "nowhere"], "nowhere")],
+    "ls.tracking": [("no record there", lambda t: ["sync", "nowhere"], "nowhere"),
+                    ("the old name", lambda t: ["replay", "nowhere"], "nowhere")],
     "ls.quickstart": [("OUT is a file", lambda t: ["--out", _a_file(t), "--no-tracking"], "taken")],
 }
 #: Commands that do not use the common style yet, with why (the case is expected to fail; strict: it must).
-NOT_YET = {
-    "ls.quickstart": "ls/quickstart.py runs without ls.utils.cli.run_command: an OSError ends in a traceback "
-                     "(exit 1); the runs rework (issue 22) moves it onto the common executor and command line",
-}  # fmt: skip
+NOT_YET: dict[str, str] = {}
 
 
 def test_every_command_has_a_bad_input_case():
