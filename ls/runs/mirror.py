@@ -223,8 +223,8 @@ _CLIENTS: dict[tuple[str, str | None], Any] = {}
 
 def client_for(settings: TrackingSettings) -> Any:
     """An ``MlflowClient`` for the store (one per store and user in this process). A new SQLite store is
-    created once, under a lock on its folder: MLflow's table creation races when several processes start on
-    a store that does not exist yet."""
+    created once, under a lock on its folder (made first when it does not exist yet, as MLflow would): MLflow's
+    table creation races when several processes start on a store that does not exist yet."""
     key = (settings.tracking_uri, settings.username)
     if key in _CLIENTS:
         return _CLIENTS[key]
@@ -238,7 +238,8 @@ def client_for(settings: TrackingSettings) -> Any:
     from mlflow.tracking import MlflowClient
 
     db = _sqlite_path(settings.tracking_uri)
-    if db is not None and db.parent.is_dir():
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
         with file_lock(db.parent, wait_s=120):
             client = MlflowClient(tracking_uri=settings.tracking_uri)
             client.search_experiments(max_results=1)  # creates and migrates a new store, inside the lock
