@@ -530,10 +530,13 @@ def _parent_run_id(folder: Path, parent: str | None, settings: TrackingSettings,
 
 def _next_batch(lines: list[str], cursor: int) -> tuple[list[dict[str, Any]], int]:
     """The events from ``cursor`` that go in one call: consecutive metrics, params or tags events up to
-    MLflow's batch limits, or one other event. Unreadable lines (cut by a crash) ride along and are dropped."""
+    MLflow's batch limits, or one other event. Unreadable lines (cut by a crash) ride along and are dropped.
+    A param logged again ends the batch: merged into one call, its later value would silently win, where the
+    store (params are immutable) refuses it with a warning."""
     first = parse_event(lines[cursor]) or {}
     kind = first.get("event")
     batch, i, size = [first], cursor + 1, _size(first)
+    params = set(first.get("params") or {}) if kind == "params" else set()
     if kind in _BATCH_LIMITS:
         while i < len(lines):
             nxt = parse_event(lines[i])
@@ -542,6 +545,10 @@ def _next_batch(lines: list[str], cursor: int) -> tuple[list[dict[str, Any]], in
                 continue
             if nxt.get("event") != kind or size + _size(nxt) > _BATCH_LIMITS[kind]:
                 break
+            if kind == "params":
+                if params & set(nxt.get("params") or {}):
+                    break
+                params |= set(nxt.get("params") or {})
             batch.append(nxt)
             size += _size(nxt)
             i += 1
