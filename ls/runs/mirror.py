@@ -27,7 +27,6 @@ import dataclasses
 import json
 import logging
 import math
-import mmap
 import os
 import re
 import shlex
@@ -41,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ls.runs.record import EVENTS_FILE, EventLog, parse_event
-from ls.runs.secrets import scrub, secret_values, split_userinfo, strip_userinfo
+from ls.runs.secrets import holds_secret, redacted_text, scrub, split_userinfo, strip_userinfo
 from ls.utils.errors import LsError
 from ls.utils.io import atomic_write_text, file_lock
 from ls.utils.telemetry import configure_telemetry
@@ -57,8 +56,6 @@ _LOCK_FILE = ".mlflow.lock"
 #: MLflow caps one log_batch call at 1000 metrics / 100 params / 100 tags.
 _BATCH_LIMITS = {"metrics": 1000, "params": 100, "tags": 100}
 _MAX_PARAM_CHARS = 6000
-_TEXT_SUFFIXES = {".yaml", ".yml", ".json", ".jsonl", ".txt", ".csv", ".tsv", ".md", ".log", ".cfg", ".ini",
-                  ".toml", ".py", ".sh", ".tex"}
 
 
 class TrackingError(LsError, RuntimeError):
@@ -594,19 +591,16 @@ def _safe_artifact(path: Path, settings: TrackingSettings, stack: contextlib.Exi
     if not path.exists():
         warnings.warn(f"artifact {path} is gone; not uploaded", stacklevel=3)
         return None
-    needles = [s.encode() for s in secret_values(settings.secrets())]
-    if path.is_dir() or not needles or path.stat().st_size == 0:
+    if path.is_dir() or not holds_secret(path, settings.secrets()):
         return path
-    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        if not any(data.find(n) != -1 for n in needles):
-            return path
-    if path.suffix.lower() in _TEXT_SUFFIXES:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ls-redacted-"))) / path.name
-        tmp.write_text(scrub(path.read_text(encoding="utf-8", errors="replace"), settings.secrets()), encoding="utf-8")
-        warnings.warn(f"{path} contains the MLflow tracking password; uploading a redacted copy", stacklevel=3)
-        return tmp
-    warnings.warn(f"{path} contains the MLflow tracking password; NOT uploaded to MLflow", stacklevel=3)
-    return None
+    text = redacted_text(path, settings.secrets())
+    if text is None:
+        warnings.warn(f"{path} contains the MLflow tracking password; NOT uploaded to MLflow", stacklevel=3)
+        return None
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ls-redacted-"))) / path.name
+    tmp.write_text(text, encoding="utf-8")
+    warnings.warn(f"{path} contains the MLflow tracking password; uploading a redacted copy", stacklevel=3)
+    return tmp
 
 
 def _param_value(v: Any) -> str:
@@ -726,9 +720,9 @@ __all__ = [
     "client_for",
     "find_records",
     "open_hint",
+    "reachable",
     "read_mlflow_yaml",
     "read_state",
-    "reachable",
     "resolve_settings",
     "start_mirror",
     "sync",
