@@ -96,10 +96,13 @@ def test_sync_uploads_a_recorded_run_once_however_often_it_runs(tmp_path, local_
     assert len(client(local_store).search_runs([run.info.experiment_id])) == 1
 
 
-def test_a_live_mirror_syncs_each_event_and_the_log_is_the_same_online_or_not(tmp_path, local_store):
+def test_a_live_mirror_syncs_each_event_and_the_log_is_the_same_online_or_not(tmp_path, local_store,
+                                                                              monkeypatch, capsys):
     """A record with a mirror writes exactly the events a record without one writes, and is in the store as
-    soon as each is written; one whose store is away goes on the same way."""
-    mirror = start_mirror({"tracking_uri": local_store, "experiment_name": "test-live"})
+    soon as each is written; one whose store is away goes on the same way. A store named relative to the
+    working directory is recorded by its absolute path, so that a sync from elsewhere finds it."""
+    assert local_store == f"sqlite:///{tmp_path}/mlflow.db"
+    mirror = start_mirror({"tracking_uri": "sqlite:///mlflow.db", "experiment_name": "test-live"})
     online = RunRecord(tmp_path / "online", mirror)
     online.start("live", tags={"variant": "ast"})
     assert online.synced and online.run_id is not None
@@ -108,6 +111,12 @@ def test_a_live_mirror_syncs_each_event_and_the_log_is_the_same_online_or_not(tm
     online.end()
     assert online.synced and client(local_store).get_run(online.run_id).info.status == "FINISHED"
     assert mirror.unsynced == {}
+    assert list(read_state(online.folder)) == [local_store]
+    run_id = online.run_id
+    monkeypatch.chdir(tmp_path / "online")
+    assert tracking_main(["sync", str(online.folder)]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"already in run {run_id} at {local_store}; nothing to upload")
+    monkeypatch.chdir(tmp_path)
 
     with refused_uri() as uri, warnings.catch_warnings(record=True) as caught:
         away = Mirror(settings_for(uri, "test-live", attempts=1))
