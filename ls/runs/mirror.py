@@ -73,10 +73,12 @@ _HTTP_ENV_WRITTEN: dict[str, str] = {}
 
 
 def _apply_http_env(settings: TrackingSettings) -> None:
-    """Short MLflow HTTP timeouts and no MLflow-level retries (the mirror retries itself). A value the user set
-    is kept: only values this module wrote are updated."""
+    """Short MLflow HTTP timeouts, no MLflow-level retries (the mirror retries itself), and no "View run" lines
+    printed by MLflow at each run's end (ls says once where the runs are). A value the user set is kept: only
+    values this module wrote are updated."""
     wanted = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-              "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, math.ceil(settings.http_timeout_s)))}
+              "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, math.ceil(settings.http_timeout_s))),
+              "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
     for key, value in wanted.items():
         current = os.environ.get(key)
         if current is None or current == _HTTP_ENV_WRITTEN.get(key):
