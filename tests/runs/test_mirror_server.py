@@ -144,7 +144,7 @@ def test_check_connection_to_a_hung_socket_gives_up_quickly():
 
 
 # -- while a run records ------------------------------------------------------------------------------------
-def test_params_metrics_artifacts_and_nested_runs_reach_the_server(mlflow_server, tmp_path):
+def test_params_metrics_artifacts_and_nested_runs_reach_the_server(mlflow_server, tmp_path, capsys):
     mirror = started_mirror(settings_for(mlflow_server, "test-live"))
     parent = RunRecord(tmp_path / "group", mirror)
     parent.start("group", tags={"variant": "ast"})
@@ -165,6 +165,7 @@ def test_params_metrics_artifacts_and_nested_runs_reach_the_server(mlflow_server
     parent.end()
 
     assert parent.synced and member.synced and mirror.unsynced == {}
+    assert capsys.readouterr().out == ""  # MLflow's own "View run ..." lines stay out of a training's output
     c = client(mlflow_server.backend.uri)
     run = c.get_run(member.run_id)
     assert run.data.tags["mlflow.parentRunId"] == parent.run_id and run.data.tags["seed"] == "1"
