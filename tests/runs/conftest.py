@@ -6,9 +6,10 @@ from __future__ import annotations
 import os
 
 import pytest
-from mirror_support import AuthProxy, MlflowServer
 
 import ls.runs.mirror as mirror_module
+
+from .mirror_support import AuthProxy, MlflowServer
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,6 @@ import warnings
 from pathlib import Path
 
 import pytest
-from mirror_support import refused_uri
 
 from ls.runs.mirror import (
     STATE_FILE,
@@ -24,6 +23,8 @@ from ls.runs.mirror import (
 )
 from ls.runs.record import EVENTS_FILE, EventLog, RunRecord
 from ls.tracking import main as tracking_main
+
+from .mirror_support import refused_uri
 
 
 def settings_for(uri: str, experiment: str = "test-mirror", **kw) -> TrackingSettings:

@@ -21,7 +21,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from mirror_support import PASSWORD, REPO, USER, tiny_training_config
 
 from ls.runs.executor import tracking_summary
 from ls.runs.mirror import (
@@ -31,9 +30,13 @@ from ls.runs.mirror import (
     TrackingSettings,
     check_connection,
     resolve_settings,
+    sync,
 )
 from ls.runs.record import EventLog, RunRecord
 from ls.runs.secrets import REDACTED
+from ls.tracking import main as tracking_main
+
+from .mirror_support import PASSWORD, REPO, USER, tiny_training_config
 
 pytestmark = pytest.mark.slow
 
@@ -258,8 +261,6 @@ def test_a_hung_server_costs_a_bounded_total_stall(proxy, tmp_path):
     assert proxy.requests - before >= 1 + 1 + 2  # the call that timed out, probes, one per end
     assert set(mirror.unsynced) == {parent.folder.resolve(), member.folder.resolve()}
     proxy.reset()
-    from ls.runs.mirror import sync
-
     reports = sync(tmp_path / "group", settings)  # both records live under the group folder
     assert [r.complete for r in reports] == [True, True]
     for record in (parent, member):
@@ -290,20 +291,18 @@ def test_no_secret_in_the_run_folder_on_the_server_or_in_messages(proxy, tmp_pat
         record.start("secrets", tags={"hf_token": "hf-" + PASSWORD, "note": f"pw={PASSWORD}"})
         record.log_params({"mlflow.tracking_password": PASSWORD, "mlflow.tracking_username": USER,
                            "mlflow.tracking_uri": uri_with_password, "note": f"pw={PASSWORD}", "lr": 0.1})
-        record.log_artifact(config)  # a redacted copy is uploaded
+        record.log_artifact(config)  # recorded and uploaded redacted
         proxy.down = True
         record.log_params({"late.api_key": PASSWORD, "late.uri": uri_with_password})  # recorded, synced later
         record.set_tags({"late_secret": PASSWORD})
         record.log_metrics({"loss": 1.0}, step=1)
         record.log_artifact(config, "late")
-        record.log_artifact(binary)  # not uploaded: it holds the password
+        record.log_artifact(binary)  # neither recorded nor uploaded: it holds the password
         record.end()
         assert not record.synced
         leaked = [f for f in run.rglob("*") if f.is_file() and PASSWORD.encode() in f.read_bytes()]
         assert not leaked
         proxy.down = False
-        from ls.tracking import main as tracking_main
-
         os.environ.update(MLFLOW_TRACKING_USERNAME=USER, MLFLOW_TRACKING_PASSWORD=PASSWORD)
         assert tracking_main(["sync", str(run)]) == 0
     messages = [str(w.message) for w in caught]
@@ -440,7 +439,6 @@ def test_ctrl_c_and_resume_continue_the_same_mlflow_run_and_match_an_uninterrupt
     afterwards."""
     import ls.train
     from ls.engine.trainer import Trainer
-    from ls.tracking import main as tracking_main
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", proxy.uri)
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", USER)

@@ -7,12 +7,13 @@ import json
 import warnings
 
 import pytest
-from mirror_support import PASSWORD, USER
 
 from ls.engine.tracking import Tracker
 from ls.runs.mirror import TrackingSettings
 from ls.runs.record import ARTIFACTS_FOLDER, EVENTS_FILE, EventLog, RunRecord, status_of
 from ls.runs.secrets import REDACTED, redact_params, scrub, split_userinfo, without_credentials
+
+from .mirror_support import PASSWORD, USER
 
 
 def kinds(folder) -> list[str]:

@@ -8,11 +8,12 @@ import subprocess
 import sys
 
 import pytest
-from mirror_support import PASSWORD, REPO, USER
 
 from ls.config import ConfigError
 from ls.runs.mirror import DEFAULT_TRACKING_URI, TrackingSettings, open_hint, resolve_settings, sync_command
 from ls.utils.telemetry import configure_telemetry
+
+from .mirror_support import PASSWORD, REPO, USER
 
 
 def test_settings_default_to_the_store_mlflow_ui_opens():
