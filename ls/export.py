@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import hashlib
 import io
@@ -254,7 +255,8 @@ def split_cycles(ctx: InferenceContext, split: str = "test") -> SplitCycles:
     from ls.data import build_datasets
     from ls.engine.predict_rules import target_classes
 
-    cfg = dataclasses.replace(ctx.cfg, dataset=dataclasses.replace(ctx.cfg.dataset))
+    cfg = copy.deepcopy(ctx.cfg)
+    cfg.audio.raw_augment = False  # only the table, metadata and labels are read: no augmentation cache
     datasets = build_datasets(cfg, encoder=ctx.encoder)
     dataset = getattr(datasets, split)
     if dataset is None or len(dataset) == 0:
@@ -401,6 +403,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if out.is_dir():
             raise ValueError(f"--out {out} is a folder; give the file to write, e.g. {out / 'model.onnx'}")
         ctx = load_for_inference(args.checkpoint, args.config, "cpu")
+        if args.quantize:  # the int8 report reads the run's data: know it is there before exporting
+            from ls.evaluate import require_data_folder
+
+            require_data_folder(ctx, args.config)
         export_model(ctx, out, features=args.features, opset=args.opset)
         diff = check_export(ctx, out, args.features)
         mb = out.stat().st_size / 1e6
@@ -410,10 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"{out}: onnxruntime and PyTorch differ by {diff:.2g} on random inputs (expected "
                              "< 1e-3): the export is not faithful; please report it with --traceback output")
         if args.quantize:
-            from ls.evaluate import require_data_folder
-
             q = quantize_int8(out, int8_path(out))
-            require_data_folder(ctx, args.config)
             report = quantization_report(ctx, out, q, args.split, args.max_drop)
             atomic_write_text(q.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
             print(f"wrote {q}")

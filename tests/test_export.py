@@ -57,9 +57,7 @@ def make_checkpoint(data: Path, variant: str, out: Path, dataset: dict | None = 
     from ls.config import config_from_dict, to_dict
     from ls.data import build_datasets
     from ls.engine.checkpoint import CHECKPOINT_FORMAT, cpu_state_dict, save_checkpoint
-    from ls.models import build_model
-
-    from ls.models import get_variant
+    from ls.models import build_model, get_variant
 
     layers = {"conditioned_layers": [0, 1]} if "conditioned_layers" in get_variant(variant).options.__dataclass_fields__ \
         else {}
@@ -330,8 +328,8 @@ def test_export_without_the_deploy_extra_says_how_to_install_it(monkeypatch, tmp
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # import onnxscript -> ImportError
     assert main(["--checkpoint", str(tmp_path / "x.pt"), "--out", str(tmp_path / "m.onnx")]) == 2
     assert capsys.readouterr().err.splitlines() == [
-        "error: ls.export needs onnxscript from the deploy extra: pip install 'ls[deploy]' (in a clone: "
-        "pip install -e '.[deploy]')"]
+        ("error: ls.export needs onnxscript from the deploy extra: pip install 'ls[deploy]' (in a clone: "
+         "pip install -e '.[deploy]')")]
 
 
 def test_export_bad_arguments_are_one_error_line(exported, tmp_path, capsys):
@@ -393,8 +391,8 @@ def test_nan_audio_is_refused_in_prediction_naming_the_file(use_onnx, nan_wav, e
     assert main([*source, "--wav", str(nan_wav), "--device", "Meditron", "--site", "Tc"]) == 2
     out = capsys.readouterr()
     assert out.out == ""
-    assert out.err.splitlines() == [f"error: {nan_wav}: 2 sample(s) are NaN or infinite (the first at 1.250 s); "
-                                    "the recording is corrupt and cannot be used"]
+    assert out.err.splitlines() == [(f"error: {nan_wav}: 2 sample(s) are NaN or infinite (the first at 1.250 s); "
+                                     "the recording is corrupt and cannot be used")]
 
 
 def test_nan_audio_is_refused_when_features_are_cached_for_training(nan_wav):
@@ -415,13 +413,13 @@ def test_a_hop_far_below_the_window_is_refused_up_front(exported, tmp_path, caps
 
     for duration, window, hop in [(6.0, 2.0, 2.0), (5.0, 2.0, None), (3.0, 2.0, 0.5), (60.0, 3.0, 0.7), (4, 4, 1)]:
         assert window_count(duration, window, hop or window) == len(sliding_windows(duration, window, hop))
-    ckpt, onnx_path = exported("ast")
+    _, onnx_path = exported("ast")
     wav = tmp_path / "20s.wav"
     sf.write(wav, np.random.default_rng(0).normal(0, 0.1, 16000 * 20).astype(np.float32), 16000)
     assert main(["--onnx", str(onnx_path), "--wav", str(wav), "--window", "3", "--hop", "0.0001"]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert err == [f"error: --window 3 --hop 0.0001 cuts the 20.0 s recording into 170,001 windows, more than the "
-                   f"limit of {MAX_WINDOWS:,} (--max-windows); use a larger --hop, e.g. 0.00085 s"]
+    assert err == [(f"error: --window 3 --hop 0.0001 cuts the 20.0 s recording into 170,001 windows, more than the "
+                    f"limit of {MAX_WINDOWS:,} (--max-windows); use a larger --hop, e.g. 0.00085 s")]
 
 
 def test_windows_are_predicted_in_batches(exported, tmp_path, monkeypatch):

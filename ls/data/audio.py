@@ -19,7 +19,6 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 import torchaudio.functional as AF
 

@@ -60,7 +60,7 @@ class LogMelFbank(torch.nn.Module):
         super().__init__()
         if audio_cfg.use_energy:
             raise ValueError("export supports audio.use_energy: false only (the model input is the mel bins)")
-        samples, size, shift, padded = frame_geometry(audio_cfg)
+        _, size, shift, padded = frame_geometry(audio_cfg)
         t0 = frame_count(audio_cfg)
         self.padding = padded - size
         self.register_buffer("frame_index", torch.arange(size)[None, :] + shift * torch.arange(t0)[:, None],
