@@ -229,7 +229,7 @@ def test_binary_and_softmax_outputs_decide_as_the_checkpoint(dataset, loss, smal
         assert np.mean(decisions == expected) >= 0.999
 
 
-def test_a_features_export_takes_the_raw_fbank(small_backbone, exported, tmp_path):
+def test_a_features_export_takes_the_raw_fbank(small_backbone, exported, tmp_path, capsys):
     from ls.data.audio import extract_cycles, load_recording
     from ls.data.features import cycle_features
     from ls.deploy.runtime import OnnxModel
@@ -251,6 +251,11 @@ def test_a_features_export_takes_the_raw_fbank(small_backbone, exported, tmp_pat
         spec = ctx.normalizer(cycle_features(padded, ctx.cfg.audio, ctx.cfg.dataset.w))
         want = probabilities(ctx.model(spec, {k: torch.from_numpy(v) for k, v in meta.items()}), ctx.mode)
     np.testing.assert_allclose(got, want, rtol=0, atol=PROB_TOL)
+    # ls.predict prepares waveforms: a features file is refused with what to do
+    from ls.predict import main
+
+    assert main(["--onnx", str(tmp_path / "f.onnx"), "--wav", str(wav), "--device", "Meditron"]) == 2
+    assert "export it again without --features" in capsys.readouterr().err
 
 
 # -- the runtime without torch -------------------------------------------------------------------------------

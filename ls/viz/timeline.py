@@ -78,6 +78,8 @@ def timeline_figure(pred: Any, mode: Any, class_names: Sequence[str], thresholds
                 label, color = "annotated cycle", "#95a5a6"
             ax_wave.axvspan(start, end, color=color, alpha=0.18, linewidth=0,
                             label=None if label in shown else label)
+            for edge in (start, end):  # adjacent cycles of one class stay apart
+                ax_wave.axvline(edge, color="#7f8c8d", linewidth=0.5, linestyle=":")
             shown.add(label)
         if shown:
             ax_wave.legend(loc="upper right", ncols=min(4, len(shown)), frameon=False, title="annotation")
@@ -115,7 +117,8 @@ def timeline_figure(pred: Any, mode: Any, class_names: Sequence[str], thresholds
         ax_cls.set_ylabel("Decision")
         ax_cls.set_xlabel("Time (s)")
 
-        title = f"{Path(pred.wav).name}: {len(table)} window(s) of {table['duration'].max():.1f} s"
+        title = (f"{Path(pred.wav).name}: {len(table)} annotated cycle(s)" if pred.annotation else
+                 f"{Path(pred.wav).name}: {len(table)} window(s) of {table['duration'].max():g} s")
         if result is not None:
             title += f"; recording: {result['label']}"
         fig.suptitle(title)
