@@ -118,6 +118,22 @@ def class_probabilities(probs: np.ndarray, mode: OutputMode) -> np.ndarray:
     return np.stack([(1 - pc) * (1 - pw), pc * (1 - pw), (1 - pc) * pw, pc * pw], axis=1)
 
 
+def probability_columns(probs: np.ndarray, mode: OutputMode, class_names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Per-cycle probability columns: ``p_<class>`` for every class and, for sigmoid outputs, the raw
+    outputs the thresholds apply to (``sigmoid_crackle``/``sigmoid_wheeze``; binary: ``sigmoid_abnormal``).
+
+    Multilabel composite class probabilities assume independent crackle/wheeze bits
+    (:func:`class_probabilities`).
+    """
+    probs = _numpy(probs)
+    cols = {f"p_{name.lower()}": col for name, col in zip(class_names, class_probabilities(probs, mode).T)}
+    if mode.kind == "multilabel":
+        cols["sigmoid_crackle"], cols["sigmoid_wheeze"] = probs[:, 0], probs[:, 1]
+    elif mode.kind == "binary":
+        cols["sigmoid_abnormal"] = probs
+    return cols
+
+
 # ----------------------------------------------------------------------------- threshold search
 
 
@@ -316,6 +332,7 @@ __all__ = [
     "fixed_thresholds",
     "predict_classes",
     "probabilities",
+    "probability_columns",
     "search_settings",
     "target_classes",
     "threshold_grid",
