@@ -55,6 +55,7 @@ CASES = {
     "ls.data.make_metadata": [("missing data folder", lambda t: ["--data-folder", "nowhere"], "nowhere")],
     "ls.evaluate": [("missing checkpoint", lambda t: ["--checkpoint", "missing.pt"], "missing.pt")],
     "ls.predict": [("missing checkpoint", lambda t: ["--checkpoint", "missing.pt", "--wav", "a.wav"], "missing.pt")],
+    "ls.export": [("missing checkpoint", lambda t: ["--checkpoint", "missing.pt", "--out", "m.onnx"], "missing.pt")],
     "ls.report": [("missing runs folder", lambda t: ["--runs", "nowhere", "--out", "out"], "nowhere")],
     "ls.study": [("missing study file", lambda t: ["missing_study.yaml"], "missing_study.yaml")],
     "ls.tracking": [("no record there", lambda t: ["sync", "nowhere"], "nowhere"),
