@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ls.utils.cli import add_traceback_option, run_command
+from ls.utils.cli import add_common_options, run_command
 from ls.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -303,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output file (default: stdout)")
     p.add_argument("--compute-device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where to run the model (not the stethoscope: that is --device / --meta device=)")
-    add_traceback_option(p)
+    add_common_options(p)
     return p
 
 

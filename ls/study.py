@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ls.utils.cli import EXIT_INTERRUPTED, add_traceback_option, run_command
+from ls.utils.cli import EXIT_INTERRUPTED, add_common_options, run_command
 from ls.utils.fields import option
 from ls.utils.io import atomic_write_text, file_lock
 
@@ -181,11 +181,11 @@ def load_study(path: str | Path, overrides: Sequence[str] = (), *, variants: Seq
 
     Every problem raises :class:`StudyError` or ``ls.config.ConfigError`` naming the file and key.
     """
-    from ls.config import ConfigError, config_from_dict
-    from ls.config.loader import from_dict, read_yaml
+    from ls.config import ConfigError, config_from_dict, load_config_plugins
+    from ls.config.loader import from_dict, read_yaml, resolve_config_path
     from ls.models.variants import canonical_variant
 
-    path = Path(path)
+    path = resolve_config_path(path)  # a file, or a built-in study's name (quickstart_study)
     data = read_yaml(path)
     if "study" not in data or not isinstance(data["study"], dict):
         raise StudyError(f"{path}: no 'study:' section (a mapping with at least 'variants'); see "
@@ -196,6 +196,16 @@ def load_study(path: str | Path, overrides: Sequence[str] = (), *, variants: Seq
         if value is not None:
             raw[key] = [*value] if isinstance(value, (list, tuple)) else (str(value) if key == "out" else value)
     settings = from_dict(StudyConfig, raw, f"{path} (study section)")
+    sections = {k: v for k, v in data.items() if k != "study"}
+    if settings.config is not None:
+        base_path = (path.parent / settings.config) if not Path(settings.config).is_absolute() else Path(settings.config)
+        if not base_path.is_file():
+            raise StudyError(f"{path}: study.config {settings.config!r} not found (looked for {base_path})")
+        sections = _merge(read_yaml(base_path), sections)
+        source = f"{path} over {base_path}"
+    else:
+        source = str(path)
+    load_config_plugins(sections, source)  # before study.variants are looked up: a plugin's variant may be one
     try:
         settings.variants = [canonical_variant(v) for v in settings.variants]
         settings.baseline = canonical_variant(settings.baseline)
@@ -206,15 +216,6 @@ def load_study(path: str | Path, overrides: Sequence[str] = (), *, variants: Seq
     if settings.baseline not in settings.variants:
         raise StudyError(f"{path}: study.baseline {settings.baseline!r} is not among study.variants "
                          f"{settings.variants}")
-    sections = {k: v for k, v in data.items() if k != "study"}
-    if settings.config is not None:
-        base_path = (path.parent / settings.config) if not Path(settings.config).is_absolute() else Path(settings.config)
-        if not base_path.is_file():
-            raise StudyError(f"{path}: study.config {settings.config!r} not found (looked for {base_path})")
-        sections = _merge(read_yaml(base_path), sections)
-        source = f"{path} over {base_path}"
-    else:
-        source = str(path)
     cfg = config_from_dict(sections, source, list(overrides))
     for variant in settings.variants:
         try:
@@ -550,7 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-tracking", action="store_true", help="do not mirror the runs to MLflow")
     p.add_argument("--dry-run", action="store_true", help="print the plan (finished / to resume / to start) and stop")
     p.add_argument("--report-only", action="store_true", help="train nothing: rewrite the report of the finished runs")
-    add_traceback_option(p)
+    add_common_options(p)
     return p
 
 

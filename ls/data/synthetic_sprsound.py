@@ -63,6 +63,7 @@ from ls.data.sprsound import (
     find_recordings,
     read_annotation,
 )
+from ls.utils.cli import add_common_options, run_command
 from ls.utils.io import atomic_open, atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -480,16 +481,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--names-from", type=Path, default=None, help="BioCAS-layout folder of real JSONs to reuse"
     )
     parser.add_argument("--sample-rate", type=int, default=8000)
+    add_common_options(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        out = generate_sprsound(args.out, recordings=args.recordings, seed=args.seed,
-                                names_from=args.names_from, sample_rate=args.sample_rate)  # fmt: skip
-    except (FileNotFoundError, FileExistsError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"wrote {out}")
-    return 0
+
+    def body() -> int:
+        try:
+            out = generate_sprsound(args.out, recordings=args.recordings, seed=args.seed,
+                                    names_from=args.names_from, sample_rate=args.sample_rate)  # fmt: skip
+        except (FileNotFoundError, FileExistsError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"wrote {out}")
+        return 0
+
+    return run_command(body, args)
 
 
 if __name__ == "__main__":
