@@ -206,10 +206,13 @@ def load_study(path: str | Path, overrides: Sequence[str] = (), *, variants: Seq
     else:
         source = str(path)
     load_config_plugins(sections, source)  # before study.variants are looked up: a plugin's variant may be one
+    name = settings.name or path.stem
+    out_dir = Path(settings.out) if settings.out else Path("runs") / name
     try:
         settings.variants = [canonical_variant(v) for v in settings.variants]
         settings.baseline = canonical_variant(settings.baseline)
     except ValueError as exc:
+        _require_recorded_plugins(out_dir, [*settings.variants, settings.baseline], f"study {path}")
         raise StudyError(f"{path}: study.variants / study.baseline: {exc}") from None
     if len(set(settings.variants)) != len(settings.variants):
         raise StudyError(f"{path}: study.variants names a variant twice (aliases count): {settings.variants}")
@@ -222,13 +225,25 @@ def load_study(path: str | Path, overrides: Sequence[str] = (), *, variants: Seq
             cfg.model(variant)
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc} (study.variants lists {variant!r})") from None
-    name = settings.name or path.stem
-    out_dir = Path(settings.out) if settings.out else Path("runs") / name
     study = Study(settings=settings, base=cfg, source=path, name=name, out=out_dir, seeds_given=seeds is not None)
     if seeds is None:
         kept = [s for s in read_state(out_dir).get("seeds_added", []) if s not in settings.seeds]
         settings.seeds = [*settings.seeds, *kept]
     return study
+
+
+def _require_recorded_plugins(out: Path, variants: Sequence[str], where: str) -> None:
+    """A variant the study names that no loaded plugin registers, but whose runs in the study folder recorded
+    where it came from: the error names that plugin and how to load it (``ls.utils.plugins.require``)."""
+    from ls.utils import plugins
+
+    for variant in dict.fromkeys(variants):
+        for run_file in sorted((out / RUNS_FOLDER).glob(f"*/{variant}/*/run.json")):
+            try:
+                records = json.loads(run_file.read_text(encoding="utf-8")).get("plugins")
+            except (OSError, ValueError, AttributeError):
+                continue
+            plugins.require([r for r in records or [] if isinstance(r, dict) and r.get("name") == variant], where)
 
 
 # =================================================================================================

@@ -122,7 +122,6 @@ def main(variant: str, argv: Sequence[str] | None = None) -> int:
             load_command_plugins(args)
             if args.resume:  # the plugin a checkpoint needs, named before anything else can fail on it
                 read_checkpoint(args.resume, mmap=True)
-            variant = canonical_variant(variant)
         except Exception as exc:  # noqa: BLE001 - bad input: one clear line (ls.utils.cli)
             return report_error(exc, args)
         return _main(variant, args)
@@ -138,7 +137,8 @@ def _main(variant: str, args: argparse.Namespace) -> int:
     from ls.config import ConfigError
 
     try:
-        cfg = _load_run_config(args)
+        cfg = _load_run_config(args)  # loads the plugins its `plugins:` key names
+        variant = canonical_variant(variant)
         try:
             cfg.model(variant)  # a missing block for this variant fails now
         except ConfigError as exc:

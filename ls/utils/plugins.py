@@ -145,8 +145,9 @@ def _load_entry_points() -> None:
     seen: set[str] = set()
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         module = ep.value.partition(":")[0].strip()
-        if module in seen or module in _plugins:
-            continue
+        known = _plugins.get(module)
+        if module in seen or (known is not None and known.source != "import"):
+            continue  # a module imported by the user before (its own script) becomes the entry point's plugin
         seen.add(module)
         dist = getattr(ep, "dist", None)
         plugin = Plugin(ep.name, module, getattr(dist, "name", None), getattr(dist, "version", None),
