@@ -270,3 +270,11 @@ def test_a_built_in_config_is_named_by_its_name(tmp_path, monkeypatch):
         load_config("quickstrat")
     (tmp_path / "quickstart").mkdir()  # a folder of that name is not a config file: the built-in one is meant
     assert load_config("quickstart").training.epochs == 15
+
+
+def test_a_broken_plugin_is_one_error_not_one_per_section_of_the_config(isolated, monkeypatch):
+    monkeypatch.setenv(plugins.PLUGINS_ENV, "no_such_plugin_here")
+    with pytest.raises(plugins.PluginError) as caught:
+        config_from_dict({**DATA, "models": {"ast": {}, "ast_film": {}}}, "run.yaml")
+    assert str(caught.value) == ("LS_PLUGINS: plugin module 'no_such_plugin_here' is not importable: No module "
+                                 "named 'no_such_plugin_here'")

@@ -233,7 +233,10 @@ def build_config(data: dict, source: str = "<dict>", overrides: list[str] | None
     typed keys were written under another name; ``ls.config.migrate`` uses it)."""
     data, provenance = apply_overrides(dict(data), overrides)
     ctx = BuildContext(source, provenance)
-    if load_plugins:  # before the variant and reader tables are read
+    # Before the variant and reader tables are read: the pending plugins (entry points, LS_PLUGINS; a broken one
+    # is one error here, not one per section) and those the config names.
+    _plugins.load_pending()
+    if load_plugins:
         load_config_plugins(data, ctx._origin("plugins"))
     data, translation = translate(data, ctx)  # the original implementation's format -> ls keys
     data = _translate_moved_keys(data, ctx)
