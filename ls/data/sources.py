@@ -66,7 +66,7 @@ def register_reader(name: str, reader: Reader, tasks: Sequence[str], score: str 
     unknown = [t for t in tasks if t != LABELS and t not in TASKS]
     if unknown:
         raise ValueError(f"register_reader({name!r}): unknown task(s) {unknown}")
-    caller = plugins._caller_module()
+    caller = plugins.caller_module()
     plugins.check_new("reader", name, caller)  # one plugin's reader never silently replaces another's
     plugins.claim("reader", name, caller)
     _READERS[name] = reader

@@ -94,7 +94,7 @@ def register_variant(variant: Variant) -> Variant:
         raise ValueError(f"variant name {variant.name!r} must be an identifier (it is a config key)")
     if not (isinstance(variant.options, type) and issubclass(variant.options, ModelConfig)):
         raise TypeError(f"variant {variant.name!r}: options must be a subclass of ls.models.ModelConfig")
-    caller = plugins._caller_module()
+    caller = plugins.caller_module()
     for name in (variant.name, *variant.aliases):
         plugins.check_new("variant", name, caller)
         if name in VARIANTS or name in _ALIASES:

@@ -363,8 +363,9 @@ def _restore(state: tuple) -> None:
     _autoloaded = autoloaded
 
 
-def _caller_module(depth: int = 2) -> str:
-    """``__name__`` of the module that called the function calling this one."""
+def caller_module(depth: int = 2) -> str:
+    """``__name__`` of the module that called the function calling this one (a ``register_*`` function's
+    caller: the module a registration is attributed to outside a plugin load)."""
     return str(sys._getframe(depth).f_globals.get("__name__", "__main__"))
 
 
@@ -376,6 +377,7 @@ __all__ = [
     "Plugin",
     "PluginError",
     "autoload_disabled",
+    "caller_module",
     "check_new",
     "claim",
     "describe_loaded",
