@@ -180,7 +180,7 @@ def test_installed_it_works_in_every_command_and_every_process(installed_ls, exa
     env = clean_env(PATH=f"{bin_}{os.pathsep}{os.environ.get('PATH', '')}", OMP_NUM_THREADS="1")
     work = tmp_path / "work"
     work.mkdir()
-    config = write_config(work / "run.yaml", example_data, work / "checkpoints", epochs=3)
+    config = write_config(work / "run.yaml", example_data, work / "checkpoints", epochs=2)
 
     # its own script, interrupted after the first epoch, then resumed
     proc = subprocess.Popen([bin_ / "train-meta-lora", "--config", config, "--no-tracking"], cwd=work, env=env,
@@ -198,8 +198,9 @@ def test_installed_it_works_in_every_command_and_every_process(installed_ls, exa
     out = run_process([bin_ / "train-meta-lora", "--config", config, "--no-tracking", "--resume",
                        run_dir / "last.pt"], work, env)
     assert out.returncode == 0, out.stderr[-3000:]
+    assert "training epochs 2..2" in out.stdout  # continued after the epoch it was interrupted in
     summary = json.loads((run_dir / "run.json").read_text())
-    assert summary["epochs"] == 3 and summary["plugins"][0] == {
+    assert summary["epochs"] == 2 and summary["plugins"][0] == {
         "kind": "variant", "name": "meta_lora", "plugin": "example", "module": MODULE,
         "distribution": "ls-plugin-example", "version": "0.1.0"}
     best = run_dir / "best.pt"
