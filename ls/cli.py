@@ -99,10 +99,10 @@ def plugins_main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int:
         from ls.data.tasks import DATASET_TASKS
-        from ls.models.variants import variants
+        from ls.models.variants import variant_table
         from ls.utils import plugins
 
-        table = variants()
+        table = variant_table()
         kinds = dict(DATASET_TASKS)
         print(plugins.describe_loaded() or "plugins: none loaded")
         for kind, names in (("variant", table), ("reader", kinds)):

@@ -140,7 +140,7 @@ def next_steps(run_dirs: dict[str, Path | None]) -> str:
     soft, ast = run_dirs.get("ast_film_soft"), run_dirs.get("ast")
     if soft is None or ast is None:
         return ""
-    figures = "python visualize.py" if (REPO / "visualize.py").is_file() else "python -m ls.viz"  # clone or installed
+    figures = "python visualize.py" if (REPO / "visualize.py").is_file() else "python -m ls.viz.cli"  # clone or not
     return ("[quickstart] next, from this directory:\n"
             f"    python -m ls.evaluate --checkpoint {soft / 'best.pt'}\n"
             f"    {figures} --all --checkpoint {soft / 'best.pt'} --baseline-ckpt {ast / 'best.pt'} "

@@ -33,7 +33,7 @@ from ls.config import Config, flatten, load_config
 from ls.engine.checkpoint import read_checkpoint
 from ls.engine.distributed import DistContext, cleanup_distributed, init_distributed
 from ls.engine.trainer import TrainingInterrupted, resolve_device
-from ls.models.variants import canonical_variant, get_variant, variants
+from ls.models.variants import canonical_variant, get_variant, variant_table
 from ls.runs import folder as layout
 from ls.runs.executor import PlanInterrupted, RunResult, execute, open_parent, summarize, tracking_summary
 from ls.runs.mirror import Mirror, start_mirror
@@ -53,7 +53,7 @@ from ls.utils.trees import to_dict
 
 def scripts() -> dict[str, str]:
     """Which root script trains which variant (read from the variant table)."""
-    return {v.name: v.script for v in variants().values() if v.script}
+    return {v.name: v.script for v in variant_table().values() if v.script}
 
 
 def build_parser(variant: str) -> argparse.ArgumentParser:
@@ -105,7 +105,7 @@ def command(argv: Sequence[str] | None = None) -> int:
 def known_variants() -> list[str]:
     """The variants known now (with the entry-point and LS_PLUGINS plugins loaded)."""
     try:
-        return list(variants())
+        return list(variant_table())
     except ValueError as exc:  # a broken plugin: say so where the list would be
         return [f"<{exc}>"]
 
@@ -118,6 +118,9 @@ def main(variant: str, argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser(variant).parse_args(argv)
     with plain_warnings():
+        conflict = _argument_conflict(args)
+        if conflict:
+            return fail(conflict)
         try:
             load_command_plugins(args)
             if args.resume:  # the plugin a checkpoint needs, named before anything else can fail on it
@@ -127,13 +130,17 @@ def main(variant: str, argv: Sequence[str] | None = None) -> int:
         return _main(variant, args)
 
 
-def _main(variant: str, args: argparse.Namespace) -> int:
+def _argument_conflict(args: argparse.Namespace) -> str | None:
     if args.resume and (args.seeds or args.kfold):
-        return fail("--resume continues one run; it cannot be combined with --seeds or --kfold")
+        return "--resume continues one run; it cannot be combined with --seeds or --kfold"
     if args.seeds and args.kfold:
-        return fail("choose one of --seeds and --kfold")
+        return "choose one of --seeds and --kfold"
     if args.kfold is not None and args.kfold < 2:
-        return fail(f"--kfold needs at least 2 folds, got {args.kfold}")
+        return f"--kfold needs at least 2 folds, got {args.kfold}"
+    return None
+
+
+def _main(variant: str, args: argparse.Namespace) -> int:
     from ls.config import ConfigError
 
     try:

@@ -193,10 +193,15 @@ def example_data(tmp_path_factory) -> Path:
     recordings."""
     import sys
 
-    try:
-        import ls_plugin_example  # noqa: F401
-    except ImportError:
-        sys.path.insert(0, str(EXAMPLE / "src"))
+    from ls.data.sources import unregister_reader
+    from ls.models.variants import VARIANTS, unregister_variant
+
+    registered = "meta_lora" in VARIANTS
+    if str(EXAMPLE / "src") not in sys.path:
+        sys.path.append(str(EXAMPLE / "src"))
     from ls_plugin_example.demo_data import make_class_folders
 
+    if not registered:  # importing it registered the plugin: every other test sees ls as it ships
+        unregister_variant("meta_lora")
+        unregister_reader("class_folders")
     return make_class_folders(tmp_path_factory.mktemp("example_data"), recordings=24, seed=0)

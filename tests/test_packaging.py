@@ -34,7 +34,7 @@ def test_installed_the_quickstart_and_a_training_run_from_an_empty_folder(instal
                        "--no-tracking"], quick, env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "SoftFiLM-AST" in out.stdout and "AST baseline" in out.stdout
-    assert "python -m ls.viz --all" in out.stdout  # the figure command that exists where ls is installed
+    assert "python -m ls.viz.cli --all" in out.stdout  # the figure command that exists where ls is installed
     record = json.loads((quick / "runs" / "quickstart" / "quickstart.json").read_text())
     assert record["settings"] == {"recordings": 24, "seed": 0, "epochs": 1}
     out = run_process([installed_ls.python, "-m", "ls.quickstart", "--record"], quick, env)

@@ -101,7 +101,7 @@ def test_ls_plugins_loads_its_modules_when_the_variant_table_is_first_read(isola
          "version": None},
         {"kind": "reader", "name": "ls_env_reader", "plugin": module, "module": module, "distribution": None,
          "version": None}]
-    assert plugins.params() == {f"plugins.{module}": f"{module} (not installed)"}
+    assert plugins.params()[f"plugins.{module}"] == f"{module} (not installed)"
     assert "variant ls_env_variant; reader ls_env_reader" in plugins.describe_loaded()
 
 
@@ -118,7 +118,7 @@ def test_an_entry_point_loads_with_its_distribution_unless_autoload_is_off(isola
     plugin = plugins.origin("variant", "ep_variant")
     assert (plugin.name, plugin.module, plugin.distribution, plugin.version, plugin.source) == (
         "mine", module, "ep-dist", "1.2.3", "entry point")
-    assert plugins.params() == {"plugins.mine": f"{module} 1.2.3"}
+    assert plugins.params()["plugins.mine"] == f"{module} 1.2.3"
     assert plugins.PLUGINS_ENV not in os.environ  # children load entry points by themselves
 
 
@@ -127,7 +127,7 @@ def test_a_broken_entry_point_names_itself_and_how_to_start_without_entry_points
     plugins._autoloaded = False
     with pytest.raises(plugins.PluginError, match=r"entry point: plugin module 'no_such_plugin_module' is not "
                        r"importable.*entry point 'broken' of broken-dist; set LS_DISABLE_PLUGIN_AUTOLOAD=1"):
-        table.variants()
+        table.variant_table()
 
 
 def test_dash_p_loads_before_the_command_and_spawned_children_load_it_too(isolated, capsys):

@@ -40,9 +40,9 @@ from ls.utils.fields import option
 
 def _other_owners(key: str, variant: Any) -> str | None:
     """For an unknown key in a ``models.<variant>`` block: which variants do have it."""
-    from ls.models.variants import variants
+    from ls.models.variants import variant_table
 
-    owners = [v.name for v in variants().values()
+    owners = [v.name for v in variant_table().values()
               if key in {f.name for f in fields(v.options)} | set(getattr(v.options, "__aliases__", {}))]
     if owners:
         return (f"variant {variant.name} ({variant.display_name}) has no option '{key}'; it is an option of "

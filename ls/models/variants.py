@@ -114,7 +114,7 @@ def unregister_variant(name: str) -> None:
         plugins.release("variant", alias)
 
 
-def variants() -> dict[str, Variant]:
+def variant_table() -> dict[str, Variant]:
     """The table (canonical name -> entry), with the pending plugins loaded first."""
     plugins.load_pending()
     return VARIANTS

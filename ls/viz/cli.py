@@ -346,3 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     return run_command(body, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
