@@ -80,7 +80,8 @@ def _config_of(state: dict, path: Path) -> tuple[Any, dict | None]:
     raw, stats = dict(state["config"]), None
     if state["format"] == 1:
         raw, stats = upgrade_config_v1(raw)
-    return config_from_dict(raw, source=f"config stored in {path}"), stats
+    # its `plugins` key is not loaded: a checkpoint never imports code (read_checkpoint checked what it needs)
+    return config_from_dict(raw, source=f"config stored in {path}", load_plugins=False), stats
 
 
 def load_for_inference(checkpoint: str | Path, config: str | Path | Any | None = None,

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ls.utils.cli import add_traceback_option, run_command
+from ls.utils.cli import add_common_options, run_command
 from ls.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -558,7 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "named FILE_<recording>.png")
     p.add_argument("--compute-device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where to run a checkpoint (not the stethoscope: that is --device / --meta device=)")
-    add_traceback_option(p)
+    add_common_options(p)
     return p
 
 

@@ -1,10 +1,11 @@
 """Quickstart: synthetic ICBHI-format data -> SoftFiLM and the AST baseline (tiny, CPU) -> side-by-side results.
 
     python -m ls.quickstart [--out runs/quickstart] [--recordings N] [--seed S] [--epochs E] [--no-tracking]
-    python -m ls.quickstart --record     # also re-measure the numbers the README shows (docs/quickstart.json)
+    python -m ls.quickstart --record     # in a clone: re-measure the numbers the README shows (docs/quickstart.json)
 
 Generates a small synthetic folder in the official ICBHI layout (``ls.data.synthetic``), trains both models
-with ``configs/quickstart.yaml`` (tiny224 backbone, random init, 16 mel x 128 frames), logs both runs to
+with the built-in ``quickstart`` config (``ls/configs/quickstart.yaml``, shipped in the package: an installed ls
+runs it from any folder; tiny224 backbone, random init, 16 mel x 128 frames), logs both runs to
 MLflow (``sqlite:///mlflow.db`` in the working directory unless MLFLOW_TRACKING_URI says otherwise), prints
 their test metrics side by side, how to open the runs, and evaluation and figure commands that work on the
 checkpoints it wrote. The results also go to ``<out>/quickstart.json``. The numbers are a smoke test of the
@@ -15,7 +16,8 @@ count (measured: probabilities differ in the 7th digit after 3 epochs), which ca
 run; on one thread they are the same on any machine with the same PyTorch (and a shared machine runs it
 faster).
 
-The README's table is kept true by a test: ``--record`` writes ``docs/quickstart.json`` (the table, the time,
+The README's table is kept true by a test: ``--record`` (a clone of the repository only: it rewrites files of
+the clone, not of an installed package) writes ``docs/quickstart.json`` (the table, the time,
 the machine, and a *fingerprint*: the losses, test metrics and predictions of a 2-epoch SoftFiLM run on a
 24-recording synthetic folder) and rewrites the README block between its ``quickstart`` markers.
 ``tests/test_quickstart.py`` checks that the README shows that JSON and that the fingerprint still reproduces,
@@ -43,12 +45,14 @@ from ls.runs.executor import execute, tracking_summary
 from ls.runs.mirror import start_mirror
 from ls.runs.plan import Plan, RunSpec
 from ls.runs.run import train_run
-from ls.utils.cli import add_traceback_option, run_command
+from ls.utils.cli import add_common_options, run_command
 from ls.utils.io import atomic_write_text
 from ls.utils.trees import to_dict
 
+#: The config of the quickstart, by its built-in name (``ls.config.builtin_configs``).
+CONFIG = "quickstart"
+#: In a clone, the repository root: ``--record`` rewrites its README and docs/quickstart.json.
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "configs" / "quickstart.yaml"
 RECORD = REPO / "docs" / "quickstart.json"
 README = REPO / "README.md"
 README_BEGIN, README_END = "<!-- quickstart:begin (python -m ls.quickstart --record) -->", "<!-- quickstart:end -->"
@@ -66,19 +70,23 @@ FINGERPRINT_METRICS = ("specificity", "sensitivity", "icbhi_score", "binary_icbh
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ls.quickstart", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="data, checkpoints go here")
-    p.add_argument("--config", type=Path, default=CONFIG)
+    p.add_argument("--config", default=CONFIG, help="run config: a file, or a built-in config's name "
+                   f"(default {CONFIG})")
     p.add_argument("--epochs", type=int, default=None, help="override training.epochs")
     p.add_argument("--recordings", type=int, default=RECORDINGS, help="synthetic recordings to generate")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data generator")
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     p.add_argument("--record", action="store_true",
-                   help="re-measure the README's numbers: write docs/quickstart.json and the README block "
-                        "(default settings only)")
-    add_traceback_option(p)
+                   help="in a clone of the repository: re-measure the README's numbers, writing "
+                        "docs/quickstart.json and the README block (default settings only)")
+    add_common_options(p)
     args = p.parse_args(argv)
     if args.record and (args.epochs is not None or args.recordings != RECORDINGS or args.seed != 0
                         or args.config != CONFIG):
         p.error("--record measures the default quickstart: drop --epochs, --recordings, --seed and --config")
+    if args.record and not (README.is_file() and RECORD.parent.is_dir()):
+        p.error(f"--record rewrites the README.md and docs/quickstart.json of a clone of the repository; this ls "
+                f"is installed in {REPO} without them. Run the quickstart without --record")
     return run_command(lambda: _quickstart(args), args)
 
 
@@ -132,9 +140,10 @@ def next_steps(run_dirs: dict[str, Path | None]) -> str:
     soft, ast = run_dirs.get("ast_film_soft"), run_dirs.get("ast")
     if soft is None or ast is None:
         return ""
+    figures = "python visualize.py" if (REPO / "visualize.py").is_file() else "python -m ls.viz.cli"  # clone or not
     return ("[quickstart] next, from this directory:\n"
             f"    python -m ls.evaluate --checkpoint {soft / 'best.pt'}\n"
-            f"    python visualize.py --all --checkpoint {soft / 'best.pt'} --baseline-ckpt {ast / 'best.pt'} "
+            f"    {figures} --all --checkpoint {soft / 'best.pt'} --baseline-ckpt {ast / 'best.pt'} "
             f"--out {soft.parent.parent / 'figures'}")
 
 
