@@ -43,7 +43,9 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "train": Command("ls.train:command", "train a variant: train VARIANT --config FILE|NAME [--set K=V] ..."),
     "evaluate": Command("ls.evaluate:main", "evaluate a checkpoint on a split (metrics JSON, predictions CSV)"),
-    "predict": Command("ls.predict:main", "predict the cycles of one recording with a checkpoint"),
+    "predict": Command("ls.predict:main", "predict recordings (windows, cycles, recording and patient level) with "
+                       "a checkpoint or an exported model"),
+    "export": Command("ls.export:main", "export a checkpoint to a self-describing ONNX model (fp32 or int8)"),
     "figures": Command("ls.viz.cli:main", "paper figures from checkpoints (visualize.py)"),
     "study": Command("ls.study:main", "every variant x seed of a study file, resumable, and its report"),
     "report": Command("ls.report.__main__:main", "compare finished runs over seeds with paired statistics"),

@@ -43,7 +43,7 @@ import ls
 from ls.deploy import DEPLOY_MODULES, require
 from ls.deploy.runtime import EXPORT_FORMAT, OnnxModel
 from ls.inference import InferenceContext, load_for_inference
-from ls.utils.cli import add_traceback_option, run_command
+from ls.utils.cli import add_common_options, run_command
 from ls.utils.io import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -380,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML whose dataset section locates the run's data (for --quantize)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split --quantize scores on")
     p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (>= 17 for the DFT; default {OPSET})")
-    add_traceback_option(p)
+    add_common_options(p)
     return p
 
 

@@ -67,10 +67,6 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
         parser.prog = _prog
 
 
-#: The name the first commands used; it adds every common option.
-add_traceback_option = add_common_options
-
-
 def load_command_plugins(args: Any) -> None:
     """Load the plugin modules given with ``-p/--plugin`` (``args.plugins``)."""
     names = getattr(args, "plugins", None)
@@ -152,7 +148,6 @@ __all__ = [
     "TRACEBACK_ENV",
     "USER_ERRORS",
     "add_common_options",
-    "add_traceback_option",
     "error_message",
     "fail",
     "is_user_error",
