@@ -54,8 +54,8 @@ def test_without_cuda_it_refuses_in_one_line(tmp_path):
                           env=env, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        f"error: benchmarks/gpu_check.sh needs a CUDA device; torch {torch.__version__} sees none "
-        "(torch.cuda.is_available() is False); nothing was run"]
+        (f"error: benchmarks/gpu_check.sh needs a CUDA device; torch {torch.__version__} sees none "
+         "(torch.cuda.is_available() is False); nothing was run")]
     assert "machine: " in proc.stdout  # what it ran on, as scripts/test.sh says it
     assert not (tmp_path / "g.json").exists()
 
