@@ -11,8 +11,9 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 uv="${UV:-}"
+venv_uv="${LS_VENV:-$root/.venv}/bin/uv"
 if [ -z "$uv" ]; then
-    if [ -x "${LS_VENV:-$root/.venv}/bin/uv" ]; then uv="${LS_VENV:-$root/.venv}/bin/uv"; else uv="$(command -v uv || true)"; fi
+    if [ -x "$venv_uv" ]; then uv="$venv_uv"; else uv="$(command -v uv || true)"; fi
 fi
 if [ -z "$uv" ]; then
     echo "error: uv not found: run bash scripts/setup_env.sh first (it installs uv into .venv), or set UV" >&2

@@ -33,7 +33,8 @@ if [ ! -x "$venv/bin/python" ]; then
     fi
 fi
 # the platform the lock was resolved for (scripts/lock.sh: --python-platform x86_64-manylinux_2_28, 3.11)
-target='import sys, platform; print(int(sys.implementation.name == "cpython" and sys.version_info[:2] == (3, 11) and platform.system() == "Linux" and platform.machine() == "x86_64"))'
+target='import sys, platform; print(int(sys.implementation.name == "cpython" and sys.version_info[:2] == (3, 11)
+and platform.system() == "Linux" and platform.machine() == "x86_64"))'
 stamp="$venv/.ls-installed"
 want="$(cat "$root/pyproject.toml" "$root/requirements.lock" "$root/constraints.txt" | sha256sum | cut -d' ' -f1)"
 loader_ok() { "$venv/bin/python" -c "import soundfile, torchaudio, ls.data.audio" >/dev/null 2>&1; }
