@@ -216,7 +216,7 @@ def fingerprint(work: Path) -> dict[str, Any]:
 
 #: Tolerance of the fingerprint's continuous numbers (losses of about 1, mean probabilities): float rounding
 #: moves them by 1.1e-6 at most (measured with benchmarks/cpu_paths.py on AMD EPYC, torch 2.9.1, 1 thread: the
-#: default and AVX-512 code paths and the initial weights moved by up to 4 ulps, against the recorded
+#: default, AVX2 and AVX-512 code paths and the initial weights moved by up to 4 ulps, against the recorded
 #: fingerprint written on another machine), ~100x below this; a change to data, model or training moves them
 #: by 1e-3 or more. Classes, best epoch and the count-based metrics are compared exactly: they stayed the same
 #: in all of those runs (they move only when a cycle's probability crosses a threshold).

@@ -168,7 +168,7 @@ def regression_data(tmp_path_factory) -> Path:
 
 #: Losses of the 2-epoch runs (train and validation per epoch, test): float rounding moved them by 6.4e-7
 #: relative at most (measured with benchmarks/cpu_paths.py on AMD EPYC, torch 2.9.1, 1 thread, against the values
-#: a7d3a1d recorded on another machine: the default and AVX-512 code paths, and the initial weights moved
+#: a7d3a1d recorded on another machine: the default, AVX2 and AVX-512 code paths, and the initial weights moved
 #: by up to 4 ulps); 1e-4 is 150x that, and far below what a change to data, model or training does.
 LOSS_RTOL = 1e-4
 #: Test metrics other than the loss (Sp, Se, scores, accuracy, AUROC, per-device/site metrics, thresholds) are
