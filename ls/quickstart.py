@@ -13,8 +13,9 @@ pipeline on synthetic audio, not results.
 
 Training runs on one CPU thread: PyTorch's multi-threaded kernels sum in an order that depends on the thread
 count (measured: probabilities differ in the 7th digit after 3 epochs), which can move the metrics of a 15-epoch
-run; on one thread they are the same on any machine with the same PyTorch (and a shared machine runs it
-faster).
+run. On one thread a rerun on the same machine, CPU code path and torch build gives the same bits (and a shared
+machine runs it faster); another code path or CPU rounds differently, and after a few epochs the runs diverge
+(the README shows by how much).
 
 The README's table is kept true by a test: ``--record`` (a clone of the repository only: it rewrites files of
 the clone, not of an installed package) writes ``docs/quickstart.json`` (the table, the time,
@@ -171,10 +172,15 @@ def single_thread() -> Iterator[None]:
 
 
 def machine() -> dict[str, Any]:
+    """What the numbers were measured on: the CPU model and the vector code torch dispatched to decide them
+    (with the torch build and the thread count), the load the time was measured under."""
+    from ls.utils.machine import describe
+
+    info = describe()
     load = os.getloadavg()[2] if hasattr(os, "getloadavg") else None  # 15-minute average: the run's share
-    return {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "load_15min": None if load is None else round(load, 1)}
+    return {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(), "cpu": info["cpu"],
+            "capability": info["capability"], "python": platform.python_version(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "load_15min": None if load is None else round(load, 1)}
 
 
 def fingerprint(work: Path) -> dict[str, Any]:
@@ -203,8 +209,12 @@ def fingerprint(work: Path) -> dict[str, Any]:
                         "val_loss": [float(r["val/loss"]) for r in history]}}
 
 
-#: Tolerance of the fingerprint's continuous numbers: far above float rounding across machines, far below
-#: what a change to data, model or training moves them by.
+#: Tolerance of the fingerprint's continuous numbers (losses of about 1, mean probabilities): float rounding
+#: moves them by 1.1e-6 at most (measured with benchmarks/cpu_paths.py on AMD EPYC, torch 2.9.1, 1 thread: the
+#: default, AVX2 and AVX-512 code paths and the initial weights moved by up to 4 ulps, against the recorded
+#: fingerprint written on another machine), ~100x below this; a change to data, model or training moves them
+#: by 1e-3 or more. Classes, best epoch and the count-based metrics are compared exactly: they stayed the same
+#: in all of those runs (they move only when a cycle's probability crosses a threshold).
 FINGERPRINT_TOLERANCE = 1e-4
 
 
@@ -235,8 +245,9 @@ def readme_block(record: dict[str, Any]) -> str:
     threads = m.get("threads")
     torch_text = f"torch {m['torch'].split('+')[0]}" + (
         f", {threads} thread{'s' if threads != 1 else ''}" if threads not in (None, m["cpus"]) else "")
+    cpu = f"{m['cpu']}, {m['capability']} code path; " if m.get("cpu") and m.get("capability") else ""
     sentence = textwrap.fill(
-        f"Measured on {m['cpus']} CPU cores ({torch_text}){shared}: {record['seconds']:.0f} s for "
+        f"Measured on {m['cpus']} CPU cores ({cpu}{torch_text}){shared}: {record['seconds']:.0f} s for "
         f"{s['recordings']} recordings and {s['epochs']} epochs per model, after installation, ending with", 112)
     return f"{README_BEGIN}\n{sentence}\n\n```\n{table}\n```\n{README_END}"
 
