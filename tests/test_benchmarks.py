@@ -46,3 +46,13 @@ def test_data_pipeline_augment_reports_every_augmentation_per_core(synthetic_icb
     assert all(v["items_per_s"] > 0 for v in report["per_core"].values())
     assert report["loader"]["1"]["samples_per_s"] > 0
     assert report["target"]["loader_needs"] == 800
+
+
+def test_tune_benchmark_reports_the_bookkeeping_of_a_trial_and_the_once_per_command_costs(capsys):
+    rc = _load("tune").main(["--recordings", "24", "--epochs", "1", "--trials", "1", "--repeats", "1", "--no-speedup"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert re.search(r"bookkeeping per trial \(ask to tell, less the run\): median [\d.]+ s", out)
+    assert re.search(r"trials against plain runs: median [+-][\d.]+ s per trial", out)
+    assert "once per command: the search outside its trials" in out and out.count("load average") >= 3
+    assert "speed-up" not in out

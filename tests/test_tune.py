@@ -140,6 +140,13 @@ def test_without_optuna_the_command_says_how_to_install_it(tmp_path, data, capsy
     assert len(err) == 1 and "needs Optuna" in err[0] and "pip install" in err[0]
 
 
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("*tune*.yaml")))
+def test_shipped_tune_files_load(name):
+    search = load_search(REPO / "configs" / name)
+    assert search.params and search.settings.enqueue  # the quickstart's own values are trial 0
+    assert search.metric == "icbhi_score" and search.base.training.selection == "strict"
+
+
 def test_space_values_are_typed_like_the_config(tmp_path, data):
     """A choice may be any value the key takes (``all`` of conditioned_layers), ranges keep their kind, and a
     trial's config is the base with its values, built and checked like any config, off the test split."""
@@ -155,6 +162,21 @@ def test_space_values_are_typed_like_the_config(tmp_path, data):
     assert search.metric == "icbhi_score" and search.direction == "maximize"  # the dataset's own score
     assert resolve_storage(search, None).target == "sqlite:///" + str((tmp_path / "out" / "optuna.db").resolve())
     assert resolve_storage(search, "j.log").kind == "journal"
+    # several variants: the variant is a parameter, and a variant's own options apply to its trials only
+    two = load_search(write_tune(tmp_path / "two.yaml", data, {"variants": ["ast", "softfilm"], "space": {
+        "models.ast.dropout": {"uniform": [0.0, 0.3]}, **SPACE}}))
+    assert two.variants == ["ast", "ast_film_soft"]
+    assert [p.key for p in two.params_of("ast")] == ["models.ast.dropout", "training.optimizer.lr"]
+    assert "models.ast.dropout" not in [p.key for p in two.params_of("ast_film_soft")]
+
+
+def test_a_missing_data_folder_stops_the_search_before_anything_is_written(tmp_path, data, capsys, monkeypatch):
+    monkeypatch.delenv("LS_TRACEBACK", raising=False)
+    path = write_tune(tmp_path / "t.yaml", data, {})
+    assert tune_cli.main([str(path), "--no-tracking", "--set", f"dataset.data_folder={tmp_path / 'none'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not exist" in err[0] and "no trial was started" in err[0]
+    assert not (tmp_path / "out").exists()
 
 
 # =================================================================================================

@@ -632,6 +632,8 @@ def run_search(search: Search, storage_spec: StorageSpec, *, jobs: int | None = 
     from ls.tune.report import write_outputs
 
     t0 = time.perf_counter()
+    if not report_only:
+        check_inputs(search)  # before the storage and the record: nothing is left behind by a search that cannot run
     with quiet_optuna():
         storage = open_storage(storage_spec, search)
         study = open_study(search, storage, storage_spec, create=not report_only)
@@ -640,7 +642,6 @@ def run_search(search: Search, storage_spec: StorageSpec, *, jobs: int | None = 
             best_config, paths = write_outputs(search, study, storage_spec, say)
         trials = study.get_trials()
         return SearchOutcome(trials, _best(study), best_config, paths, None, time.perf_counter() - t0, 0, [])
-    check_inputs(search)
     n, gpus = resolve_jobs(search.base, jobs)
     s = search.settings
     params = {**flatten(stored_config(search.base)), "tune.variants": search.variants, "tune.metric": search.metric,
