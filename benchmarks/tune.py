@@ -1,9 +1,10 @@
 """Benchmark: what a search costs beyond its training, and what a second worker process gains.
 
-    python benchmarks/tune.py [--recordings 60] [--epochs 3] [--trials 6] [--repeats 2] [--no-speedup]
+    python benchmarks/tune.py [--recordings 60] [--epochs 3] [--trials 6] [--repeats 2] [--threads 1] [--no-speedup]
 
 On a synthetic ICBHI folder (``--recordings``, generated into a temporary folder) with the quickstart's tiny
-SoftFiLM (tiny224, 16 mel bins x 128 frames, ``--epochs`` epochs), in rounds that alternate their order:
+SoftFiLM (tiny224, 16 mel bins x 128 frames, ``--epochs`` epochs), after one untimed run (imports, caches), in
+rounds that alternate their order:
 
 - **overhead per trial**: a sequential search of ``--trials`` trials (``python -m ls.tune``'s work in this
   process) against the same configs trained as plain runs through ``ls.runs.executor.execute`` (the same epochs,
@@ -14,8 +15,8 @@ SoftFiLM (tiny224, 16 mel bins x 128 frames, ``--epochs`` epochs), in rounds tha
   for work between trials) and the report with ``best_config.yaml`` are once per command and timed apart;
 - **speed-up of 2 workers over 1** (unless ``--no-speedup``): ``python -m ls.tune FILE --jobs 1`` against
   ``--jobs 2`` as commands (process start, worker spawn and report included), ``--trials`` trials each with a
-  random sampler of the same seed, so both train the same parameters; the trials' threads are ls.tune's default
-  (all cores for one worker, the cores shared out among two).
+  random sampler of the same seed, so both train the same parameters, each trial on ``--threads`` threads
+  (``tune.threads``; 0: ls.tune's default, all cores for one worker and the cores shared out among two).
 
 The machine's load average (``os.getloadavg``) is printed before and after: timings on a shared machine say little
 without it.
@@ -24,6 +25,7 @@ without it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -49,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=3, help="epochs per trial (default 3)")
     p.add_argument("--trials", type=int, default=6, help="trials per search (default 6)")
     p.add_argument("--repeats", type=int, default=2, help="rounds, alternating the order (default 2)")
+    p.add_argument("--threads", type=int, default=1, help="threads per trial of the --jobs commands (0: ls.tune's "
+                   "default; default 1)")
     p.add_argument("--no-speedup", action="store_true", help="measure the overhead per trial only")
     return p.parse_args(argv)
 
@@ -71,48 +75,39 @@ def load() -> str:
 def search_round(tmp: Path, data: Path, args: argparse.Namespace, i: int) -> tuple[float, float, list, list]:
     """A sequential search in this process: (seconds without the report, seconds of the report, its trials, the
     seconds of each trial's run)."""
-    import contextlib
-
     from ls.runs import executor
+    from ls.tune import report as tune_report
     from ls.tune.config import load_search, resolve_storage
-    from ls.tune.report import write_outputs
-    from ls.tune.search import quiet_optuna, run_search
+    from ls.tune.search import run_search
 
     search = load_search(write_tune_file(tmp / f"search{i}.yaml", data, tmp / f"search{i}", args.trials,
                                          args.epochs, 1))
     runs: list[float] = []
-    execute = executor.execute
+    reports: list[float] = []
 
-    def timed(*a, **kw):  # each trial imports execute from ls.runs.executor when it runs
-        t0 = time.perf_counter()
-        try:
-            return execute(*a, **kw)
-        finally:
-            runs.append(time.perf_counter() - t0)
+    def timed(fn, into):  # trials and run_search import these from their modules when they run
+        def call(*a, **kw):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                into.append(time.perf_counter() - t0)
+        return call
 
-    executor.execute = timed
+    execute, write_outputs = executor.execute, tune_report.write_outputs
+    executor.execute, tune_report.write_outputs = timed(execute, runs), timed(write_outputs, reports)
     t0 = time.perf_counter()
     try:
         with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
             outcome = run_search(search, resolve_storage(search, None), say=lambda s: None)
     finally:
-        executor.execute = execute
+        executor.execute, tune_report.write_outputs = execute, write_outputs
     total = time.perf_counter() - t0
-    from ls.tune.search import open_storage, open_study
-
-    spec = resolve_storage(search, None)
-    with quiet_optuna():
-        study = open_study(search, open_storage(spec, search), spec, create=False)
-        t0 = time.perf_counter()
-        write_outputs(search, study, spec, say=lambda s: None)  # what run_search did once at its end
-        report = time.perf_counter() - t0
-    return total - report, report, outcome.trials, runs
+    return total - reports[0], reports[0], outcome.trials, runs
 
 
 def plain_round(tmp: Path, data: Path, args: argparse.Namespace, i: int, trials: list) -> list[float]:
     """The configs of ``trials`` as plain runs (no Optuna, no tune folder): seconds of each."""
-    import contextlib
-
     from ls.runs.executor import execute
     from ls.runs.plan import Plan, RunSpec
     from ls.tune.best import trial_values
@@ -136,7 +131,7 @@ def plain_round(tmp: Path, data: Path, args: argparse.Namespace, i: int, trials:
 
 def command_round(tmp: Path, data: Path, args: argparse.Namespace, jobs: int, i: int) -> float:
     path = write_tune_file(tmp / f"jobs{jobs}_{i}.yaml", data, tmp / f"jobs{jobs}_{i}", args.trials, args.epochs,
-                           None)
+                           args.threads or None)
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "ls.tune", str(path), "--jobs", str(jobs), "--no-tracking"], check=True,
@@ -153,11 +148,19 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(name)
         data = generate_icbhi(tmp / "data", recordings=args.recordings, seed=0)
         print(f"tiny224 SoftFiLM, {args.recordings} synthetic recordings, {args.epochs} epochs per trial, "
-              f"{args.trials} trials per search, {args.repeats} round(s); {os.cpu_count()} CPU(s)")
+              f"{args.trials} trials per search, {args.repeats} round(s); {os.cpu_count()} CPU(s); the --jobs "
+              f"commands' trials on {args.threads or 'the default number of'} thread(s)")
         print(f"start: {load()}", flush=True)
         from ls.tune.config import load_search
 
-        build_datasets(load_search(write_tune_file(tmp / "warm.yaml", data, tmp / "warm", 1, 1, 1)).base)  # the cache
+        warm = load_search(write_tune_file(tmp / "warm.yaml", data, tmp / "warm", 1, 1, 1))
+        build_datasets(warm.base)  # the feature cache
+        from ls.runs.executor import execute
+        from ls.runs.plan import Plan, RunSpec
+
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+            execute(Plan([RunSpec("ast_film_soft", warm.trial_config("ast_film_soft", {}), tmp / "warm" / "run",
+                                  evaluate_test=False)]), threads=1, progress=False)  # the model code's first use
         overhead, bookkeeping, fixed, reports, plains = [], [], [], [], []
         for i in range(args.repeats):
             if i % 2 == 0:

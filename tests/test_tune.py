@@ -160,6 +160,9 @@ def test_space_values_are_typed_like_the_config(tmp_path, data):
     assert cfg.model("ast_film_soft").conditioned_layers == list(range(12)) and cfg.dataset.batch_size == 24
     assert cfg.training.monitor_test is False and search.base.training.monitor_test is True
     assert search.metric == "icbhi_score" and search.direction == "maximize"  # the dataset's own score
+    spr = load_search(write_tune(tmp_path / "spr.yaml", data, {"space": {"training.optimizer.lr": SPACE[
+        "training.optimizer.lr"]}}, dataset={"data_folder": "x", "name": "sprsound", "task": "event7", "w": 32}))
+    assert spr.metric == "sprsound_score"
     assert resolve_storage(search, None).target == "sqlite:///" + str((tmp_path / "out" / "optuna.db").resolve())
     assert resolve_storage(search, "j.log").kind == "journal"
     # several variants: the variant is a parameter, and a variant's own options apply to its trials only

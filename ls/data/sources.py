@@ -51,8 +51,8 @@ class Source:
 Reader = Callable[[Any], Source]
 _READERS: dict[str, Reader] = {}
 #: The score each kind of dataset is judged by (what selects a run's epoch unless training.selection_metric
-#: says otherwise); ICBHI's by default.
-_SCORES: dict[str, str] = {"sprsound": "sprsound_score"}
+#: says otherwise).
+_SCORES: dict[str, str] = {}
 DEFAULT_SCORE = "icbhi_score"
 
 
@@ -292,7 +292,7 @@ def read_combined(cfg: Any) -> Source:
 
 
 register_reader("icbhi", read_icbhi, DATASET_TASKS["icbhi"])
-register_reader("sprsound", read_sprsound, DATASET_TASKS["sprsound"])
+register_reader("sprsound", read_sprsound, DATASET_TASKS["sprsound"], score="sprsound_score")
 register_reader("manifest", read_manifest, DATASET_TASKS["manifest"])
 register_reader("combined", read_combined, DATASET_TASKS["combined"])
 
