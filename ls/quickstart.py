@@ -43,6 +43,7 @@ from ls.runs.executor import execute, tracking_summary
 from ls.runs.mirror import start_mirror
 from ls.runs.plan import Plan, RunSpec
 from ls.runs.run import train_run
+from ls.utils.cli import add_traceback_option, run_command
 from ls.utils.io import atomic_write_text
 from ls.utils.trees import to_dict
 
@@ -73,11 +74,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--record", action="store_true",
                    help="re-measure the README's numbers: write docs/quickstart.json and the README block "
                         "(default settings only)")
+    add_traceback_option(p)
     args = p.parse_args(argv)
     if args.record and (args.epochs is not None or args.recordings != RECORDINGS or args.seed != 0
                         or args.config != CONFIG):
         p.error("--record measures the default quickstart: drop --epochs, --recordings, --seed and --config")
+    return run_command(lambda: _quickstart(args), args)
 
+
+def _quickstart(args: argparse.Namespace) -> int:
     from ls.data.synthetic import generate_icbhi
 
     t0 = time.perf_counter()

@@ -177,8 +177,11 @@ def run_group(cfg: Config, variant: str, seeds: Sequence[int] | None, k: int | N
     fold; the members' mean/std of every test metric go to the parent and to ``summary.json``."""
     what = f"seeds{len(seeds)}" if seeds else f"{k}fold"
     name = f"{variant}_{cfg.training.epochs}ep_{cfg.training.selection}_{what}"
+    make = (lambda folder: seeds_plan(cfg, variant, seeds, folder)) if seeds else \
+        (lambda folder: kfold_plan(cfg, variant, k, folder))
+    make(None)  # a plan that lists a run twice fails before any folder is made
     group = layout.create_run_dir(cfg.training.checkpoint_dir, name) if ctx.is_main else None
-    plan = seeds_plan(cfg, variant, seeds, group) if seeds else kfold_plan(cfg, variant, k, group)
+    plan = make(group)
     parent = None
     if group is not None:
         parent = open_parent(group, name, mirror=mirror, tags={**run_tags(cfg, variant), "group": what},

@@ -119,4 +119,6 @@ def mlflow_db(tmp_path, _mlflow_template) -> Path:
 
 def pytest_report_header(config):
     state = "present" if SHARED.exists() else "ABSENT: tests that read it will be skipped"
-    return f"shared data: {SHARED} ({state})"
+    tex = shutil.which("pdflatex") or shutil.which("lualatex")
+    tex_state = f"{tex} (report.tex is compiled)" if tex else "ABSENT: the report.tex compile test will be skipped"
+    return [f"shared data: {SHARED} ({state})", f"TeX engine: {tex_state}"]

@@ -13,7 +13,7 @@ import torch
 from ls.engine.checkpoint import (
     CheckpointError,
     capture_rng_state,
-    check_resumable,
+    check_resume_state,
     cpu_state_dict,
     read_checkpoint,
     restore_rng_state,
@@ -27,7 +27,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 def trained_run(synthetic_icbhi_dir, tmp_path_factory):
     """One tiny SoftFiLM run (2 epochs, quickstart config) on the synthetic folder, without tracking."""
     from ls.config import load_config
-    from ls.train import train_run
+    from ls.runs.run import train_run
 
     ck = tmp_path_factory.mktemp("trained_run")
     cfg = load_config(CONFIGS / "quickstart.yaml", [
@@ -87,7 +87,7 @@ def test_save_is_atomic_and_read_validates(tmp_path):
 def test_a_format_1_last_pt_cannot_resume_and_says_what_to_do(tmp_path):
     state = _minimal(format=1, version="0.1.0", optimizer={}, epoch=3)
     with pytest.raises(CheckpointError, match=r"format 1 \(ls 0.1.0\).*start a new run.*best.pt still loads"):
-        check_resumable(state, "ast", {}, tmp_path / "last.pt")
+        check_resume_state(state, "ast", tmp_path / "last.pt")
 
 
 @pytest.mark.slow

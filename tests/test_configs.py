@@ -103,7 +103,7 @@ def test_best_params_and_quickstart_and_mlflow_configs_load():
     quick = load_config(CONFIGS / "quickstart.yaml")
     assert quick.model("ast_film_soft").model_size == "tiny224" and quick.dataset.h == quick.audio.n_mels == 16
     assert quick.dataset.data_folder == "runs/quickstart/data_400rec_seed0"  # where ls.quickstart writes it
-    from ls.engine.tracking import resolve_settings
+    from ls.runs.mirror import resolve_settings
 
     assert resolve_settings(mlflow_yaml=CONFIGS / "mlflow.yaml").experiment_name == "ls"
 

@@ -158,8 +158,7 @@ def test_a_manifest_task_needs_what_the_csv_has(synthetic_icbhi_dir, tmp_path):
 
 def test_a_manifest_with_its_own_class_names_trains_and_names_them(synthetic_icbhi_dir, tmp_path):
     """A labels task: the manifest's label column, any class names (class 0 normal)."""
-    import ls.train as runner
-    from ls.engine.tracking import NullTracker
+    import ls.runs.run as runner
 
     csv_path = icbhi_manifest(synthetic_icbhi_dir, tmp_path / "m")
     rows = list(csv.DictReader(csv_path.open()))
@@ -174,7 +173,7 @@ def test_a_manifest_with_its_own_class_names_trains_and_names_them(synthetic_icb
                "discontinuous"], "manifest_columns": {"label": "diagnosis"}, "categorical": ["device"]}  # fmt: skip
     cfg = config_from_dict(tiny(tmp_path, section, variants=("ast_film",)))
     assert (cfg.dataset.task, cfg.dataset.n_cls, cfg.training.loss) == ("labels", 3, "ce")
-    outcome = runner.train_run(cfg, "ast_film", tracker=NullTracker(), progress=False)
+    outcome = runner.train_run(cfg, "ast_film", progress=False)
     preds = pd.read_csv(outcome.run_dir / "test_predictions.csv")
     assert set(preds["true"]) <= {"healthy", "continuous", "discontinuous"} and "device" in preds.columns
     assert {"p_healthy", "p_continuous", "p_discontinuous"} <= set(preds.columns)
@@ -258,12 +257,11 @@ def test_five_scripts_evaluate_predict_and_visualize_run_on_another_dataset(othe
 
 @pytest.mark.slow
 def test_an_icbhi_model_is_evaluated_on_sprsound_events(synthetic_icbhi_dir, sprsound_dir, tmp_path):
-    import ls.train as runner
-    from ls.engine.tracking import NullTracker
+    import ls.runs.run as runner
     from ls.evaluate import evaluate_checkpoint
 
     cfg = config_from_dict(tiny(tmp_path, {"data_folder": str(synthetic_icbhi_dir)}, variants=("ast_film_soft",)))
-    outcome = runner.train_run(cfg, "ast_film_soft", tracker=NullTracker(), progress=False)
+    outcome = runner.train_run(cfg, "ast_film_soft", progress=False)
     other = write_yaml(tmp_path / "spr.yaml", tiny(tmp_path, {"name": "sprsound", "data_folder": str(sprsound_dir)},
                                                    variants=()))
     report = evaluate_checkpoint(outcome.run_dir / "best.pt", load_config(other), out_dir=tmp_path / "eval")
@@ -284,16 +282,15 @@ def test_an_icbhi_model_is_evaluated_on_sprsound_events(synthetic_icbhi_dir, spr
         synthetic_icbhi_dir)}, variants=()))
     spr_ckpt = config_from_dict(tiny(tmp_path, {"name": "sprsound", "task": "record3",
                                                 "data_folder": str(sprsound_dir)}, variants=("ast",)))
-    run = runner.train_run(spr_ckpt, "ast", tracker=NullTracker(), progress=False)
+    run = runner.train_run(spr_ckpt, "ast", progress=False)
     with pytest.raises(ValueError, match="the checkpoint's task 'record3' cannot be evaluated on this icbhi dataset"):
         evaluate_checkpoint(run.run_dir / "best.pt", load_config(record_task))
 
 
 @pytest.mark.slow
 def test_icbhi_and_sprsound_train_together_with_a_dataset_factor(synthetic_icbhi_dir, sprsound_dir, tmp_path):
-    import ls.train as runner
+    import ls.runs.run as runner
     from ls.data import build_datasets
-    from ls.engine.tracking import NullTracker
 
     section = {"name": "combined", "data_folder": str(tmp_path), "parts": [
         {"name": "icbhi", "data_folder": str(synthetic_icbhi_dir)},
@@ -310,7 +307,7 @@ def test_icbhi_and_sprsound_train_together_with_a_dataset_factor(synthetic_icbhi
                                           variants=())).dataset).table.query("Split == 'test_inter'")["Filename"])
     assert datasets.encoder.vocabulary("dataset") == (UNKNOWN_TOKEN, "icbhi", "spr")
     assert set(datasets.encoder.factor_names) == {"dataset", "device", "site", "sex"}
-    outcome = runner.train_run(cfg, "ast_film_soft", tracker=NullTracker(), progress=False)
+    outcome = runner.train_run(cfg, "ast_film_soft", progress=False)
     preds = pd.read_csv(outcome.run_dir / "test_predictions.csv")
     assert set(preds["dataset"]) == {"icbhi", "spr"}
     assert "dataset/spr/n_cycles" in outcome.test_metrics and "dataset/icbhi/n_cycles" in outcome.test_metrics
@@ -359,15 +356,14 @@ def wav_folders(synthetic_icbhi_dir, tmp_path):
 def test_a_dataset_format_defined_outside_ls_trains_and_evaluates(wav_folders, tmp_path):
     import inspect
 
-    import ls.train as runner
-    from ls.engine.tracking import NullTracker
+    import ls.runs.run as runner
     from ls.evaluate import evaluate_checkpoint
 
     section = {"name": "wav_folders", "data_folder": str(wav_folders), "task": "labels",
                "classes": ["normal", "abnormal"]}
     cfg = config_from_dict(tiny(tmp_path, section, variants=("ast_film",)))
     assert (cfg.dataset.n_cls, cfg.training.loss, cfg.output_mode.kind) == (2, "bce", "binary")
-    outcome = runner.train_run(cfg, "ast_film", tracker=NullTracker(), progress=False)
+    outcome = runner.train_run(cfg, "ast_film", progress=False)
     report = evaluate_checkpoint(outcome.run_dir / "best.pt")
     assert set(report.predictions["true"]) <= {"Normal", "Abnormal"} and "device" in report.predictions
     assert any(k.startswith("device/") for k in report.group_metrics)

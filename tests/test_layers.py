@@ -1,4 +1,5 @@
-"""Imports only go down the layers: types/utils -> data, models -> engine -> application -> scripts.
+"""Imports only go down the layers: types/utils -> data, models -> config -> engine -> runs -> application ->
+scripts.
 
 Every ``import`` statement of the package is read (also those inside functions), so a lazy import counts.
 """
@@ -13,8 +14,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "ls"
 #: Modules of the application layer: they may use everything below; nothing below may use them.
-APPLICATION = ("ls.train", "ls.inference", "ls.evaluate", "ls.predict", "ls.quickstart", "ls.report", "ls.study",
-               "ls.tracking", "ls.viz.cli")
+APPLICATION = ("ls.train", "ls.evaluate", "ls.predict", "ls.quickstart", "ls.report", "ls.study", "ls.tracking",
+               "ls.viz.cli")
 
 
 def module_name(path: Path) -> str:
@@ -29,10 +30,14 @@ def _is_module(dotted: str) -> bool:
 
 def _runtime_nodes(tree: ast.AST):
     """Every node except those under ``if TYPE_CHECKING:`` (type-checker imports never run)."""
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
-            node.body = []
+    todo = [tree]
+    while todo:
+        node = todo.pop()
         yield node
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            todo.extend(node.orelse)
+            continue
+        todo.extend(ast.iter_child_nodes(node))
 
 
 def imports() -> dict[str, set[str]]:
@@ -72,7 +77,9 @@ def test_types_imports_nothing_from_ls():
     ("ls.utils", ("ls.utils",)),
     ("ls.data", ("ls.data", "ls.types", "ls.utils")),
     ("ls.models", ("ls.models", "ls.types", "ls.utils")),
-    ("ls.engine", ("ls.engine", "ls.types", "ls.utils", "ls.config")),
+    ("ls.engine", ("ls.engine", "ls.types", "ls.utils")),
+    ("ls.runs", ("ls.runs", "ls.engine", "ls.config", "ls.data", "ls.models", "ls.inference", "ls.viz.performance",
+                 "ls.types", "ls.utils")),
 ])
 def test_each_layer_imports_only_what_lies_below_it(layer, allowed):
     bad = {m: sorted(i for i in deps if i != "ls" and not _under(i, allowed))
@@ -84,7 +91,16 @@ def test_each_layer_imports_only_what_lies_below_it(layer, allowed):
 def test_the_engine_uses_no_application_module_and_no_figure():
     for module, deps in GRAPH.items():
         if _under(module, ("ls.engine",)):
-            assert not any(_under(d, APPLICATION + ("ls.viz",)) for d in deps), (module, deps)
+            assert not any(_under(d, APPLICATION + ("ls.viz", "ls.runs", "ls.config")) for d in deps), (module, deps)
+
+
+def test_the_engine_imports_no_mlflow():
+    """The engine knows no tracker implementation: runs are recorded (and mirrored to MLflow) by ls.runs."""
+    for path in sorted((PACKAGE / "engine").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.split(".")[0] == "mlflow" for n in names), path
 
 
 def test_figures_other_than_the_command_line_use_no_application_module():
@@ -133,12 +149,12 @@ def test_there_are_no_import_cycles():
 
 
 def test_every_module_that_imports_mlflow_turns_its_telemetry_off_first():
-    """No network at run time: ``ls.engine.tracking`` sets MLFLOW_DISABLE_TELEMETRY when imported, so every
+    """No network at run time: ``ls.utils.telemetry`` sets MLFLOW_DISABLE_TELEMETRY when imported, so every
     module that imports mlflow (even lazily, in a function) imports it at module level first."""
     offenders = []
     for path in sorted(PACKAGE.rglob("*.py")):
         name = module_name(path)
-        if name == "ls.engine.tracking":
+        if name == "ls.utils.telemetry":
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
         uses_mlflow = any(
@@ -147,11 +163,11 @@ def test_every_module_that_imports_mlflow_turns_its_telemetry_off_first():
             for n in ast.walk(tree)
         )
         top = {a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names}
-        top |= {f"{n.module}.{a.name}" if n.module == "ls.engine" else n.module
+        top |= {f"{n.module}.{a.name}" if n.module == "ls.utils" else n.module
                 for n in tree.body if isinstance(n, ast.ImportFrom) for a in n.names}
-        if uses_mlflow and "ls.engine.tracking" not in top:
+        if uses_mlflow and "ls.utils.telemetry" not in top:
             offenders.append(name)
-    assert not offenders, f"import mlflow without importing ls.engine.tracking at module level first: {offenders}"
+    assert not offenders, f"import mlflow without importing ls.utils.telemetry at module level first: {offenders}"
 
 
 @pytest.mark.parametrize("module", ["ls.viz.cli", "ls.viz.performance", "ls.report.runs", "ls.train"])

@@ -27,7 +27,7 @@ def test_make_metadata_on_the_real_sample_equals_the_authors_rows(
 
 
 def test_make_metadata_reports_a_missing_folder(tmp_path, capsys):
-    assert main(["--data-folder", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.csv")]) == 1
+    assert main(["--data-folder", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.csv")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists()
 

@@ -297,3 +297,41 @@ def test_icbhi_sample_as_manifest_inside_its_folder_keeps_the_stems(
     manifest = load_manifest(out, ICBHI_MANIFEST_SPEC)
     assert manifest["Path"].tolist() == [f"{f}.wav" for f in icbhi_sample_table["Filename"]]
     _assert_same_cycles(manifest, icbhi_sample_table, manifest["Filename"].tolist())
+
+
+def test_a_metadata_column_without_any_value_warns_naming_the_file_and_column(folder):
+    """It loads (missing metadata is allowed) but would condition nothing: a warning names the CSV and the column;
+    a column with at least one value, or a file without it, gives none."""
+    from ls.data.manifest import ManifestWarning
+
+    path = _csv(folder / "manifest.csv", """
+path,start,end,label,patient,split,site,age
+a/rec1.wav,0.0,1.5,normal,p01,train,,NA
+b/rec1.wav,0.25,3.0,crackle,p02,test,,
+c.wav,0,1,normal,7,test,,
+""")  # fmt: skip
+    with pytest.warns(ManifestWarning) as caught:
+        table = load_manifest(path, SPEC)
+    messages = sorted(str(w.message) for w in caught)
+    assert len(messages) == 2
+    assert messages[0].startswith(f"{path}: column 'age' is empty in every row")
+    assert "every segment gets the same imputed value" in messages[0] and "dataset.continuous" in messages[0]
+    assert messages[1].startswith(f"{path}: column 'site' is empty in every row")
+    assert "every segment gets the unknown id" in messages[1] and "dataset.categorical" in messages[1]
+    assert table["site"].isna().all() and table["age"].isna().all()
+    path.write_text(path.read_text().replace("p02,test,,", "p02,test,back,"))
+    with pytest.warns(ManifestWarning) as caught:
+        load_manifest(path, SPEC)
+    assert [str(w.message).split(":")[1].strip() for w in caught] == ["column 'age' is empty in every row"]
+
+
+def test_a_required_column_without_any_value_is_one_problem(folder):
+    path = _csv(folder / "manifest.csv", """
+path,start,end,label,patient,split
+a/rec1.wav,0.0,1.5,normal,,train
+b/rec1.wav,0.25,3.0,crackle,,test
+c.wav,0,1,normal,,test
+""")  # fmt: skip
+    with pytest.raises(ManifestError) as exc:
+        load_manifest(path, ManifestSpec(classes=("normal", "crackle")))
+    assert exc.value.problems == [f"{path}, column patient: every cell is empty (a column that has no values)"]

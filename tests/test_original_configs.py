@@ -490,12 +490,12 @@ def test_audio_normalisation_augmentation_and_mlflow_sections():
 
 
 def test_run_tags_record_the_translation():
-    from ls.train import _tags
+    from ls.runs.run import run_tags
 
     cfg = load_quietly(FIXTURES / "ast_config.yaml")
-    tag = _tags(cfg, "ast", None)["config_translation"]
+    tag = run_tags(cfg, "ast")["config_translation"]
     assert "models.ast.audioset_pretrain -> models.ast.weights.source" in tag and "training.hardware" in tag
-    assert "config_translation" not in _tags(load_quietly(CONFIGS / "ast_config.yaml"), "ast", None)
+    assert "config_translation" not in run_tags(load_quietly(CONFIGS / "ast_config.yaml"), "ast")
 
 
 def test_original_keys_under_a_config_without_markers_keep_ls_validation(tmp_path):

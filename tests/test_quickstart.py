@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from ls.engine.tracking import Tracker, TrackingSettings
 from ls.quickstart import (
     README,
     README_BEGIN,
@@ -20,7 +19,6 @@ from ls.quickstart import (
     format_side_by_side,
     main,
     readme_block,
-    tracking_lines,
     write_record,
 )
 
@@ -55,16 +53,18 @@ def test_side_by_side_format():
     assert math.isnan(float(table[1].split()[1]))  # a metric a model lacks prints as nan
 
 
-def test_tracking_lines_open_a_server_by_url_and_a_local_store_with_mlflow_ui(tmp_path, monkeypatch):
-    """Not 'mlflow ui --backend-store-uri http://...' for a server."""
+def test_the_quickstart_tracks_both_runs_and_says_how_to_open_them(tmp_path, monkeypatch, capsys):
+    """With MLflow (a local store here): both runs are mirrored, and the last lines say how to open them."""
+    from mlflow.tracking import MlflowClient
+
     monkeypatch.chdir(tmp_path)
-    server = tracking_lines([Tracker(TrackingSettings("http://host:5000", "ls"))])
-    assert server.endswith("\n    open http://host:5000 in a browser") and "mlflow ui" not in server
-    local = tracking_lines([Tracker(TrackingSettings("sqlite:///mlflow.db", "ls"))])
-    assert local.endswith(f"\n    mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'}")
-    offline = Tracker(TrackingSettings("http://host:5000", "ls"))
-    offline.replay_command = "python -m ls.tracking replay /x/mlflow_buffer/r1"
-    assert tracking_lines([offline]).endswith("\n[quickstart] python -m ls.tracking replay /x/mlflow_buffer/r1")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert main(["--epochs", "1", "--recordings", "24", "--out", str(tmp_path / "qs")]) == 0
+    text = capsys.readouterr().out
+    assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'}" in text
+    runs = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_runs(["1"])
+    assert sorted(r.data.tags["variant"] for r in runs) == ["ast", "ast_film_soft"]
+    assert {r.info.status for r in runs} == {"FINISHED"}
 
 
 # -- the README says what is true ------------------------------------------------------------------------------

@@ -109,7 +109,7 @@ def regression_data(tmp_path_factory) -> Path:
 def test_two_epochs_of_training_give_mains_test_metrics(variant, regression_data, tmp_path):
     from ls.config import config_from_dict
     from ls.config.upgrade import upgrade_config_v1
-    from ls.train import train_run
+    from ls.runs.run import train_run
 
     recorded = _json("training.json")[variant]
     raw, _ = upgrade_config_v1(recorded["best_skeleton"]["config"])

@@ -19,6 +19,8 @@ import pytest
 import yaml
 
 import ls.data
+import ls.runs.folder as layout
+import ls.runs.run as run_mod
 import ls.train as runner
 from ls.engine.trainer import Trainer
 
@@ -82,7 +84,7 @@ def test_runs_started_at_once_get_their_own_folders_each_with_its_own_config(syn
     all created before any data is built."""
     from ls.config import load_config
 
-    monkeypatch.setattr(runner.time, "strftime", lambda *_: "20260101-120000")  # the same second for all
+    monkeypatch.setattr(layout.time, "strftime", lambda *_: "20260101-120000")  # the same second for all
     path = tiny_yaml(tmp_path, synthetic_icbhi_dir)
     ready, seen_all = threading.Barrier(3, timeout=60), threading.Barrier(3, timeout=60)
     snapshots = []
@@ -98,7 +100,7 @@ def test_runs_started_at_once_get_their_own_folders_each_with_its_own_config(syn
 
     def start(lr: float) -> None:
         try:
-            runner.train_run(load_config(path, [f"training.optimizer.lr={lr}"]), "ast", progress=False)
+            run_mod.train_run(load_config(path, [f"training.optimizer.lr={lr}"]), "ast", progress=False)
         except KeyboardInterrupt:
             pass
 
@@ -114,14 +116,14 @@ def test_runs_started_at_once_get_their_own_folders_each_with_its_own_config(syn
 
 
 def test_create_run_dir_never_hands_out_an_existing_folder(tmp_path, monkeypatch):
-    monkeypatch.setattr(runner.time, "strftime", lambda *_: "20260101-120000")
+    monkeypatch.setattr(layout.time, "strftime", lambda *_: "20260101-120000")
     (tmp_path / "r_20260101-120000").mkdir()  # e.g. a run of another process
     made = []
     lock = threading.Barrier(8)
 
     def make():
         lock.wait()
-        made.append(runner.create_run_dir(tmp_path, "r"))
+        made.append(layout.create_run_dir(tmp_path, "r"))
 
     threads = [threading.Thread(target=make) for _ in range(8)]
     for t in threads:
@@ -172,25 +174,25 @@ def test_stored_config_drops_every_credential():
     cfg = config_from_dict({"dataset": {"data_folder": "x"},
                             "mlflow": {"tracking_password": PASSWORD, "tracking_username": "bob",
                                        "tracking_uri": "http://host:5000"}})
-    stored = runner.stored_config(cfg)
+    stored = run_mod.stored_config(cfg)
     assert stored["mlflow"] == {**stored["mlflow"], "tracking_password": None, "tracking_username": None,
                                 "tracking_uri": "http://host:5000"}
     assert cfg.mlflow.tracking_password == PASSWORD  # the live config keeps it for the tracker
 
 
 def test_credentials_written_into_the_tracking_uri_are_stored_nowhere_and_still_used():
-    from ls.config import config_from_dict
-    from ls.engine.tracking import resolve_settings
+    from ls.config import config_from_dict, to_dict
+    from ls.runs.mirror import resolve_settings
 
     uri = f"http://alice:{PASSWORD}@mlflow.example:5000/prefix"
     cfg = config_from_dict({"dataset": {"data_folder": "x"}, "mlflow": {"tracking_uri": uri}})
-    assert PASSWORD not in json.dumps(runner.stored_config(cfg))
-    assert runner.stored_config(cfg)["mlflow"]["tracking_uri"] == "http://mlflow.example:5000/prefix"
-    settings = resolve_settings(cfg.mlflow)  # what MLflow is given: a clean URI and basic-auth credentials
+    assert PASSWORD not in json.dumps(run_mod.stored_config(cfg))
+    assert run_mod.stored_config(cfg)["mlflow"]["tracking_uri"] == "http://mlflow.example:5000/prefix"
+    settings = resolve_settings(to_dict(cfg.mlflow))  # what MLflow is given: a clean URI and basic-auth credentials
     assert (settings.tracking_uri, settings.username, settings.password) == (
         "http://mlflow.example:5000/prefix", "alice", PASSWORD)
-    explicit = resolve_settings(config_from_dict({"dataset": {"data_folder": "x"}, "mlflow": {
-        "tracking_uri": uri, "tracking_username": "bob", "tracking_password": "other-password"}}).mlflow)
+    explicit = resolve_settings(to_dict(config_from_dict({"dataset": {"data_folder": "x"}, "mlflow": {
+        "tracking_uri": uri, "tracking_username": "bob", "tracking_password": "other-password"}}).mlflow))
     assert (explicit.username, explicit.password) == ("bob", "other-password")  # explicit keys win
 
 
@@ -214,7 +216,7 @@ def test_no_room_for_the_checkpoints_fails_before_any_data_and_leaves_no_folder(
                                                                                 tmp_path, built, monkeypatch,
                                                                                 capsys):
     real = shutil.disk_usage
-    monkeypatch.setattr(runner.shutil, "disk_usage", lambda p: real(p)._replace(free=20_000_000))
+    monkeypatch.setattr(layout.shutil, "disk_usage", lambda p: real(p)._replace(free=20_000_000))
     path = tiny_yaml(tmp_path, synthetic_icbhi_dir)
     assert runner.main("ast", ["--config", str(path), "--no-tracking"]) == 2
     err = capsys.readouterr().err
@@ -398,8 +400,8 @@ def test_user_errors_of_every_layer_are_plain_lines(capsys, monkeypatch):
 
     from ls.config import ConfigError
     from ls.data.metadata import _column
-    from ls.engine.tracking import TrackingError
     from ls.engine.trainer import DeviceError, NonFiniteLossError
+    from ls.runs.mirror import TrackingError
     from ls.utils.cli import report_error
     from ls.utils.io import WriteError
 
@@ -421,23 +423,23 @@ def test_user_errors_of_every_layer_are_plain_lines(capsys, monkeypatch):
 @pytest.mark.parametrize("where", ["artifacts", "end_run"])
 def test_ctrl_c_after_training_says_how_to_resume_and_marks_the_run_killed(synthetic_icbhi_dir, tmp_path,
                                                                           local_store, monkeypatch, capsys, where):
-    """Ctrl-C once fit() returned (test splits, figures, uploads, ending the MLflow run): best.pt and last.pt
+    """Ctrl-C once fit() returned (test splits, figures, artifacts, ending the record): best.pt and last.pt
     exist, so it names the epoch and the --resume path, and the run ends KILLED, never stays RUNNING."""
-    from ls.engine.tracking import Tracker
+    from ls.runs.record import RunRecord
 
-    real_log, real_end = runner.log_run_artifacts, Tracker.end_run
+    real_log, real_end = run_mod.write_run_artifacts, RunRecord.end
     if where == "artifacts":
         def ctrl_c(*args, **kwargs):
             raise KeyboardInterrupt
 
-        monkeypatch.setattr(runner, "log_run_artifacts", ctrl_c)
+        monkeypatch.setattr(run_mod, "write_run_artifacts", ctrl_c)
     else:
         def ctrl_c_while_finishing(self, status="FINISHED"):
-            if status == "FINISHED":
+            if status == "FINISHED" and self.folder.parent.name == "ck":
                 raise KeyboardInterrupt
             return real_end(self, status)
 
-        monkeypatch.setattr(Tracker, "end_run", ctrl_c_while_finishing)
+        monkeypatch.setattr(RunRecord, "end", ctrl_c_while_finishing)
     path = tiny_yaml(tmp_path, synthetic_icbhi_dir)
     try:
         rc = runner.main("ast", ["--config", str(path)])
@@ -450,8 +452,8 @@ def test_ctrl_c_after_training_says_how_to_resume_and_marks_the_run_killed(synth
         f"interrupted after epoch 1; continue with --resume {run_dir / 'last.pt'}")
     _, [run] = _runs(local_store)
     assert run.info.status == "KILLED"
-    monkeypatch.setattr(runner, "log_run_artifacts", real_log)
-    monkeypatch.setattr(Tracker, "end_run", real_end)
+    monkeypatch.setattr(run_mod, "write_run_artifacts", real_log)
+    monkeypatch.setattr(RunRecord, "end", real_end)
     assert runner.main("ast", ["--config", str(path), "--resume", str(run_dir / "last.pt")]) == 0
     _, [run] = _runs(local_store)  # the same run, its last steps done
     assert run.info.status == "FINISHED" and (run_dir / "run.json").is_file()
@@ -473,11 +475,13 @@ def test_ctrl_c_in_a_seeds_group_names_the_member_and_resume_finishes_it_alone(s
     path = tiny_yaml(tmp_path, synthetic_icbhi_dir, epochs=2)
     assert runner.main("ast", ["--config", str(path), "--no-tracking", "--seeds", "7", "8", "9"]) == 130
     err = capsys.readouterr().err.strip().splitlines()
-    [member] = (tmp_path / "ck").glob("ast_2ep_strict_seed8_*")
+    [group] = (tmp_path / "ck").glob("ast_2ep_strict_seeds3_*")
+    member = group / "seed8"
     assert err[-1] == (f"interrupted seed 8 of the --seeds group (1 member(s) before it finished) after epoch 1; "
                        f"--resume {member / 'last.pt'} (without --seeds) finishes this member alone; the members "
                        "after it and the group's summary are not run")
-    assert not list((tmp_path / "ck").glob("*seed9*"))
+    assert sorted(p.name for p in group.iterdir() if p.is_dir()) == ["seed7", "seed8"]  # seed 9 never started
+    assert json.loads((group / "seed7" / "run.json").read_text())["seed"] == 7
     # As the line says: --resume alone, with the group's config (seed 0), continues seed 8's run.
     monkeypatch.setattr(Trainer, "_begin_epoch", real)
     assert runner.main("ast", ["--config", str(path), "--no-tracking", "--resume", str(member / "last.pt")]) == 0
@@ -497,12 +501,13 @@ def test_resuming_a_kfold_member_alone_trains_its_own_fold_with_its_own_seed(syn
 
     monkeypatch.setattr(ls.data, "build_fold_datasets", fold_data)
     monkeypatch.setattr(ls.data, "build_datasets", lambda cfg: pytest.fail("the official split was built"))
-    monkeypatch.setattr(runner, "read_checkpoint", lambda path: {"member": {"seed": 5, "fold": 2, "k": 4}})
+    monkeypatch.setattr(run_mod, "read_checkpoint", lambda path: {"member": {"seed": 5, "fold": 2, "k": 4}})
+    monkeypatch.setattr(run_mod, "check_resumable", lambda *args: None)
     member = tmp_path / "ck" / "ast_1ep_strict_seed5_fold2_20260101-120000"
     member.mkdir(parents=True)
     with pytest.raises(KeyboardInterrupt):
-        runner.train_run(load_config(tiny_yaml(tmp_path, synthetic_icbhi_dir)), "ast", resume=member / "last.pt",
-                         progress=False)
+        run_mod.train_run(load_config(tiny_yaml(tmp_path, synthetic_icbhi_dir)), "ast", resume=member / "last.pt",
+                          progress=False)
     assert folds == [(5, 2, 4)]
 
 
@@ -529,10 +534,10 @@ def test_a_failed_run_keeps_the_folder_it_was_given_and_removes_the_one_it_made(
     cfg = load_config(tiny_yaml(tmp_path, synthetic_icbhi_dir))
     placed = tmp_path / "study" / "runs" / "a"
     with pytest.raises(AssertionError, match="datasets were built"):
-        runner.train_run(cfg, "ast", run_dir=placed, progress=False)
+        run_mod.train_run(cfg, "ast", run_dir=placed, progress=False)
     assert placed.is_dir() and (placed / "config.yaml").is_file()
     with pytest.raises(AssertionError, match="datasets were built"):
-        runner.train_run(cfg, "ast", progress=False)
+        run_mod.train_run(cfg, "ast", progress=False)
     assert list((tmp_path / "ck").iterdir()) == []
     assert len(built) == 2
 
@@ -545,32 +550,28 @@ def test_argument_conflicts_are_error_lines(tmp_path, capsys):
     assert error_lines(capsys.readouterr().err) == ["error: --kfold needs at least 2 folds, got 1"]
 
 
-def test_after_seeds_or_kfold_the_hint_replays_every_member_still_buffered(tmp_path):
-    """A nested run that ended while the server was away keeps its records in its run folder; the last line
-    of the group names the command that uploads it, not the open hint. Buffers of other, older runs in the
-    same checkpoint folder are none of this group's business."""
-    import json
+def test_the_last_line_opens_the_runs_or_names_the_sync_of_every_record_left_behind(tmp_path):
+    """A run that ended while the store was away keeps its record in its folder; the last line of the command
+    names the sync of each such folder (of this command's runs only), not the open hint."""
+    from ls.runs.executor import tracking_summary
+    from ls.runs.mirror import Mirror, TrackingSettings, sync_command
 
-    from ls.engine.tracking import Tracker, TrackingSettings, replay_command
+    mirror = Mirror(TrackingSettings("http://host:5000", "ls"))
+    assert tracking_summary(mirror) == "MLflow: http://host:5000 (experiment 'ls'); open http://host:5000 in a browser"
+    mirror.unsynced[tmp_path / "run_b"] = sync_command(tmp_path / "run_b")
+    hint = tracking_summary(mirror)
+    assert hint.endswith(f"Sync them when it is back with:\n  {sync_command(tmp_path / 'run_b')}")
+    assert tracking_summary(None) is None
 
-    tracker = Tracker(TrackingSettings("http://host:5000", "ls"))
-    group = tmp_path / "ck"
-    old = group / "old_run" / "mlflow_buffer" / "r0"  # an unrelated run, never uploaded
-    old.mkdir(parents=True)
-    (old / "buffer.json").write_text(json.dumps({"state": "pending"}))
-    done = group / "run_a" / "mlflow_buffer" / "r1"
-    done.mkdir(parents=True)
-    (done / "buffer.json").write_text(json.dumps({"state": "replayed"}))
-    members = [group / "run_a", group / "run_b"]
-    healthy = "MLflow: http://host:5000 (experiment 'ls'); open http://host:5000 in a browser"
-    assert runner.tracking_hint(tracker, members) == healthy
-    pending = group / "run_b" / "mlflow_buffer" / "r2"
-    pending.mkdir(parents=True)
-    (pending / "buffer.json").write_text(json.dumps({"state": "pending"}))
-    hint = runner.tracking_hint(tracker, members)
-    assert hint.endswith(f"Upload them when it is back with:\n  {replay_command(group / 'run_b')}")
-    assert str(old) not in hint and "old_run" not in hint
-    assert runner.tracking_hint(runner.NullTracker(), members) is None
+
+def test_the_same_seed_twice_is_refused_before_any_run(tmp_path, built, capsys):
+    """--seeds 1 1 trained seed 1 twice and reported a spread of zero: every plan is checked the same way."""
+    path = tiny_yaml(tmp_path, tmp_path)
+    assert runner.main("ast", ["--config", str(path), "--no-tracking", "--seeds", "1", "1"]) == 2
+    [line] = error_lines(capsys.readouterr().err)
+    assert line == ("error: the plan lists the same run more than once: strict/ast/seed1 (each seed, fold and "
+                    "variant once)")
+    assert built == [] and not (tmp_path / "ck").exists()
 
 
 @pytest.mark.parametrize("override", [f"mlflow.tracking_pasword={PASSWORD}", f"mlflow.tracking_password=[{PASSWORD}",

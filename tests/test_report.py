@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -201,16 +202,18 @@ def test_latex_holds_the_tables_and_notes_of_the_markdown_report():
     report = build_report(runs, Settings(n_boot=300), notes=["skipped run x\nof another test set"])
     section = report.sections[0]
     tex = latex_report(report)
-    tables = tex.split(r"\begin{table}")[1:]
+    tables = re.split(r"\\begin\{table\*?\}", tex)[1:]
     md_tables = [b for b in markdown_report(report).split("\n### ")[1:] if not b.startswith("Notes")]
-    assert len(tables) == len(md_tables) == 6  # metrics, Score per device and site, differences, per seed, composition
+    # protocol, metrics, Score per device and site, differences, per seed, composition
+    assert len(tables) == len(md_tables) == 7
     comparison = next(t for t in tables if r"\caption{Paired differences" in t)
     understates = next(n for n in section.notes if "understates" in n)
     assert latex_escape(understates) in comparison
     assert all(latex_escape(n) in tex for n in section.notes)
     per_seed = next(t for t in tables if r"\caption{Per-seed differences" in t)
     header, rows = seed_difference_table(section)
-    assert " & ".join(header) + r" \\" in per_seed and " & ".join(rows[0]) + r" \\" in per_seed
+    assert " & ".join(header) + r" \\" in per_seed and " & ".join(map(latex_escape, rows[0])) + r" \\" in per_seed
+    assert "$-$" in " & ".join(map(latex_escape, rows[0]))  # the third seed's difference is negative
     assert rows[0][2:] == [fmt_pct(d, sign=True) for d in section.comparison.iloc[0]["diffs"]]
     composition = next(t for t in tables if r"\caption{Test set composition" in t)
     assert r"\begin{tabular}{llrrrr}" in composition
@@ -653,3 +656,292 @@ def test_cli_writes_the_report_and_the_files_round_trip(tmp_path, capsys, small_
     assert comp["ci_low"].to_numpy() == pytest.approx(comparison_frame(report)["ci_low"].to_numpy())
     assert main(["--runs", str(tmp_path / "runs"), "--out", str(out), "--baseline", "resnet"]) == 2
     assert "error: baseline 'resnet' has no runs" in capsys.readouterr().err
+
+
+def test_wilcoxon_note_counts_only_the_non_zero_differences():
+    """Zero differences are dropped by the signed-rank test, so the smallest p it can give follows from the
+    non-zero ones: with one zero among 5 seeds that is 2/2^4 = 0.125, not 2/2^5 = 0.0625."""
+    cycles = make_cycles(30, 4)
+    runs = []
+    for s in (1, 2, 3, 4, 5):
+        base = predict(cycles, 0.3, seed=s)
+        better = base.copy() if s == 1 else predict(cycles, 1.2, seed=100 + s)  # seed 1: the same predictions
+        runs += [make_run("ast", s, base), make_run("var", s, better)]
+    section = build_report(runs, Settings(n_boot=100)).sections[0]
+    row = section.comparison.iloc[0]
+    assert row["n_pairs"] == 5 and row["wilcoxon_n"] == 4 and row["diffs"][0] == 0.0
+    floor = [n for n in section.notes if "Wilcoxon test cannot give p below" in n]
+    assert len(floor) == 1, section.notes
+    assert "4 non-zero differences" in floor[0] and "0.125" in floor[0] and "0.0625" not in floor[0]
+
+
+# =================================================================================================
+# As a paper needs it: forest plot, methods, LaTeX that fits, one p format, marked gaps, no absolute path
+# =================================================================================================
+def _three_variant_report(n_patients: int = 40, seeds=(1, 2, 3, 4, 5), n_boot: int = 200):
+    runs = study({"ast": 0.4, "ast_film_soft": 0.9, "ast_film": 0.5}, seeds=seeds, n_patients=n_patients)
+    return build_report(runs, Settings(n_boot=n_boot, metrics=("icbhi_score", "specificity", "sensitivity")))
+
+
+def test_forest_plot_draws_the_comparison_table():
+    """One panel per compared metric, one row per variant (first on top): the diamond and whisker are the
+    table's mean difference and interval, the dots the per-seed differences, all in pp, around a line at
+    zero; one legend, outside every axes; every mark at least 3:1 against white."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+    from matplotlib.container import ErrorbarContainer
+
+    from ls.report.render import differences_figure
+    from ls.viz.style import MIN_CONTRAST, contrast_ratio
+
+    section = _three_variant_report().sections[0]
+    comp = section.comparison.copy()
+    # numbers the figure could not compute itself: it must draw the table's
+    at = (comp["variant"] == "ast_film") & (comp["metric"] == "sensitivity")
+    comp.loc[at, ["mean_diff", "ci_low", "ci_high"]] = [0.031, -0.012, 0.07]
+    comp.loc[at, "diffs"] = pd.Series([(0.05, 0.01, -0.02, 0.06, 0.035)], index=comp.index[at])
+    section = replace(section, comparison=comp)
+    fig = differences_figure(section)
+    try:
+        axes = [ax for ax in fig.axes if ax.get_visible()]
+        assert [ax.get_title() for ax in axes] == ["Score", "Sp", "Se"]
+        variants = ["ast_film", "ast_film_soft"]  # the baseline is not a row
+        assert [t.get_text() for t in axes[0].get_yticklabels()] == ["AST_FILM", "AST_FILM_SOFT"]
+        for ax, metric in zip(axes, ["icbhi_score", "specificity", "sensitivity"], strict=True):
+            bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+            dots = [c for c in ax.collections if c.get_offsets().shape[0] == 5]
+            assert len(bars) == len(dots) == 2
+            zero = [line for line in ax.lines if np.array_equal(np.asarray(line.get_xdata(), float), [0.0, 0.0])]
+            assert len(zero) == 1 and list(zero[0].get_ydata()) == [0, 1]  # from bottom to top of the axes
+            for v, bar, dot in zip(variants, bars, dots, strict=True):
+                row = comp[(comp["variant"] == v) & (comp["metric"] == metric)].iloc[0]
+                assert bar[0].get_xdata()[0] == pytest.approx(100 * row["mean_diff"])
+                (low, _), (high, _) = bar[2][0].get_segments()[0]
+                assert (low, high) == pytest.approx((100 * row["ci_low"], 100 * row["ci_high"]))
+                assert list(np.asarray(dot.get_offsets())[:, 0]) == pytest.approx(list(100 * np.asarray(row["diffs"])))
+                # the first variant's row is on top, its seeds just below its diamond
+                assert dot.get_offsets()[0, 1] < bar[0].get_ydata()[0]
+                for color in (to_hex(bar[0].get_color()), to_hex(dot.get_edgecolor()[0])):
+                    assert contrast_ratio(color) >= MIN_CONTRAST
+        assert axes[2].get_xlim()[0] < 100 * -0.02 and axes[2].get_xlim()[1] > 100 * 0.07
+        assert len(fig.legends) == 1
+        assert [t.get_text() for t in fig.legends[0].get_texts()] == [
+            "mean over paired seeds, 95% interval (patient bootstrap)", "one seed (variant - baseline)"]
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        legend_box = fig.legends[0].get_window_extent(renderer)
+        for ax in axes:
+            assert not legend_box.overlaps(ax.get_tightbbox(renderer))
+            assert not fig._suptitle.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))
+    finally:
+        plt.close(fig)
+
+
+def test_report_files_include_the_forest_plot(tmp_path):
+    import matplotlib.image as mpimg
+
+    from ls.report.render import write_report
+
+    written = write_report(_report(seeds=(1, 2, 3)), tmp_path)
+    for name in ("differences.png", "differences.pdf", "scores.png", "scores.pdf"):
+        assert tmp_path / name in written
+    img = mpimg.imread(tmp_path / "differences.png")
+    assert img.shape[1] > 900 and img[..., :3].std() > 0.01  # 3.39 in at 300 dpi, not blank
+    assert (tmp_path / "differences.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_methods_define_the_metrics_and_protocols_and_warn_on_few_test_patients():
+    from ls.report.build import FEW_PATIENTS
+    from ls.report.render import methods_text
+
+    runs = study({"ast": 0.4, "var": 0.9}, seeds=(1, 2), n_patients=12)
+    paper = [replace(r, selection="paper") for r in runs]
+    report = build_report(runs + paper, Settings(n_boot=50))
+    text = methods_text(report.settings, report.sections)
+    assert "Specificity (Sp) is the share of normal test cycles predicted normal" in text
+    assert ("sensitivity (Se) is the share of abnormal test cycles (crackle, wheeze, both) predicted as exactly "
+            "their class") in text
+    assert "a both cycle predicted as only one of its sounds counts as a miss" in text
+    assert "the ICBHI Score is the mean of Sp and Se" in text
+    assert "Under the strict protocol" in text and "validation split of whole patients" in text
+    assert "Under the paper protocol" in text and "optimistic" in text
+    assert FEW_PATIENTS == 30
+    assert "only 12 patients" in text and "Below 30 test patients" in text
+    assert all(any("only 12 patients (fewer than 30)" in n for n in s.notes) for s in report.sections)
+    assert text in markdown_report(report) and "% Methods: " in latex_report(report)
+    # enough patients, one protocol, two classes: no warning, no paper sentence, the 2-class definition
+    two = [replace(r, class_names=("normal", "abnormal"),
+                   predictions=r.predictions.replace({"crackle": "abnormal", "wheeze": "abnormal", "both": "abnormal"}))
+           for r in study({"ast": 0.4, "var": 0.9}, seeds=(1, 2), n_patients=40)]
+    report = build_report(two, Settings(n_boot=50))
+    text = methods_text(report.settings, report.sections)
+    assert "Caution" not in text and "paper protocol" not in text
+    assert "abnormal test cycles (abnormal) predicted as exactly their class" in text
+    assert not any("fewer than 30" in n for n in report.sections[0].notes)
+
+
+P_VALUE = re.compile(r"^(<0\.001|n/c|1\.00|0\.0*[1-9]\d{2})$")  # three significant digits
+
+
+def test_p_values_have_one_format_in_tables_notes_and_latex():
+    """Three significant digits (0.0625, 0.827, 1.00), <0.001 below, n/c when not computed: in the Markdown
+    and LaTeX comparison tables and in the notes."""
+    from ls.report.render import comparison_table, fmt_p
+
+    assert [fmt_p(p) for p in (0.0625, 0.82712, 1.0, 0.6, 0.00354, 0.0004, float("nan"), None)] == [
+        "0.0625", "0.827", "1.00", "0.600", "0.00354", "<0.001", "n/c", "n/c"]
+    report = _three_variant_report(seeds=(1, 2, 3, 4))
+    section = report.sections[0]
+    header, rows = comparison_table(section)
+    columns = [i for i, h in enumerate(header) if "p" in h.split()]
+    assert len(columns) == 3
+    cells = [row[i] for row in rows for i in columns]
+    assert cells and all(P_VALUE.match(c) for c in cells), cells
+    tex = latex_report(report)
+    table = next(t for t in re.split(r"\\begin\{table\*?\}", tex) if "Paired differences" in t)
+    tex_rows = [line.split(" & ") for line in table.splitlines() if line.count(" & ") == len(header) - 1][1:]
+    assert [[c.rstrip(" \\") for c in r][i] for r in tex_rows for i in columns] == [
+        latex_escape(c) for c in cells]
+    floor = next(n for n in section.notes if "cannot give p below" in n)
+    assert "p below 0.125 " in floor  # 2 / 2^4, written as the tables write p-values
+
+
+def test_factor_values_without_a_score_are_marked_not_left_out():
+    """A site without normal cycles has no Sp, so no Score: its column stays, with n/a and a note saying why,
+    in Markdown and LaTeX, and the figure marks it where its bars would be."""
+    import matplotlib.pyplot as plt
+
+    from ls.report.render import factor_table, factor_table_note
+
+    cycles = make_cycles(20, 3)
+    cycles.loc[(cycles["site"] == "Tc") & (cycles["true"] == "normal"), "true"] = "wheeze"
+    runs = []
+    for s in (1, 2):
+        runs += [make_run("ast", s, predict(cycles, 0.4, s)), make_run("var", s, predict(cycles, 0.9, 10 + s))]
+    section = build_report(runs, Settings(n_boot=50)).sections[0]
+    header, rows = factor_table(section, "site")
+    assert header == ["Variant", *SITES]
+    assert [row[-1] for row in rows] == ["n/a", "n/a"] and all("±" in c for c in rows[0][1:-1])
+    note = factor_table_note(section, "site")
+    assert note == "n/a: no ICBHI Score for site Tc (no normal cycles in the test set, so no Sp and no Score)."
+    assert factor_table_note(section, "device") == ""
+    report = build_report(runs, Settings(n_boot=50))
+    assert note in markdown_report(report) and latex_escape(note) in latex_report(report)
+    fig = scores_figure(section)
+    try:
+        site_ax = fig.axes[2]
+        assert [t.get_text() for t in site_ax.get_xticklabels()] == SITES
+        marks = [t for t in site_ax.texts if t.get_text().startswith("n/a")]
+        assert len(marks) == 1 and marks[0].get_position()[0] == SITES.index("Tc")
+        assert "no normal cycles" in marks[0].get_text()
+    finally:
+        plt.close(fig)
+
+
+def test_latex_tables_fit_the_page_and_use_true_minus_signs():
+    """Wide tables span both columns of a two-column page (table*) and shrink to the line width where still
+    wider, never enlarged; numbers with a minus sign get a true minus ($-$), not a hyphen."""
+    from ls.report.render import COLUMN_WIDTH_PT, estimated_width_pt
+
+    assert latex_escape("-1.34 [-0.50, +2.00] variant - baseline; 2-class, n-1") == (
+        "$-$1.34 [$-$0.50, +2.00] variant $-$ baseline; 2-class, n-1")
+    narrow = (["Factor", "Value"], [["device", "Meditron"]])
+    wide = (["Variant", *[f"seed {i}" for i in range(9)]], [["SoftFiLM-AST", *["+12.34"] * 9]])
+    assert estimated_width_pt(narrow) < COLUMN_WIDTH_PT < estimated_width_pt(wide)
+    assert latex_table(narrow, "c", "tab:n").startswith(r"\begin{table}[tbp]")
+    tex = latex_table(wide, "c", "tab:w")
+    assert tex.startswith(r"\begin{table*}[tbp]") and tex.endswith(r"\end{table*}")
+    assert r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%" in tex
+    report = _three_variant_report(seeds=(1, 2, 3))
+    report_tex = latex_report(report)
+    body = "\n".join(line for line in report_tex.splitlines() if not line.startswith("%"))
+    assert "$-$" in body
+    assert not re.search(r"(?<![\w$])-\d", body)  # no hyphen before a number
+    # cells leave out the n that every cell shares (narrower); the note says it once
+    summary = next(t for t in re.split(r"\\begin\{table\*?\}", report_tex) if "Test metrics over seeds" in t)
+    _, rows = summary_table(report.sections[0], compact=True)
+    assert rows[0][1] == summary_table(report.sections[0])[1][0][1].removesuffix(" (n=3)")
+    assert "(n=" not in summary.split(r"\bottomrule")[0]
+    assert " & ".join(map(latex_escape, rows[0])) + r" \\" in summary
+    assert "over all 3 runs of each variant" in summary
+
+
+def _compile(tex_dir: Path, name: str, preamble: str) -> str:
+    """Compile ``\\input{report}`` in ``tex_dir`` with ``preamble`` (documentclass line); the log's text."""
+    import shutil
+    import subprocess
+
+    engine = shutil.which("pdflatex") or shutil.which("lualatex")
+    (tex_dir / f"{name}.tex").write_text(
+        preamble + "\n\\usepackage{booktabs,graphicx,tabularx}\n\\begin{document}\n\\input{report}\n\\end{document}\n")
+    done = subprocess.run([engine, "-interaction=nonstopmode", "-halt-on-error", f"{name}.tex"], cwd=tex_dir, check=False,
+                          capture_output=True, text=True, timeout=120)
+    log = (tex_dir / f"{name}.log").read_text(errors="replace")
+    assert done.returncode == 0, log[-3000:]
+    return log
+
+
+def test_latex_report_compiles_on_one_and_two_column_pages(tmp_path):
+    """report.tex, with two sections, a protocol card, notes, 9-column comparison tables and 8-column site
+    tables, compiles in a one-column article and in a two-column page of a paper (3.39 in columns) without an
+    overfull box (a table wider than its column or page)."""
+    import shutil
+
+    if not (shutil.which("pdflatex") or shutil.which("lualatex")):
+        pytest.skip("SKIPPED (needs a TeX engine): no pdflatex or lualatex on PATH, so report.tex was not "
+                    "compiled; install texlive-latex-base and texlive-latex-recommended to run this test")
+    runs = study({"ast": 0.4, "ast_film_soft": 0.9, "ast_film": 0.5}, seeds=(1, 2, 3, 4, 5))
+    runs += [replace(r, selection="paper") for r in runs]
+    report = build_report(runs, Settings(n_boot=100, metrics=("icbhi_score", "specificity", "sensitivity")))
+    (tmp_path / "report.tex").write_text(latex_report(report))
+    one = _compile(tmp_path, "one", r"\documentclass{article}")
+    two = _compile(tmp_path, "two", "\\documentclass[twocolumn]{article}\n"
+                                    r"\usepackage[textwidth=7in,columnsep=0.22in,textheight=9.5in]{geometry}")
+    for log in (one, two):
+        assert "Overfull \\hbox" not in log, [line for line in log.splitlines() if "Overfull" in line]
+        assert "Output written on" in log
+
+
+def test_no_absolute_path_in_the_report(tmp_path, capsys, small_study, monkeypatch):
+    """Runs and output under an absolute tmp path: neither report.md, report.tex, the CSVs nor the figures'
+    texts name it, whether the report comes from the command line or from build_report with absolute run
+    folders and an absolute path in its source (as a study passes them)."""
+    from ls.report.paths import shown_path, shown_uri, without_absolute_paths
+    from ls.report.render import differences_figure
+    from ls.report.runs import load_run_dir
+
+    monkeypatch.chdir(Path(__file__).parent)  # the runs are outside the working directory
+    root = tmp_path / "study" / "runs"
+    folders = []
+    for run in small_study:
+        folders.append(root / run.variant / f"seed{run.seed}")
+        _write_run_folder(folders[-1], run)
+    meta = json.loads((folders[0] / "run.json").read_text())
+    meta["test"]["icbhi_score"] = 0.99  # a note naming the run
+    (folders[0] / "run.json").write_text(json.dumps(meta))
+    out = tmp_path / "out"
+    assert main(["--runs", str(root), "--out", str(out), "--bootstrap", "50"]) == 0
+    printed = capsys.readouterr().out
+    runs = [load_run_dir(f) for f in folders]
+    assert runs[0].source == str(folders[0])  # errors name the full folder; the report does not
+    report = build_report(runs, Settings(n_boot=50), source=f"study x ({root})", notes=[f"skipped {tmp_path}/y"])
+    texts = [printed, markdown_report(report), latex_report(report), report.source, *report.notes]
+    texts += [(out / name).read_text() for name in ("report.md", "report.tex", "summary.csv", "comparison.csv",
+                                                    "runs.csv")]
+    for make in (scores_figure, differences_figure):
+        fig = make(report.sections[0])
+        texts += [t.get_text() for t in fig.findobj(lambda a: hasattr(a, "get_text"))]
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    assert "ast/seed1: logged test metrics differ" in markdown_report(report)
+    assert "Runs from folder runs." in printed and report.source == "study x (runs)"
+    for text in texts:
+        assert str(tmp_path) not in text and f"/{tmp_path.parts[1]}/" not in text
+    # the helpers
+    assert shown_path("rel/dir") == "rel/dir" and shown_path(tmp_path / "a" / "b") == "b"
+    assert shown_path(Path.cwd() / "sub" / "x.csv") == "sub/x.csv"
+    assert shown_uri(f"sqlite:///{tmp_path}/mlflow.db") == "sqlite:///mlflow.db"
+    assert shown_uri("https://user:secret@mlflow.example.org/") == "https://mlflow.example.org/"
+    assert without_absolute_paths("n/c, device/Meditron/icbhi_score, 2/2^4 and sqlite:///m.db") == (
+        "n/c, device/Meditron/icbhi_score, 2/2^4 and sqlite:///m.db")

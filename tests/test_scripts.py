@@ -49,6 +49,11 @@ def test_multi_seed_script_logs_parent_and_nested_runs_with_a_summary(synthetic_
     assert any(k.startswith("test/device/") for k in kid.data.metrics)  # per-device test metrics
     arts = {a.path for a in client.list_artifacts(kid.info.run_id)}
     assert {"config.yaml", "test_predictions.csv", "figures", "checkpoints"} <= arts
+    # one group folder: the group's record and summary, one member folder per seed
+    [group] = (tmp_path / "ck").iterdir()
+    assert group.name.startswith("ast_film_soft_1ep_strict_seeds2_")
+    assert {p.name for p in group.iterdir()} >= {"seed1", "seed2", "summary.json", "events.jsonl", "mlflow.json"}
+    assert "summary.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
 
 
 def test_resume_cannot_be_combined_with_seeds(tmp_path):

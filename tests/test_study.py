@@ -20,7 +20,11 @@ import ls.study as study_mod
 from ls.config import ConfigError, dump_yaml
 from ls.report.build import Settings, build_report
 from ls.report.runs import load_runs
-from ls.study import RunResult, StudyError, load_study, plan_runs, run_study
+from ls.runs import executor
+from ls.runs.executor import RunResult
+from ls.runs.mirror import Mirror, TrackingSettings, check_connection, read_state
+from ls.runs.record import EventLog
+from ls.study import StudyError, load_study, plan_runs, run_state, run_study
 
 TINY = {
     "dataset": {"data_folder": "DATA", "n_cls": 2, "multi_label": False, "batch_size": 16, "w": 32,
@@ -50,6 +54,11 @@ def write_study(path: Path, study: dict, **sections) -> Path:
     ({"variants": ["ast", "ast_film_soft"], "selections": ["loose"]}, {}, ConfigError, "selections must be"),
     ({"variants": ["ast", "ast_film_soft"], "seeds": [1, 1]}, {}, ConfigError, "seeds lists 1 more than once"),
     ({"variants": ["ast", "softfilm", "ast_film_soft"]}, {}, StudyError, "names a variant twice"),
+    ({"variants": ["ast"], "report": {"metrics": ["icbhi_scor"]}}, {}, ConfigError, "unknown metric 'icbhi_scor'"),
+    ({"variants": ["ast"], "report": {"metrics": ["device/Meditron/scor"]}}, {}, ConfigError,
+     "unknown per-group metric 'scor'"),
+    ({"variants": ["ast"], "report": {"confidence": 95}}, {}, ConfigError, "confidence must lie strictly between"),
+    ({"variants": ["ast"], "report": {"bootstrap": 0}}, {}, ConfigError, "bootstrap must be at least 100"),
     ({"variants": ["ast"], "config": "missing.yaml"}, {}, StudyError, "study.config 'missing.yaml' not found"),
     ({"variants": ["ast"]}, {"training": {"epochz": 3}}, ConfigError, "'training.epochz' in .*s.yaml"),
 ])  # fmt: skip
@@ -120,17 +129,18 @@ def test_plan_skips_finished_runs_and_refuses_runs_of_another_config(tmp_path):
     study = load_study(path)
     _fake_finished(study, "ast", 0, "strict")
     plan = plan_runs(study)
-    assert [(r.key, r.state) for r in plan] == [("strict/ast/seed0", "finished"), ("strict/ast_film_soft/seed0", "new"),
-                                                ("strict/ast/seed1", "new"), ("strict/ast_film_soft/seed1", "new")]
+    assert [(r.key, run_state(r)) for r in plan] == [
+        ("strict/ast/seed0", "finished"), ("strict/ast_film_soft/seed0", "new"), ("strict/ast/seed1", "new"),
+        ("strict/ast_film_soft/seed1", "new")]
     # where the work happens does not make another run; what is trained does
-    assert plan_runs(load_study(path, ["dataset.num_workers=2", "training.device=auto"]))[0].state == "finished"
+    assert run_state(plan_runs(load_study(path, ["dataset.num_workers=2", "training.device=auto"]))[0]) == "finished"
     # a run stored by an ls version without some option (here: a key removed from its config.yaml) still counts
     stored = yaml.safe_load((study.run_dir("ast", 0, "strict") / "config.yaml").read_text())
     del stored["training"]["grad_clip"]
     (study.run_dir("ast", 0, "strict") / "config.yaml").write_text(yaml.safe_dump(stored))
-    assert plan_runs(study)[0].state == "finished"
+    assert run_state(plan_runs(study)[0]) == "finished"
     with pytest.raises(StudyError, match=r"seed0: this finished run was trained with another config .*"
-                                         r"training.epochs: stored 2 vs study 3"):
+                                         r"training.epochs: stored 2 vs planned 3"):
         plan_runs(load_study(path, ["training.epochs=3"]))
 
 
@@ -144,7 +154,7 @@ def _fake_interrupted(study, variant, seed, selection, cfg=None):
     meta = {"variant": variant, "config": to_dict(cfg or study.run_config(variant, seed, selection)),
             "metadata_encoder": None, "metadata_spec": None, "class_names": ["normal", "abnormal"]}
     state = make_checkpoint({}, meta, thresholds=None, output_mode=None, epoch=1, best=0.5, best_epoch=1,
-                            selection=selection, trainer_state={"bad_epochs": 0, "history": []}, mlflow_run_id=None,
+                            selection=selection, trainer_state={"bad_epochs": 0, "history": []},
                             resume={"optimizer": {}, "scheduler": {}, "scaler": {}, "rng": {}})
     save_checkpoint(state, run_dir / "last.pt")
     return run_dir
@@ -153,32 +163,32 @@ def _fake_interrupted(study, variant, seed, selection, cfg=None):
 def test_interrupted_and_finished_runs_are_checked_alike_on_their_own_variant(tmp_path):
     """Adding a variant (or changing another variant's block, or where the cache is built) leaves a stored run
     resumable, for the study's plan and for the trainer's own check; training.epochs is part of the run."""
-    from ls.config import to_dict
-    from ls.engine.checkpoint import check_resumable, read_checkpoint
+    from ls.engine.checkpoint import read_checkpoint
+    from ls.runs.run import check_resumable
 
     out = str(tmp_path / "out")
     path = write_study(tmp_path / "s.yaml", {"variants": ["ast", "ast_film_soft"], "out": out})
     study = load_study(path)
     last = _fake_interrupted(study, "ast", 42, "strict") / "last.pt"
     _fake_finished(study, "ast_film_soft", 42, "strict")
-    assert [r.state for r in plan_runs(study)] == ["resume", "finished"]
+    assert [run_state(r) for r in plan_runs(study)] == ["resume", "finished"]
 
     models = {**TINY["models"], "ast_fus": {"model_size": "tiny224", "fstride": 16, "tstride": 16}}
     grown = load_study(write_study(tmp_path / "grown.yaml", {"variants": ["ast", "ast_film_soft", "ast_fus"],
                                                         "out": out}, models=models),
                        ["dataset.cache_workers=2"])
-    assert [r.state for r in plan_runs(grown)] == ["resume", "finished", "new"]
-    check_resumable(read_checkpoint(last), "ast", to_dict(grown.run_config("ast", 42, "strict")), last)
+    assert [run_state(r) for r in plan_runs(grown)] == ["resume", "finished", "new"]
+    check_resumable(read_checkpoint(last), grown.run_config("ast", 42, "strict"), "ast", last)
 
     # another variant's block is not this run's config; the variant's own block is
     other = load_study(write_study(tmp_path / "other.yaml", {"variants": ["ast"], "out": out}),
                        ["models.ast_film_soft.dropout=0.3"])
-    assert [r.state for r in plan_runs(other)] == ["resume"]
-    check_resumable(read_checkpoint(last), "ast", to_dict(other.run_config("ast", 42, "strict")), last)
+    assert [run_state(r) for r in plan_runs(other)] == ["resume"]
+    check_resumable(read_checkpoint(last), other.run_config("ast", 42, "strict"), "ast", last)
     with pytest.raises(StudyError, match=r"ast_film_soft.seed42: this finished run .*models.ast_film_soft.dropout"):
         plan_runs(load_study(path, ["models.ast_film_soft.dropout=0.3"]))
     with pytest.raises(StudyError, match=r"ast.seed42: this interrupted run was trained with another config .*"
-                                         r"training.epochs: stored 2 vs study 3"):
+                                         r"training.epochs: stored 2 vs planned 3"):
         plan_runs(load_study(path, ["training.epochs=3"]))
 
 
@@ -219,7 +229,7 @@ def test_a_combined_dataset_is_checked_on_its_parts(tmp_path):
 
 
 def test_train_run_resumes_only_in_the_folder_of_its_checkpoint(tmp_path):
-    from ls.train import train_run
+    from ls.runs.run import train_run
 
     study = load_study(write_study(tmp_path / "s.yaml", {"variants": ["ast"]}))
     with pytest.raises(ValueError, match="is not the folder of the checkpoint to resume"):
@@ -232,19 +242,24 @@ def test_jobs_on_cuda_are_one_process_per_visible_gpu(tmp_path, monkeypatch):
     import queue
 
     study = load_study(write_study(tmp_path / "s.yaml", {"variants": ["ast"]}))
-    assert study_mod.resolve_jobs(study) == (1, [])  # training.device: cpu
-    monkeypatch.setattr(study_mod, "_uses_cuda", lambda cfg: True)
+    assert executor.resolve_jobs(study.base, None) == (1, [])  # training.device: cpu
+    monkeypatch.setattr(executor, "uses_cuda", lambda cfg: True)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
-    assert study_mod._visible_gpus() == ["3", "5"]
-    assert study_mod.resolve_jobs(study) == (2, ["3", "5"])  # every visible GPU by default
-    study.settings.jobs = 1
-    assert study_mod.resolve_jobs(study) == (1, [])  # one run at a time: in this process
-    study.settings.jobs = 3
-    with pytest.raises(StudyError, match="jobs 3 but 2 GPU"):
-        study_mod.resolve_jobs(study)
+    assert executor.visible_gpus() == ["3", "5"]
+    assert executor.resolve_jobs(study.base, None) == (2, ["3", "5"])  # every visible GPU by default
+    assert executor.resolve_jobs(study.base, 1) == (1, [])  # one run at a time: in this process
+    with pytest.raises(ValueError, match="jobs 3 but 2 GPU"):
+        executor.resolve_jobs(study.base, 3)
     ids = queue.Queue()
     ids.put("5")
-    study_mod._take_gpu(ids)  # the variable is restored by monkeypatch, which set it first
+    import signal
+
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        executor._init_worker(ids)  # the variable is restored by monkeypatch, which set it first
+    finally:
+        signal.signal(signal.SIGINT, handlers[0])
+        signal.signal(signal.SIGTERM, handlers[1])
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "5"
 
 
@@ -259,34 +274,6 @@ def test_one_process_per_study_folder(tmp_path):
 # =================================================================================================
 # Orchestration (runs replaced by copies of trained runs: no training here)
 # =================================================================================================
-def _recording_tracker():
-    from ls.engine.tracking import Tracker, TrackingSettings
-
-    class Recording(Tracker):
-        def __init__(self):
-            super().__init__(TrackingSettings("sqlite:///unused.db", "exp"))
-            self.experiment_id, self.calls = "7", []
-
-        def start_run(self, run_name=None, *, run_id=None, tags=None):
-            self.run_id = run_id or "parent-1"
-            self.calls.append(("start", run_name, run_id, dict(tags or {})))
-            return self.run_id
-
-        def end_run(self, status="FINISHED"):
-            self.calls.append(("end", status))
-
-        def log_params(self, params):
-            self.calls.append(("params", dict(params)))
-
-        def log_metrics(self, metrics, step=None, **_):
-            self.calls.append(("metrics", dict(metrics)))
-
-        def log_artifact(self, path, artifact_path=None):
-            self.calls.append(("artifact", Path(path).name, artifact_path))
-
-    return Recording()
-
-
 def _fixture_study(tmp_path, rule="device", **kw):
     """The fixture study, with the data folder its runs were trained on (so their configs match)."""
     first = next((FIXTURES / f"metadata_{rule}").rglob("config.yaml"))
@@ -294,71 +281,100 @@ def _fixture_study(tmp_path, rule="device", **kw):
     return load_study(FIXTURES / "study.yaml", [f"dataset.data_folder={data}"], out=tmp_path / "study", **kw)
 
 
-def test_study_orchestration_state_report_and_parent_run(tmp_path, monkeypatch):
-    study = _fixture_study(tmp_path)
-    jobs = []
-
-    def fake_execute(job):  # the trained run of the fixtures, except one that fails
-        if job.run.key == "strict/ast_film_soft/seed2":
-            jobs.append(job)
-            return RunResult(job.run.key, False, 0.5, error="RuntimeError: out of memory")
-        return _copy_run(study, job, jobs)
-
-    monkeypatch.setattr(study_mod, "execute_run", fake_execute)
-    monkeypatch.setattr(study_mod, "check_data", lambda s: None)
-    tracker = _recording_tracker()
-    said = []
-    outcome = run_study(study, tracker=tracker, say=said.append)
-
-    assert len(jobs) == 6 and [r.key for r in outcome.failed] == ["strict/ast_film_soft/seed2"]
-    # every run is a child of the parent run, tagged with the study and its identity
-    assert {j.tracking["parent_run_id"] for j in jobs} == {"parent-1"} and jobs[0].threads == 1
-    assert jobs[1].tracking["tags"] == {"study": "report_fixture", "study_run": "strict/ast_film_soft/seed0"}
-    assert not any(j.log_to_file for j in jobs)  # one at a time: output to the console
-    # the report of the 5 finished runs, in the study folder and on the parent run
-    section = outcome.report.sections[0]
-    assert len(section.runs) == 5 and (study.report_dir / "report.md").is_file()
-    assert "ast_film_soft only" not in (study.report_dir / "report.md").read_text()
-    assert "ast only: seed 2" in (study.report_dir / "report.md").read_text()  # the unpaired seed is named
-    artifacts = {c[1] for c in tracker.calls if c[0] == "artifact" and c[2] == "report"}
-    assert {"report.md", "report.tex", "summary.csv", "comparison.csv", "runs.csv", "scores.png"} <= artifacts
-    metrics = next(c[1] for c in tracker.calls if c[0] == "metrics")
-    assert metrics["strict/ast_film_soft-ast/icbhi_score_diff"] == pytest.approx(section.comparison["mean_diff"][0])
-    assert tracker.calls[-1] == ("end", "FAILED")  # a run failed: the parent says so
-    state = json.loads((study.out / "study.json").read_text())
-    assert state["runs"]["strict/ast_film_soft/seed2"]["state"] == "failed"
-    assert "out of memory" in state["runs"]["strict/ast_film_soft/seed2"]["error"]
-    assert state["mlflow"]["parent_run_id"] == "parent-1" and state["sessions"][-1]["status"] == "FAILED"
-    assert any("failed" not in s and "ICBHI Score" in s for s in said)
-
-    # again: the five finished runs are skipped, the failed one runs, the parent run is reopened
-    jobs.clear()
-    monkeypatch.setattr(study_mod, "execute_run", lambda job: _copy_run(study, job, jobs))
-    tracker = _recording_tracker()
-    outcome = run_study(study, tracker=tracker, say=said.append)
-    assert [j.run.key for j in jobs] == ["strict/ast_film_soft/seed2"] and not outcome.failed
-    assert tracker.calls[0] == ("start", None, "parent-1", {}) and tracker.calls[-1] == ("end", "FINISHED")
-    assert len(outcome.report.sections[0].runs) == 6
-
-
 def _copy_run(study, job, jobs):
     """Stands in for training: copies the fixture run of the same identity into the run folder, with the
     config this ls would store (the fixtures' own config.yaml is that of the ls that trained them)."""
     jobs.append(job)
-    src = FIXTURES / "metadata_device" / job.run.run_dir.relative_to(study.runs_dir)
-    shutil.copytree(src, job.run.run_dir, dirs_exist_ok=True)
-    dump_yaml(job.cfg, job.run.run_dir / "config.yaml")
-    return RunResult(job.run.key, True, 1.0, "child-x", json.loads((src / "run.json").read_text())["test"])
+    spec = job.spec
+    src = FIXTURES / "metadata_device" / spec.run_dir.relative_to(study.runs_dir)
+    shutil.copytree(src, spec.run_dir, dirs_exist_ok=True)
+    dump_yaml(spec.cfg, spec.run_dir / "config.yaml")
+    return RunResult(spec.key, True, 1.0, spec.run_dir, "child-x", json.loads((src / "run.json").read_text())["test"])
+
+
+def _parent_events(study):
+    events = EventLog(study.out).events()
+    return {"artifacts": [(Path(e["path"]).name, e["artifact_path"]) for e in events if e["event"] == "artifact"],
+            "metrics": [e["metrics"] for e in events if e["event"] == "metrics"],
+            "starts": [e["event"] for e in events if e["event"] in ("start", "resume")],
+            "ends": [e["status"] for e in events if e["event"] == "end"]}
+
+
+def test_study_orchestration_state_report_and_parent_record(tmp_path, monkeypatch, mlflow_db):
+    study = _fixture_study(tmp_path)
+    jobs = []
+
+    def fake_run(job, **_):  # the trained run of the fixtures, except one that fails
+        if job.spec.key == "strict/ast_film_soft/seed2":
+            jobs.append(job)
+            return RunResult(job.spec.key, False, 0.5, job.spec.run_dir, error="RuntimeError: out of memory")
+        return _copy_run(study, job, jobs)
+
+    monkeypatch.setattr(executor, "_run", fake_run)
+    monkeypatch.setattr(study_mod, "check_data", lambda s: None)
+    settings = TrackingSettings(f"sqlite:///{mlflow_db}", "studies")
+    said = []
+    outcome = run_study(study, mirror=Mirror(settings, experiment_id=check_connection(settings)), say=said.append)
+
+    assert len(jobs) == 6 and [r.key for r in outcome.failed] == ["strict/ast_film_soft/seed2"]
+    # every run is nested under the study's record, tagged with the study; one thread each on CPU
+    assert {j.parent for j in jobs} == {study.out} and jobs[0].threads == 1
+    assert jobs[1].spec.tags == {"study": "report_fixture"} and not any(j.log_to_file for j in jobs)
+    # the report of the 5 finished runs, in the study folder and in the study's record
+    section = outcome.report.sections[0]
+    assert len(section.runs) == 5 and (study.report_dir / "report.md").is_file()
+    assert "ast_film_soft only" not in (study.report_dir / "report.md").read_text()
+    assert "ast only: seed 2" in (study.report_dir / "report.md").read_text()  # the unpaired seed is named
+    parent = _parent_events(study)
+    assert {"report.md", "report.tex", "summary.csv", "comparison.csv", "runs.csv", "scores.png"} <= {
+        name for name, folder in parent["artifacts"] if folder == "report"}
+    assert parent["metrics"][-1]["strict/ast_film_soft-ast/icbhi_score_diff"] == pytest.approx(
+        section.comparison["mean_diff"][0])
+    assert parent["ends"] == ["FAILED"]  # a run failed: the parent says so
+    state = json.loads((study.out / "study.json").read_text())
+    assert state["runs"]["strict/ast_film_soft/seed2"]["state"] == "failed"
+    assert "out of memory" in state["runs"]["strict/ast_film_soft/seed2"]["error"]
+    assert state["sessions"][-1] == {**state["sessions"][-1], "status": "FAILED", "trained": 5, "failed": 1}
+    assert any("failed" not in s and "ICBHI Score" in s for s in said)
+    parent_run = read_state(study.out)[settings.store]["run_id"]
+
+    # again: the five finished runs are skipped, the failed one runs, the study's record (and MLflow run) goes on
+    jobs.clear()
+    monkeypatch.setattr(executor, "_run", lambda job, **_: _copy_run(study, job, jobs))
+    outcome = run_study(study, mirror=Mirror(settings), say=said.append)
+    assert [j.spec.key for j in jobs] == ["strict/ast_film_soft/seed2"] and not outcome.failed
+    assert _parent_events(study)["starts"] == ["start", "resume"] and _parent_events(study)["ends"] == [
+        "FAILED", "FINISHED"]
+    assert outcome.parent_run_id == parent_run
+    from mlflow.tracking import MlflowClient
+
+    assert MlflowClient(settings.tracking_uri).get_run(parent_run).info.status == "FINISHED"
+    assert len(outcome.report.sections[0].runs) == 6
+
+
+def test_seeds_added_on_the_command_line_stay_in_the_study(tmp_path, monkeypatch, capsys):
+    """--seeds beyond the file's are remembered in the study folder: running the command again without them
+    keeps those runs in the plan and the report (and says so); an explicit --seeds still decides."""
+    study = _fixture_study(tmp_path, seeds=[0, 1])  # the file says 0, 1, 2
+    monkeypatch.setattr(executor, "_run", lambda job, **_: _copy_run(study, job, []))
+    monkeypatch.setattr(study_mod, "check_data", lambda s: None)
+    run_study(study, say=lambda s: None)
+    extended = _fixture_study(tmp_path, seeds=[0, 1, 2, 7])
+    assert read_state(extended.out) == {}  # no mirror: no mirror state
+    monkeypatch.setattr(executor, "_run", lambda job, **_: RunResult(job.spec.key, False, 0.1, error="no data"))
+    run_study(extended, say=lambda s: None)  # seed 7 has no fixture run: it fails, and is still remembered
+    again = _fixture_study(tmp_path)
+    assert again.settings.seeds == [0, 1, 2, 7]
+    assert "seed(s) 7 added by an earlier --seeds: kept" in study_mod.describe_plan(again, plan_runs(again))
+    assert _fixture_study(tmp_path, seeds=[0]).settings.seeds == [0]
 
 
 def test_a_failed_run_leaves_its_traceback_in_its_log_also_when_runs_go_one_at_a_time(tmp_path, monkeypatch,
                                                                                       capsys):
-    import ls.train
-
     def broken(cfg, variant, **kw):
         raise RuntimeError(f"boom in {variant}")
 
-    monkeypatch.setattr(ls.train, "train_run", broken)
+    monkeypatch.setattr(executor, "train_run", broken)
     monkeypatch.setattr(study_mod, "check_data", lambda s: None)
     study = load_study(write_study(tmp_path / "s.yaml", {"variants": ["ast"], "out": str(tmp_path / "out")}))
     outcome = run_study(study, say=print)
@@ -372,7 +388,7 @@ def test_a_failed_run_leaves_its_traceback_in_its_log_also_when_runs_go_one_at_a
 def test_cli_exit_code_says_a_run_failed(tmp_path, monkeypatch, capsys):
     study = _fixture_study(tmp_path, seeds=[0])
     monkeypatch.setattr(study_mod, "check_data", lambda s: None)
-    monkeypatch.setattr(study_mod, "execute_run", lambda job: RunResult(job.run.key, False, 0.1, error="boom"))
+    monkeypatch.setattr(executor, "_run", lambda job, **_: RunResult(job.spec.key, False, 0.1, error="boom"))
     data = str(study.base.dataset.data_folder)
     argv = [str(FIXTURES / "study.yaml"), "--set", f"dataset.data_folder={data}", "--seeds", "0", "--out",
             str(study.out), "--no-tracking"]
@@ -381,6 +397,17 @@ def test_cli_exit_code_says_a_run_failed(tmp_path, monkeypatch, capsys):
     assert "run strict/ast/seed0 failed: boom" in err and "again to retry" in err
     assert study_mod.main([*argv, "--dry-run"]) == 0
     assert "to start 2" in capsys.readouterr().out
+
+
+def test_a_report_setting_with_a_typo_stops_the_study_before_any_run(tmp_path, capsys, monkeypatch):
+    """Before: every run trained, then "no report" and exit 0. Now one error line, exit 2, nothing trained."""
+    monkeypatch.setattr(executor, "_run", lambda job, **_: pytest.fail("a run started"))
+    path = write_study(tmp_path / "s.yaml", {"variants": ["ast"], "out": str(tmp_path / "out"),
+                                             "report": {"metrics": ["icbhi_score", "sensitivty"]}})
+    assert study_mod.main([str(path), "--no-tracking"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "unknown metric 'sensitivty'" in line and "s.yaml" in line
+    assert not (tmp_path / "out").exists()
 
 
 # =================================================================================================
@@ -441,17 +468,14 @@ def test_report_fixtures_were_trained_as_their_study_file_says():
 @pytest.mark.slow
 def test_ctrl_c_stops_a_parallel_study_at_once_and_starts_no_further_run(tmp_path, mlflow_db):
     """Ctrl-C (here: SIGINT to the study's process only, as when the workers do not get it) while two runs
-    train in workers: the study returns within seconds, no queued run starts, and the parent run and both
-    interrupted child runs end as KILLED."""
+    train in workers: the study returns within seconds, no queued run starts, the study's record and both
+    interrupted runs end as KILLED, and study.json names the two interrupted runs as resumable."""
     import multiprocessing
     import signal
     import threading
     import time
 
     from mlflow.tracking import MlflowClient
-
-    from ls.engine.checkpoint import read_checkpoint
-    from ls.engine.tracking import Tracker, TrackingSettings
 
     data = write_conditional_icbhi(tmp_path / "data", "device", patients=10, cycles=4)
     path = write_study(tmp_path / "s.yaml", {"variants": ["ast", "ast_film_soft"], "seeds": [0, 1], "jobs": 2,
@@ -461,9 +485,8 @@ def test_ctrl_c_stops_a_parallel_study_at_once_and_starts_no_further_run(tmp_pat
     study = load_study(path)
     running, queued = [study.run_dir(v, 0, "strict") for v in study.settings.variants], \
         [study.run_dir(v, 1, "strict") for v in study.settings.variants]
-    uri = f"sqlite:///{mlflow_db}"
-    tracker = Tracker(TrackingSettings(uri, "studies"), buffer_dir=study.out)
-    tracker.check_connection()
+    settings = TrackingSettings(f"sqlite:///{mlflow_db}", "studies")
+    mirror = Mirror(settings, experiment_id=check_connection(settings))
     interrupted_at = []
 
     def interrupt_once_both_train():
@@ -475,20 +498,22 @@ def test_ctrl_c_stops_a_parallel_study_at_once_and_starts_no_further_run(tmp_pat
 
     threading.Thread(target=interrupt_once_both_train, daemon=True).start()
     with pytest.raises(KeyboardInterrupt):
-        run_study(study, tracker=tracker, say=lambda s: None)
-    assert time.monotonic() - interrupted_at[0] < study_mod.STOP_GRACE_S  # not the rest of a 60-epoch run
+        run_study(study, mirror=mirror, say=lambda s: None)
+    assert time.monotonic() - interrupted_at[0] < executor.STOP_GRACE_S  # not the rest of a 60-epoch run
     assert not multiprocessing.active_children()  # no worker left behind
     for run_dir in queued:  # never started: no log, no checkpoint
         assert not (run_dir / "train.log").exists() and not (run_dir / "last.pt").exists(), run_dir
-    client = MlflowClient(tracking_uri=uri)
+    client = MlflowClient(tracking_uri=settings.tracking_uri)
     for run_dir in running:
         assert not (run_dir / "run.json").exists()
-        child = read_checkpoint(run_dir / "last.pt")["mlflow_run_id"]
-        assert client.get_run(child).info.status == "KILLED", run_dir
+        assert EventLog(run_dir).events()[-1] == {**EventLog(run_dir).events()[-1], "event": "end", "status": "KILLED"}
+        assert client.get_run(read_state(run_dir)[settings.store]["run_id"]).info.status == "KILLED", run_dir
     state = json.loads((study.out / "study.json").read_text())
-    assert state["sessions"][-1]["status"] == "KILLED" and state["runs"] == {}
-    assert client.get_run(state["mlflow"]["parent_run_id"]).info.status == "KILLED"
-    assert [r.state for r in plan_runs(study)] == ["resume", "resume", "new", "new"]
+    assert state["sessions"][-1] == {**state["sessions"][-1], "status": "KILLED", "trained": 0}
+    assert {k: (v["state"], v["resumable"]) for k, v in state["runs"].items()} == {
+        "strict/ast/seed0": ("interrupted", True), "strict/ast_film_soft/seed0": ("interrupted", True)}
+    assert client.get_run(read_state(study.out)[settings.store]["run_id"]).info.status == "KILLED"
+    assert [run_state(r) for r in plan_runs(study)] == ["resume", "resume", "new", "new"]
 
 
 # =================================================================================================
@@ -500,7 +525,6 @@ def test_study_resumes_in_the_same_mlflow_runs_and_parallel_runs_give_the_same_n
     from mlflow.tracking import MlflowClient
 
     from ls.engine.checkpoint import read_checkpoint
-    from ls.engine.tracking import Tracker, TrackingSettings
     from ls.engine.trainer import Trainer
     from ls.report.render import comparison_frame, summary_frame
     from ls.report.runs import load_mlflow_runs
@@ -509,14 +533,12 @@ def test_study_resumes_in_the_same_mlflow_runs_and_parallel_runs_give_the_same_n
     path = write_study(tmp_path / "s.yaml", {"name": "tiny", "variants": ["ast", "ast_film_soft"], "seeds": [0],
                                              "out": str(tmp_path / "seq"), "report": {"bootstrap": 200}},
                        dataset={**TINY["dataset"], "data_folder": str(data)})
-    uri = f"sqlite:///{mlflow_db}"
-    client = MlflowClient(tracking_uri=uri)
+    settings = TrackingSettings(f"sqlite:///{mlflow_db}", "studies")
+    client = MlflowClient(tracking_uri=settings.tracking_uri)
     client.create_experiment("studies", artifact_location=(tmp_path / "artifacts").as_uri())
 
-    def tracker():
-        t = Tracker(TrackingSettings(uri, "studies"), buffer_dir=tmp_path / "seq")
-        t.check_connection()
-        return t
+    def mirror():
+        return Mirror(settings, experiment_id=check_connection(settings))
 
     # session 1: interrupted (Ctrl-C) after the first epoch of the second run
     interrupted = load_study(path).run_dir("ast_film_soft", 0, "strict")
@@ -529,20 +551,24 @@ def test_study_resumes_in_the_same_mlflow_runs_and_parallel_runs_give_the_same_n
 
     monkeypatch.setattr(Trainer, "_write_checkpoints", stop_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
-        run_study(load_study(path), tracker=tracker(), say=lambda s: None)
+        run_study(load_study(path), mirror=mirror(), say=lambda s: None)
     monkeypatch.undo()
     state = json.loads((tmp_path / "seq" / "study.json").read_text())
-    parent = state["mlflow"]["parent_run_id"]
-    assert state["sessions"][-1]["status"] == "KILLED" and client.get_run(parent).info.status == "KILLED"
+    parent = read_state(tmp_path / "seq")[settings.store]["run_id"]
+    assert state["sessions"][-1] == {**state["sessions"][-1], "status": "KILLED", "trained": 1}
+    assert state["runs"]["strict/ast/seed0"]["state"] == "finished"
+    assert state["runs"]["strict/ast_film_soft/seed0"] == {**state["runs"]["strict/ast_film_soft/seed0"],
+                                                           "state": "interrupted", "resumable": True}
+    assert client.get_run(parent).info.status == "KILLED"
     assert not (interrupted / "run.json").exists()
-    last = read_checkpoint(interrupted / "last.pt")
-    child = last["mlflow_run_id"]
-    assert child and last["epoch"] == 1 and client.get_run(child).info.status == "KILLED"  # Ctrl-C, not a failure
+    assert read_checkpoint(interrupted / "last.pt")["epoch"] == 1
+    child = read_state(interrupted)[settings.store]["run_id"]
+    assert client.get_run(child).info.status == "KILLED"  # Ctrl-C, not a failure
 
     # session 2: the finished run is skipped, the interrupted one continues in its MLflow run
     study = load_study(path)
-    assert [r.state for r in plan_runs(study)] == ["finished", "resume"]
-    outcome = run_study(study, tracker=tracker(), say=lambda s: None)
+    assert [run_state(r) for r in plan_runs(study)] == ["finished", "resume"]
+    outcome = run_study(study, mirror=mirror(), say=lambda s: None)
     assert not outcome.failed and outcome.parent_run_id == parent
     assert json.loads((interrupted / "run.json").read_text())["run_id"] == child
     children = client.search_runs([client.get_experiment_by_name("studies").experiment_id],
@@ -550,11 +576,13 @@ def test_study_resumes_in_the_same_mlflow_runs_and_parallel_runs_give_the_same_n
     assert len(children) == 2 and {c.data.tags["study"] for c in children} == {"tiny"}
     assert {c.info.status for c in children} == {"FINISHED"} and client.get_run(parent).info.status == "FINISHED"
     assert "report/report.md" in {a.path for a in client.list_artifacts(parent, "report")}
-    # the report reads the same runs from the study folder and from MLflow (what ls.train really logs)
-    from_mlflow, _ = load_mlflow_runs(uri, "studies", parent)
-    settings = Settings(n_boot=200)
-    folder_report = build_report(load_runs(study.runs_dir)[0], settings)
-    mlflow_report = build_report(from_mlflow, settings)
+    history = client.get_metric_history(child, "val/icbhi_score")
+    assert sorted(m.step for m in history) == [1, 2]  # each epoch once, across the interruption
+    # the report reads the same runs from the study folder and from MLflow (what a run mirrors)
+    from_mlflow, _ = load_mlflow_runs(settings.tracking_uri, "studies", parent)
+    report_settings = Settings(n_boot=200)
+    folder_report = build_report(load_runs(study.runs_dir)[0], report_settings)
+    mlflow_report = build_report(from_mlflow, report_settings)
     pd.testing.assert_frame_equal(summary_frame(folder_report), summary_frame(mlflow_report))
     pd.testing.assert_frame_equal(comparison_frame(folder_report), comparison_frame(mlflow_report))
 

@@ -121,7 +121,8 @@ def test_generation_is_deterministic_and_seeded(tmp_path):
 def test_cli_writes_a_folder(tmp_path, capsys):
     assert main([str(tmp_path / "cli"), "--recordings", "5", "--seed", "1"]) == 0
     assert build_cycle_table(tmp_path / "cli", check_audio=False)["Filename"].nunique() == 5
-    assert main([str(tmp_path / "x"), "--like", str(tmp_path / "missing.csv")]) == 1
+    assert main([str(tmp_path / "x"), "--like", str(tmp_path / "missing.csv")]) == 2  # ls.utils.cli: bad input
+    assert "missing.csv" in capsys.readouterr().err
 
 
 @pytest.mark.shared_data

@@ -181,11 +181,15 @@ def test_resume_after_epoch_k_ends_with_the_same_metrics(full_run, tmp_path):
 
 
 def test_resume_from_another_variant_or_config_is_refused(full_run, tmp_path):
+    """The trainer refuses another variant and a best.pt; another config is refused by the application, which
+    knows configs (ls.runs.run.check_resumable), before any data is built."""
+    from ls.runs.run import check_resumable
+
     tmp, _, _ = full_run
     last = tmp / "run" / "last.pt"
-    other = make_trainer(tmp_path, epochs=4, optimizer={"lr": 0.5})
-    with pytest.raises(CheckpointError, match="training.optimizer.lr"):
-        other.fit(resume_from=last)
+    with pytest.raises(CheckpointError, match="training.optimizer.lr: stored 0.01 vs planned 0.5"):
+        check_resumable(read_checkpoint(last), make_cfg(tmp_path, epochs=4, optimizer={"lr": 0.5}), "ast", last)
+    check_resumable(read_checkpoint(last), make_cfg(tmp_path, epochs=6), "ast", last)  # more epochs: fine
     other = make_trainer(tmp_path)
     other.meta["variant"] = "ast_film"
     with pytest.raises(CheckpointError, match="variant 'ast'"):
@@ -308,12 +312,11 @@ def test_gradient_clipping_bounds_the_update(tmp_path):
     assert norms and max(norms) <= 1e-3 * (1 + 1e-4)
 
 
-def test_best_checkpoint_alone_holds_the_history_and_the_tracking_run(full_run, tmp_path):
-    """best.pt carries every epoch's metrics (rewritten at the end) and the MLflow run id, so figures need
-    only that file (ls.viz.cli.training_history no longer looks for last.pt)."""
+def test_best_checkpoint_alone_holds_the_history(full_run, tmp_path):
+    """best.pt carries every epoch's metrics (rewritten at the end), so figures need only that file
+    (ls.viz.cli.training_history no longer looks for last.pt)."""
     import shutil
 
-    from ls.engine.tracking import NullTracker
     from ls.viz.cli import training_history
 
     tmp, _, result = full_run
@@ -325,14 +328,43 @@ def test_best_checkpoint_alone_holds_the_history_and_the_tracking_run(full_run, 
     shutil.copy(tmp / "run" / "best.pt", alone)
     assert training_history(SimpleNamespace(path=alone, cfg=None)) == result.history
 
-    class Run(NullTracker):
-        run_id = "run-123"
 
-    cfg = make_cfg(tmp_path, epochs=2)
-    trainer = trainer_for(TinyModel(), make_loaders(), cfg, Run(), run_dir=tmp_path / "tracked", progress=False)
-    trainer.fit()
-    for name in ("best.pt", "last.pt"):
-        assert read_checkpoint(tmp_path / "tracked" / name)["mlflow_run_id"] == "run-123"
+def test_the_selection_metric_picks_the_epoch_and_epoch_end_hooks_see_every_epoch(tmp_path, monkeypatch):
+    """training.selection_metric decides which epoch is kept (here a metric whose best epoch differs from the
+    ICBHI score's); epoch_end hooks get each epoch's record after its checkpoint; an unknown metric is one
+    clear error naming the key."""
+    import dataclasses
+
+    from ls.engine import predict_rules
+
+    cfg = make_cfg(tmp_path, epochs=4)
+    real = predict_rules.evaluate_outputs
+    calls = {"n": 0}
+
+    def scripted(*args, **kwargs):  # the selection split's scores per epoch: icbhi rises, the other falls
+        ev = real(*args, **kwargs)
+        if kwargs.get("threshold_cfg") is not None:  # the tuned (selection) evaluation
+            calls["n"] += 1
+            ev.metrics["icbhi_score"] = 0.1 * calls["n"]
+            ev.metrics["sprsound_score"] = 1.0 - 0.1 * calls["n"]
+        return ev
+
+    monkeypatch.setattr(predict_rules, "evaluate_outputs", scripted)
+    seen = []
+    training = dataclasses.replace(cfg.training, selection_metric="sprsound_score")
+    trainer = Trainer(TinyModel(), make_loaders(), training, cfg.output_mode, seed=cfg.seed,
+                      run_dir=tmp_path / "spr", progress=False,
+                      epoch_end=[lambda epoch, record: seen.append((epoch, (tmp_path / "spr" / "last.pt").is_file(),
+                                                                    record["val/sprsound_score"]))])
+    result = trainer.fit()
+    assert result.best_epoch == 1 and result.best_score == pytest.approx(0.9)
+    assert [(e, saved) for e, saved, _ in seen] == [(1, True), (2, True), (3, True), (4, True)]
+    calls["n"] = 0
+    result = trainer_for(TinyModel(), make_loaders(), cfg, run_dir=tmp_path / "icbhi", progress=False).fit()
+    assert result.best_epoch == 4  # the default: the ICBHI score
+    bad = dataclasses.replace(cfg.training, selection_metric="icbhi_scor")
+    with pytest.raises(ValueError, match="training.selection_metric 'icbhi_scor' is not a metric.*icbhi_score"):
+        Trainer(TinyModel(), make_loaders(), bad, cfg.output_mode, run_dir=tmp_path / "bad", progress=False).fit()
 
 
 def test_the_trainer_drives_a_model_only_through_its_generic_hooks(tmp_path):

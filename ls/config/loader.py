@@ -351,6 +351,9 @@ def read_yaml(path: str | Path) -> dict:
             data = yaml.safe_load(fh)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    except UnicodeDecodeError as exc:  # e.g. a binary file given by mistake
+        raise ConfigError(f"{path} is not a UTF-8 text file (byte {exc.start}: {exc.reason}); expected a YAML "
+                          "config") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -21,6 +21,7 @@ import yaml
 from ls.config import Config, ConfigError, build_config, to_dict
 from ls.config.loader import read_yaml
 from ls.config.original import Translation, show
+from ls.utils.cli import add_traceback_option, run_command
 
 
 def resolved(cfg: Config) -> dict:
@@ -199,27 +200,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", default=None, help="write here (atomically) instead of to standard output")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a value first, e.g. --set dataset.data_folder=/data/icbhi (repeatable)")
+    add_traceback_option(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Command line; problems (a bad config, an unreadable input, an output that cannot be written) are one
+    ``error:`` line and exit code 2 (``--traceback`` shows where)."""
     args = build_parser().parse_args(argv)
-    try:
-        text, translation = migrate(args.config, args.overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.out:
-        from ls.utils.io import atomic_write_text
 
-        atomic_write_text(args.out, text)
-    else:
-        sys.stdout.write(text)
-    if translation.notes:
-        counts = {a: sum(n.action == a for n in translation.notes) for a in ("translated", "default", "ignored")}
-        print(f"{args.config}: {counts['translated']} keys translated, {counts['default']} set to the original's "
-              f"default, {counts['ignored']} ignored (listed in the output's comments)", file=sys.stderr)
-    return 0
+    def body() -> int:
+        text, translation = migrate(args.config, args.overrides)
+        if args.out:
+            from ls.utils.io import atomic_write_text
+
+            atomic_write_text(args.out, text)
+        else:
+            sys.stdout.write(text)
+        if translation.notes:
+            counts = {a: sum(n.action == a for n in translation.notes) for a in ("translated", "default", "ignored")}
+            print(f"{args.config}: {counts['translated']} keys translated, {counts['default']} set to the "
+                  f"original's default, {counts['ignored']} ignored (listed in the output's comments)",
+                  file=sys.stderr)
+        return 0
+
+    return run_command(body, args)
 
 
 if __name__ == "__main__":

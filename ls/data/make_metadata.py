@@ -20,6 +20,7 @@ import pandas as pd
 
 from ls.data.icbhi import build_cycle_table, write_cycle_table
 from ls.data.labels import class_names, cycle_labels
+from ls.utils.cli import add_traceback_option, run_command
 
 
 def summarize(table: pd.DataFrame) -> str:
@@ -72,10 +73,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--demographics-file", type=Path, default=None, help="demographics file (default: found)"
     )
     parser.add_argument("--no-check-audio", action="store_true", help="do not read WAV headers")
+    add_traceback_option(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    try:
+    def body() -> int:
         table = build_cycle_table(
             args.data_folder,
             split_file=args.split_file,
@@ -84,14 +86,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             fold_file=args.fold_file,
             check_audio=not args.no_check_audio,
         )
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    out = args.out if args.out is not None else args.data_folder / "icbhi_metadata.csv"
-    write_cycle_table(table, out)
-    print(summarize(table))
-    print(f"wrote {out}")
-    return 0
+        out = args.out if args.out is not None else args.data_folder / "icbhi_metadata.csv"
+        write_cycle_table(table, out)
+        print(summarize(table))
+        print(f"wrote {out}")
+        return 0
+
+    return run_command(body, args)  # a problem: one ``error:`` line, exit code 2
 
 
 if __name__ == "__main__":

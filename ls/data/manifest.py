@@ -15,8 +15,10 @@ them all, one line each naming the CSV, the 1-based data row (the header is row 
 column, a missing or unreadable audio file, a relative path leading out of the manifest folder, a start or
 end that is not a number, ``start < 0``, ``end <= start``, an end after the end of the audio (1 ms
 tolerance, for times written in ms), an unknown label (when ``classes`` is given), a crackle/wheeze value
-other than 0/1, a non-numeric continuous value, an empty required cell, a segment listed twice, two audio
-files whose paths differ only in the suffix.
+other than 0/1, a non-numeric continuous value, an empty required cell (a required column with no value at all
+is one problem), a segment listed twice, two audio files whose paths differ only in the suffix. A metadata
+column with no value in any row loads with a :class:`ManifestWarning` naming the CSV and the column: it would
+condition nothing.
 
 :func:`icbhi_to_manifest` writes an ICBHI cycle table as a manifest (``ICBHI_MANIFEST_SPEC`` reads it back).
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -50,6 +53,10 @@ MISSING_TOKENS = frozenset({"", "NA", "N/A", "NaN", "nan", "None", "null"})
 MAX_LISTED_PROBLEMS = 20
 # Segment times are usually written in whole milliseconds; an end within 1 ms of the audio's end is fine.
 _END_TOLERANCE_S = 1e-3
+
+
+class ManifestWarning(UserWarning):
+    """A manifest that loads but will not train as its author expects (e.g. a metadata column with no value)."""
 
 
 class ManifestError(ValueError):
@@ -226,8 +233,16 @@ def load_manifest(csv_path: str | Path, spec: ManifestSpec | None = None) -> pd.
     def cells(column: str) -> list[str]:
         return raw[column].tolist()
 
+    # a column without any value is one problem, not one per row (a wrongly named or exported column)
+    blank = {c for c in raw.columns if len(raw) > 1 and (raw[c] == "").all()}
+    for column in dict.fromkeys(c for c in (*spec.required_columns(), spec.split) if c in blank):
+        if column not in (*spec.categorical, *spec.continuous):  # metadata may be missing: a warning below
+            problems.add(None, column, "every cell is empty (a column that has no values)")
+
     def required(column: str) -> list[str]:
         values = cells(column)
+        if column in blank:
+            return values
         for row, value in zip(rows, values):
             if value == "":
                 problems.add(row, column, "empty cell")
@@ -272,7 +287,7 @@ def load_manifest(csv_path: str | Path, spec: ManifestSpec | None = None) -> pd.
     starts = np.full(len(raw), np.nan)
     ends = np.full(len(raw), np.nan)
     for column, out in ((spec.start, starts), (spec.end, ends)):
-        if column not in has:
+        if column not in has or column in blank:
             continue
         for i, (row, text) in enumerate(zip(rows, cells(column))):
             value = _number(text)
@@ -295,7 +310,7 @@ def load_manifest(csv_path: str | Path, spec: ManifestSpec | None = None) -> pd.
     bits: dict[str, np.ndarray] = {}
     if spec.has_bits:
         for column, key in ((spec.crackle, "Crackles"), (spec.wheeze, "Wheezes")):
-            if column not in has:
+            if column not in has or column in blank:
                 continue
             values = np.zeros(len(raw), dtype=np.int64)
             for i, (row, text) in enumerate(zip(rows, cells(column))):
@@ -324,7 +339,7 @@ def load_manifest(csv_path: str | Path, spec: ManifestSpec | None = None) -> pd.
     patients = required(spec.patient) if spec.patient in has else None
     if spec.split is not None and spec.split in has:
         for row, text in zip(rows, cells(spec.split)):
-            if text == "":
+            if text == "" and spec.split not in blank:
                 problems.add(row, spec.split, f"empty cell (write {UNKNOWN_SPLIT!r} for rows of no split)")
         splits = cells(spec.split)
     else:
@@ -346,6 +361,16 @@ def load_manifest(csv_path: str | Path, spec: ManifestSpec | None = None) -> pd.
             else:
                 values[i] = value
         metadata[column] = values
+
+    # a metadata column without a single value loads (missing values are allowed) but conditions nothing
+    for column in (*spec.categorical, *spec.continuous):
+        if column in has and all(t in MISSING_TOKENS for t in cells(column)):
+            kind, effect, key = (
+                ("factor", "every segment gets the unknown id", "categorical") if column in spec.categorical
+                else ("feature", "every segment gets the same imputed value", "continuous"))  # fmt: skip
+            warnings.warn(ManifestWarning(
+                f"{csv_path}: column {column!r} is empty in every row: the metadata {kind} {column!r} tells the "
+                f"model nothing ({effect}); fill the column or leave it out of dataset.{key}"), stacklevel=2)
 
     # the same segment twice would be counted twice by every metric
     if paths is not None:

@@ -37,6 +37,7 @@ genuinely matters. The levels are plausible, not calibrated against real recordi
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import math
@@ -54,6 +55,7 @@ import soundfile as sf
 from scipy import signal
 
 from ls.data.icbhi import CYCLE_TABLE_COLUMNS, NO_FOLD, SITES, UNKNOWN_SPLIT, load_cycle_table, parse_stem
+from ls.utils.cli import add_traceback_option, run_command
 from ls.utils.io import atomic_open, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -455,6 +457,7 @@ def generate_icbhi(
     workers: int = 1,
 ) -> Path:
     """Write a synthetic ICBHI folder to ``out_dir`` (created; same-named files are replaced); return it.
+    Raises NotADirectoryError when ``out_dir`` is a file.
 
     Args:
         recordings: number of recordings of the random database (ignored with ``like``).
@@ -464,6 +467,8 @@ def generate_icbhi(
         workers: processes rendering recordings (useful with ``like``); 1 renders in-process.
     """
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "is a file, not a folder: give a new or existing folder", str(out))
     out.mkdir(parents=True, exist_ok=True)
     fixed_rates = None
     if like is None:
@@ -517,16 +522,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--like", type=Path, default=None, help="cycle table CSV whose structure to reproduce"
     )
     parser.add_argument("--workers", type=int, default=1, help="rendering processes")
+    add_traceback_option(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
+
+    def body() -> int:
         out = generate_icbhi(args.out_dir, recordings=args.recordings, seed=args.seed, like=args.like,
                              workers=args.workers)  # fmt: skip
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"wrote {out}")
-    return 0
+        print(f"wrote {out}")
+        return 0
+
+    return run_command(body, args)  # a problem: one ``error:`` line, exit code 2
 
 
 if __name__ == "__main__":

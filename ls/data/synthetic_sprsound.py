@@ -40,6 +40,7 @@ Files are written atomically (temp file + rename). Command line::
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import math
@@ -63,6 +64,7 @@ from ls.data.sprsound import (
     find_recordings,
     read_annotation,
 )
+from ls.utils.cli import add_traceback_option, run_command
 from ls.utils.io import atomic_open, atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -438,13 +440,16 @@ def generate_sprsound(
             are reused (JSONs copied unchanged) and only audio is synthesised.
         sample_rate: of the 16-bit mono wavs.
 
-    Raises FileExistsError when ``out`` already holds annotation or audio files of another plan.
+    Raises FileExistsError when ``out`` already holds annotation or audio files of another plan,
+    NotADirectoryError when it is a file.
     """
     if sample_rate < 4000:
         raise ValueError(
             f"sample_rate must be >= 4000 Hz (tones reach 1 kHz with harmonics), got {sample_rate}"
         )
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "is a file, not a folder: give a new or empty folder", str(out))
     planned = (
         plan_from_annotations(names_from, seed) if names_from is not None else plan_database(recordings, seed)
     )
@@ -480,16 +485,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--names-from", type=Path, default=None, help="BioCAS-layout folder of real JSONs to reuse"
     )
     parser.add_argument("--sample-rate", type=int, default=8000)
+    add_traceback_option(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
+
+    def body() -> int:
         out = generate_sprsound(args.out, recordings=args.recordings, seed=args.seed,
                                 names_from=args.names_from, sample_rate=args.sample_rate)  # fmt: skip
-    except (FileNotFoundError, FileExistsError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"wrote {out}")
-    return 0
+        print(f"wrote {out}")
+        return 0
+
+    return run_command(body, args)  # a problem: one ``error:`` line, exit code 2
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int:
         from ls.report.build import Settings, build_report
+        from ls.report.paths import shown_path, shown_uri
         from ls.report.render import markdown_report, write_report
         from ls.report.runs import load_mlflow_runs, load_runs
         from ls.report.stats import ReportError
@@ -50,12 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.experiment or args.parent:
                 raise ReportError("--experiment and --parent go with --tracking-uri, not --runs")
             runs, notes = load_runs(args.runs)
-            source = f"folder {args.runs}"
+            source = f"folder {shown_path(args.runs)}"
         else:
             if not args.experiment:
                 raise ReportError("--tracking-uri needs --experiment")
             runs, notes = load_mlflow_runs(args.tracking_uri, args.experiment, args.parent)
-            source = f"MLflow {args.tracking_uri}, experiment {args.experiment!r}" + (
+            source = f"MLflow {shown_uri(args.tracking_uri)}, experiment {args.experiment!r}" + (
                 f", children of run {args.parent}" if args.parent else "")
         settings = Settings(baseline=args.baseline, metrics=tuple(args.metric or ("icbhi_score",)),
                             confidence=args.confidence, n_boot=args.bootstrap, seed=args.seed,

@@ -1,8 +1,8 @@
 """Loading finished runs (a folder tree or an MLflow experiment) and aligning their test predictions.
 
 A run is described by ``run.json`` (``variant``, ``display_name``, ``seed``, ``selection``, optional ``fold``
-and ``run_id``, ``class_names`` with class 0 = normal, ``factors``, and the final test metrics under
-``test``) and ``test_predictions.csv`` (one row per test cycle: ``filename``, ``cycle_index``, ``patient``,
+and ``run_id``, ``class_names`` with class 0 = normal, ``factors``, the final test metrics under ``test``, and
+optionally the protocol card under ``protocol``: :mod:`ls.report.protocol`) and ``test_predictions.csv`` (one row per test cycle: ``filename``, ``cycle_index``, ``patient``,
 ``true``, ``pred`` as class names, and one column per factor). Problems are :class:`ReportError` with one
 line naming the file or run and what is wrong.
 """
@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 import ls.utils.telemetry  # noqa: F401 - before anything imports mlflow: it turns MLflow's telemetry off
+from ls.report.protocol import PROTOCOL_KEY, parse_card
 from ls.report.stats import ReportError, TestSet
 
 RUN_FILE = "run.json"
@@ -46,6 +47,7 @@ class Run:
     fold: int | None = None
     run_id: str | None = None
     source: str = ""
+    protocol: Mapping[str, object] | None = None  # the protocol card (ls.report.protocol), None when not recorded
 
     @property
     def key(self) -> tuple[int, int | None]:
@@ -95,6 +97,15 @@ def parse_run(meta: Mapping, predictions: pd.DataFrame, where: str, csv_name: st
         raise ReportError(f"{where}: 'test' must be an object of metrics, got {type(test).__name__}")
     fold = meta.get("fold")
     fold = None if fold is None or fold == "" else _as_int(fold, "'fold'", where)
+    protocol = meta.get(PROTOCOL_KEY)
+    if protocol is not None:
+        try:
+            protocol = parse_card(protocol, f"{where}: {RUN_FILE}")
+        except TypeError as exc:
+            raise ReportError(str(exc)) from None
+        if protocol.get("selection", selection) != selection:
+            raise ReportError(f"{where}: {RUN_FILE} has selection {selection!r} but its protocol card says "
+                              f"{protocol['selection']!r}")
     run = Run(
         variant=variant,
         display_name=str(meta.get("display_name") or variant),
@@ -107,6 +118,7 @@ def parse_run(meta: Mapping, predictions: pd.DataFrame, where: str, csv_name: st
         fold=fold,
         run_id=str(meta["run_id"]) if meta.get("run_id") else None,
         source=where,
+        protocol=protocol or None,
     )
     return run
 

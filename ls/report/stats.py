@@ -23,6 +23,9 @@ from scipy import stats as _sps
 
 from ls.engine.metrics import binary_icbhi_scores, group_metrics, icbhi_scores
 
+#: What a table shows for a test or interval that was not computed (too few pairs, no spread).
+NOT_COMPUTED = "n/c"
+
 
 class ReportError(ValueError):
     """A problem with the inputs of a report (shown to users as one ``error:`` line)."""
@@ -37,6 +40,15 @@ BASE_METRICS = (
     "binary_sensitivity",
     "binary_icbhi_score",
 )
+#: Short labels of the whole-test-set metrics (tables, figures, notes).
+METRIC_LABELS = {
+    "specificity": "Sp",
+    "sensitivity": "Se",
+    "icbhi_score": "Score",
+    "binary_specificity": "2-class Sp",
+    "binary_sensitivity": "2-class Se",
+    "binary_icbhi_score": "2-class Score",
+}
 #: Per-factor-value metrics that ``ls.engine.metrics.group_metrics`` defines (``<factor>/<value>/<metric>``).
 GROUP_METRICS = ("specificity", "sensitivity", "icbhi_score", "binary_sensitivity", "binary_icbhi_score")
 
@@ -401,6 +413,14 @@ def wilcoxon_exact(differences: np.ndarray) -> TestResult:
     return TestResult(name, float(res.statistic), float(res.pvalue), tail.lstrip("; "), int(nonzero.size))
 
 
+def format_p(p: float | None) -> str:
+    """The one format of a p-value in every report (tables, notes): three significant digits
+    (``0.0625``, ``0.827``, ``1.00``), ``<0.001`` below 0.001, and ``n/c`` (not computed) for a missing one."""
+    if p is None or not math.isfinite(float(p)):
+        return NOT_COMPUTED
+    return "<0.001" if p < 0.001 else f"{float(p):#.3g}"
+
+
 def min_wilcoxon_p(n: int) -> float:
     """Smallest two-sided p-value the exact signed-rank test can give with ``n`` non-zero differences."""
     return min(1.0, 2.0 / 2.0**n) if n > 0 else 1.0
@@ -524,6 +544,8 @@ __all__ = [
     "BASE_METRICS",
     "COMPARISON_COLUMNS",
     "GROUP_METRICS",
+    "METRIC_LABELS",
+    "NOT_COMPUTED",
     "Pairing",
     "ReportError",
     "TestResult",
@@ -533,6 +555,7 @@ __all__ = [
     "compare_to_baseline",
     "draws_to_weights",
     "format_keys",
+    "format_p",
     "holm",
     "metric_replicates",
     "min_wilcoxon_p",

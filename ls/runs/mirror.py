@@ -555,16 +555,20 @@ def _send(client: Any, run_id: str, batch: list[dict[str, Any]], folder: Path, s
     from mlflow.entities import Metric, Param, RunTag
 
     kind = batch[0].get("event")
-    if kind == "metrics":
-        items = [Metric(_metric_key(k), float(v), int(e["time"] * 1000), int(e.get("step") or 0))
-                 for e in batch for k, v in e["metrics"].items()]
-        _call(lambda: client.log_batch(run_id, metrics=items), settings)
-    elif kind == "params":
-        merged = {str(k): _param_value(v) for e in batch for k, v in e["params"].items()}
-        _call(lambda: client.log_batch(run_id, params=[Param(k, v) for k, v in merged.items()]), settings)
-    elif kind == "tags":
-        merged = {str(k): str(v) for e in batch for k, v in e["tags"].items()}
-        _call(lambda: client.log_batch(run_id, tags=[RunTag(k, v) for k, v in merged.items()]), settings)
+    if kind in _BATCH_LIMITS:
+        if kind == "metrics":
+            items = [Metric(_metric_key(k), float(v), int(e["time"] * 1000), int(e.get("step") or 0))
+                     for e in batch for k, v in e["metrics"].items()]
+        elif kind == "params":
+            merged = {str(k): _param_value(v) for e in batch for k, v in e["params"].items()}
+            items = [Param(k, v) for k, v in merged.items()]
+        else:
+            merged = {str(k): str(v) for e in batch for k, v in e["tags"].items()}
+            items = [RunTag(k, v) for k, v in merged.items()]
+        size = _BATCH_LIMITS[kind]
+        for i in range(0, len(items), size):  # one event may hold more than one call may carry
+            chunk = items[i:i + size]
+            _call(lambda chunk=chunk: client.log_batch(run_id, **{kind: chunk}), settings)
     elif kind == "artifact":
         event = batch[0]
         with contextlib.ExitStack() as stack:
@@ -718,9 +722,9 @@ __all__ = [
     "client_for",
     "find_records",
     "open_hint",
+    "reachable",
     "read_mlflow_yaml",
     "read_state",
-    "reachable",
     "resolve_settings",
     "start_mirror",
     "sync",

@@ -25,13 +25,10 @@ import shutil
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ls.runs.secrets import redact_params, without_credentials
 from ls.utils.io import atomic_copy
-
-if TYPE_CHECKING:
-    from ls.runs.mirror import Mirror
 
 EVENTS_FILE = "events.jsonl"
 #: Where artifacts that lie outside the record's folder are copied (the log names files inside it only).
@@ -115,7 +112,8 @@ class RunRecord:
     >>> record.end()
     """
 
-    def __init__(self, folder: str | Path, mirror: Mirror | None = None, secrets: Iterable[str | None] = ()) -> None:
+    def __init__(self, folder: str | Path, mirror: Any = None, secrets: Iterable[str | None] = ()) -> None:
+        """``mirror``: an ``ls.runs.mirror.Mirror`` that syncs the record as it grows (None: local only)."""
         self.folder = Path(folder)
         self.log = EventLog(self.folder)
         self.mirror = mirror

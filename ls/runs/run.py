@@ -333,12 +333,15 @@ def write_run_artifacts(record: RunRecord, trainer: Trainer, result: FitResult, 
 def protocol_of(cfg: Config, trainer: Trainer, test_set: Any, fold: int | None) -> dict[str, Any]:
     """The run's protocol card (:func:`ls.runs.protocol.protocol_card`) from its config and test set."""
     ds = cfg.dataset
-    split = ds.split_strategy if fold is None else f"{ds.split_strategy}, patient fold {fold} for validation"
+    table = getattr(test_set, "table", None)
+    splits = sorted(set(table["Split"].astype(str))) if table is not None and "Split" in table else ["test"]
     return protocol_card(
-        split=split, selection=cfg.training.selection, selection_metric=trainer.selection_metric,
-        thresholds=cfg.training.thresholds.mode if trainer.output_mode.uses_thresholds else "argmax",
-        mode=trainer.output_mode, dataset=ds.name, task=ds.task,
-        test_patients=len(set(getattr(test_set, "patients", []))), test_cycles=len(test_set))
+        split=ds.split_strategy if fold is None else f"{ds.split_strategy}, patient fold {fold} validates",
+        selection=cfg.training.selection, selection_metric=trainer.selection_metric,
+        output_kind=trainer.output_mode.kind, thresholds_tuned=cfg.training.thresholds.mode == "tuned",
+        dataset=ds.name, task=ds.task or "", class_names=trainer.output_mode.class_names,
+        test_patients=len(set(getattr(test_set, "patients", []))), test_cycles=len(test_set),
+        test_split="+".join(splits))
 
 
 def run_summary(cfg: Config, variant: str, result: FitResult, class_names: Sequence[str],

@@ -1,42 +1,33 @@
-"""ls.train on the real data/model stack (tiny model, small synthetic folder): figures through
-ls.viz.performance, the resolved config in params / config.yaml / checkpoints, the measured feature statistics
-with the fitted encoder, run.json and the predictions CSV, and input-size errors before any data is read."""
+"""ls.runs.run on the real data/model stack (tiny model, small synthetic folder): the run's record (params,
+artifacts, figures through ls.viz.performance, its end), the resolved config in params / config.yaml /
+checkpoints, the measured feature statistics with the fitted encoder, run.json with its protocol card and the
+predictions CSV, the selection metric that follows the dataset, and input-size errors before any data is read."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
-import ls.train as runner
+import ls.runs.run as runner
+import ls.train as cli
 from ls.config import ConfigError, config_from_dict
 from ls.engine.checkpoint import read_checkpoint
-from ls.engine.tracking import NullTracker
+from ls.runs.record import EventLog
 
 
-class RecordingTracker(NullTracker):
-    """Keeps what the runner logs (a run id, params and artifacts) in memory."""
-
-    run_id = "run-abc"
-
-    def __init__(self) -> None:
-        self.params: dict = {}
-        self.artifacts: list[tuple[str, str | None]] = []
-        self.status: str | None = None
-
-    def start_run(self, run_name=None, **_):
-        return self.run_id
-
-    def log_params(self, params):
-        self.params.update(params)
-
-    def log_artifact(self, path, artifact_path=None):
-        assert Path(path).is_file(), path
-        self.artifacts.append((Path(path).name, artifact_path))
-
-    def end_run(self, status="FINISHED"):
-        self.status = status
+def recorded(folder: Path) -> dict:
+    """What a run folder's record holds: params, artifacts (name, folder) and how it ended."""
+    events = EventLog(folder).events()
+    params = {k: v for e in events if e["event"] == "params" for k, v in e["params"].items()}
+    artifacts = [(Path(e["path"]).name, e["artifact_path"]) for e in events if e["event"] == "artifact"]
+    for e in events:
+        if e["event"] == "artifact":
+            assert (folder / e["path"]).is_file(), e
+    ends = [e["status"] for e in events if e["event"] == "end"]
+    return {"events": events, "params": params, "artifacts": artifacts, "ends": ends}
 
 
 def tiny_cfg(data: Path, tmp_path: Path, **dataset):
@@ -53,32 +44,32 @@ def tiny_cfg(data: Path, tmp_path: Path, **dataset):
 @pytest.mark.slow
 def test_run_logs_figures_and_the_config_resolved_after_build_datasets(synthetic_icbhi_dir, tmp_path):
     cfg = tiny_cfg(synthetic_icbhi_dir, tmp_path)
-    tracker = RecordingTracker()
-    outcome = runner.train_run(cfg, "ast", tracker=tracker, progress=False)
-    assert tracker.status == "FINISHED"
+    outcome = runner.train_run(cfg, "ast", progress=False)  # no mirror: recorded all the same
+    record = recorded(outcome.run_dir)
+    assert record["ends"] == ["FINISHED"] and record["events"][0]["event"] == "start"
+    assert record["events"][0]["tags"]["variant"] == "ast" and outcome.run_id is None
 
     # 3. mel_norm=dataset: the statistics measured by build_datasets travel with the fitted metadata encoder in
     # every checkpoint; the config (params, config.yaml, checkpoints) holds only what the user set
     best = read_checkpoint(outcome.run_dir / "best.pt")
     stats = best["metadata_encoder"]["feature_stats"]
     assert stats["std"] > 0 and read_checkpoint(outcome.run_dir / "last.pt")["metadata_encoder"]["feature_stats"] == stats
-    assert not any("dataset_mean" in k for k in tracker.params) and tracker.params["audio.mel_norm"] == "dataset"
+    assert not any("dataset_mean" in k for k in record["params"]) and record["params"]["audio.mel_norm"] == "dataset"
     saved = yaml.safe_load((outcome.run_dir / "config.yaml").read_text())
     assert saved == best["config"] and saved["models"]["ast"]["input_fdim"] == 128  # derived, then saved
 
-    # 2. best.pt holds the whole history and the tracking run
-    assert len(best["trainer"]["history"]) == 2 and best["mlflow_run_id"] == "run-abc"
+    # 2. best.pt holds the whole history; the record holds every epoch's metrics
+    assert len(best["trainer"]["history"]) == 2
+    assert [e["step"] for e in record["events"] if e["event"] == "metrics" and "val/loss" in e["metrics"]] == [1, 2]
 
     # 1. one implementation of the figures (ls.viz.performance), PNG + PDF, logged under figures/
     assert not hasattr(runner, "plot_confusion_matrix") and not hasattr(runner, "plot_training_curves")
-    figures = {name for name, folder in tracker.artifacts if folder == "figures"}
+    figures = {name for name, folder in record["artifacts"] if folder == "figures"}
     assert figures == {f"{n}.{ext}" for n in ("confusion_matrix", "training_curves") for ext in ("png", "pdf")}
     assert {("config.yaml", None), ("best.pt", "checkpoints"), ("test_predictions.csv", None),
-            ("run.json", None)} <= set(tracker.artifacts)
+            ("run.json", None)} <= set(record["artifacts"])
     # the run's predictions CSV has the columns of ls.evaluate's: patient, every metadata factor, class
     # probabilities that sum to 1, raw sigmoids
-    import json
-
     import pandas as pd
 
     preds = pd.read_csv(outcome.run_dir / "test_predictions.csv")
@@ -90,6 +81,13 @@ def test_run_logs_figures_and_the_config_resolved_after_build_datasets(synthetic
     assert (run["variant"], run["display_name"], run["seed"], run["selection"]) == ("ast", "AST", 0, "strict")
     assert run["factors"] == ["device", "site"] and run["class_names"] == ["normal", "crackle", "wheeze", "both"]
     assert run["test"]["icbhi_score"] == pytest.approx(outcome.test_metrics["icbhi_score"])
+    # the protocol card: how the test numbers were made
+    card = run["protocol"]
+    assert (card["split"], card["selection"], card["selection_metric"], card["thresholds_tuned_on"]) == (
+        "official", "strict", "icbhi_score", "validation")
+    assert card["test_set"] == {"name": "icbhi test", "task": "icbhi4", "patients": preds["patient"].nunique(),
+                                "cycles": len(preds)}
+    assert "crackle, wheeze, both" in card["sensitivity"] and card["seeds"] == 1
 
 
 def test_run_figures_skip_curves_of_a_single_epoch(tmp_path):
@@ -117,8 +115,29 @@ def test_the_model_input_follows_the_features_and_a_contradiction_is_a_config_er
 def test_script_reports_every_input_size_mismatch_naming_the_keys(tmp_path, capsys):
     path = tmp_path / "cfg.yaml"
     path.write_text("dataset:\n  data_folder: /nowhere\n  h: 64\nmodels:\n  ast_tafilm: {input_fdim: 96}\n")
-    assert runner.main("tafilm", ["--config", str(path), "--no-tracking"]) == 2
+    assert cli.main("tafilm", ["--config", str(path), "--no-tracking"]) == 2
     err = capsys.readouterr().err
     assert "2 problems in " + str(path) in err
     assert "'dataset.h' in " + str(path) + ": is 64 but audio.n_mels is 128" in err
     assert "'models.ast_tafilm.input_fdim' in " + str(path) + ": is 96 but audio.n_mels is 128" in err
+
+
+def test_the_selection_metric_follows_the_dataset_unless_configured(tmp_path):
+    """SPRSound runs select their epoch on the challenge's score, ICBHI and manifest runs on the ICBHI score; a
+    configured training.selection_metric wins, is stored as configured (null stays null) and reaches the card."""
+    from ls.runs.protocol import protocol_card
+
+    def cfg(**over):
+        return config_from_dict({"dataset": {"data_folder": "x", **over.pop("dataset", {})},
+                                 "training": over.pop("training", {})})
+
+    assert runner.selection_metric(cfg()) == "icbhi_score"
+    assert runner.selection_metric(cfg(dataset={"name": "sprsound", "task": "event2"})) == "sprsound_score"
+    assert runner.selection_metric(cfg(dataset={"name": "manifest"})) == "icbhi_score"
+    chosen = cfg(dataset={"name": "sprsound", "task": "event2"}, training={"selection_metric": "harmonic_score"})
+    assert runner.selection_metric(chosen) == "harmonic_score"
+    assert runner.stored_config(cfg())["training"]["selection_metric"] is None
+    card = protocol_card(split="official", selection="paper", selection_metric="sprsound_score",
+                         output_kind="binary", thresholds_tuned=True, dataset="sprsound", task="event2",
+                         class_names=["normal", "adventitious"], test_patients=3, test_cycles=40)
+    assert card["thresholds_tuned_on"] == "test" and "adventitious" in card["sensitivity"]
