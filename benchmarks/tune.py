@@ -1,6 +1,7 @@
 """Benchmark: what a search costs beyond its training, and what a second worker process gains.
 
-    python benchmarks/tune.py [--recordings 60] [--epochs 3] [--trials 6] [--repeats 2] [--threads 1] [--no-speedup]
+    python benchmarks/tune.py [--recordings 60] [--epochs 3] [--trials 6] [--repeats 2] [--threads 1]
+        [--no-overhead | --no-speedup]
 
 On a synthetic ICBHI folder (``--recordings``, generated into a temporary folder) with the quickstart's tiny
 SoftFiLM (tiny224, 16 mel bins x 128 frames, ``--epochs`` epochs), after one untimed run (imports, caches), in
@@ -16,7 +17,9 @@ rounds that alternate their order:
 - **speed-up of 2 workers over 1** (unless ``--no-speedup``): ``python -m ls.tune FILE --jobs 1`` against
   ``--jobs 2`` as commands (process start, worker spawn and report included), ``--trials`` trials each with a
   random sampler of the same seed, so both train the same parameters, each trial on ``--threads`` threads
-  (``tune.threads``; 0: ls.tune's default, all cores for one worker and the cores shared out among two).
+  (``tune.threads``; 0: ls.tune's default, all cores for one worker and the cores shared out among two). Each
+  command's time splits into its start (to the first trial: imports, the storage, for two workers their spawn
+  and the feature cache built once before them), its trials (first start to last end) and its end (report).
 
 The machine's load average (``os.getloadavg``) is printed before and after: timings on a shared machine say little
 without it.
@@ -54,6 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="threads per trial of the --jobs commands (0: ls.tune's "
                    "default; default 1)")
     p.add_argument("--no-speedup", action="store_true", help="measure the overhead per trial only")
+    p.add_argument("--no-overhead", action="store_true", help="measure the speed-up only")
     return p.parse_args(argv)
 
 
@@ -129,14 +133,23 @@ def plain_round(tmp: Path, data: Path, args: argparse.Namespace, i: int, trials:
     return seconds
 
 
-def command_round(tmp: Path, data: Path, args: argparse.Namespace, jobs: int, i: int) -> float:
+def command_round(tmp: Path, data: Path, args: argparse.Namespace, jobs: int, i: int) -> dict[str, float]:
+    """``python -m ls.tune --jobs N`` as a command: its seconds, and their split into start, trials and end."""
+    import optuna
+
     path = write_tune_file(tmp / f"jobs{jobs}_{i}.yaml", data, tmp / f"jobs{jobs}_{i}", args.trials, args.epochs,
                            args.threads or None)
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    t0 = time.perf_counter()
+    started, t0 = time.time(), time.perf_counter()
     subprocess.run([sys.executable, "-m", "ls.tune", str(path), "--jobs", str(jobs), "--no-tracking"], check=True,
                    env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+    seconds, ended = time.perf_counter() - t0, time.time()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trials = optuna.load_study(study_name=path.stem, storage=f"sqlite:///{tmp / f'jobs{jobs}_{i}' / 'optuna.db'}"
+                               ).get_trials()
+    first = min(t.datetime_start for t in trials).timestamp()
+    last = max(t.datetime_complete for t in trials).timestamp()
+    return {"total": seconds, "start": first - started, "trials": last - first, "end": ended - last}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             execute(Plan([RunSpec("ast_film_soft", warm.trial_config("ast_film_soft", {}), tmp / "warm" / "run",
                                   evaluate_test=False)]), threads=1, progress=False)  # the model code's first use
         overhead, bookkeeping, fixed, reports, plains = [], [], [], [], []
-        for i in range(args.repeats):
+        for i in range(0 if args.no_overhead else args.repeats):
             if i % 2 == 0:
                 search_s, report_s, trials, runs = search_round(tmp, data, args, i)
                 plain = plain_round(tmp, data, args, i, trials)
@@ -180,23 +193,27 @@ def main(argv: list[str] | None = None) -> int:
                   f"same plain runs {sum(plain):.1f} s: {overhead[-1]:+.2f} s per trial "
                   f"({100 * (sum(lasted) / sum(plain) - 1):+.1f} %); the search outside its trials {fixed[-1]:.1f} s, "
                   f"report {report_s:.1f} s; {load()}", flush=True)
-        print(f"bookkeeping per trial (ask to tell, less the run): median {statistics.median(bookkeeping):.2f} s, "
-              f"max {max(bookkeeping):.2f} s over {len(bookkeeping)} trials; a plain run takes "
-              f"{statistics.median(plains):.1f} s (median of rounds)")
-        print(f"trials against plain runs: median {statistics.median(overhead):+.2f} s per trial over {args.repeats} "
-              f"round(s) (rounds: {', '.join(f'{o:+.2f}' for o in overhead)})")
-        print(f"once per command: the search outside its trials {statistics.median(fixed):.1f} s, report and "
-              f"best_config.yaml {statistics.median(reports):.1f} s")
+        if bookkeeping:
+            print(f"bookkeeping per trial (ask to tell, less the run): median {statistics.median(bookkeeping):.2f} s, "
+                  f"max {max(bookkeeping):.2f} s over {len(bookkeeping)} trials; a plain run takes "
+                  f"{statistics.median(plains):.1f} s (median of rounds)")
+            print(f"trials against plain runs: median {statistics.median(overhead):+.2f} s per trial over "
+                  f"{args.repeats} round(s) (rounds: {', '.join(f'{o:+.2f}' for o in overhead)})")
+            print(f"once per command: the search outside its trials {statistics.median(fixed):.1f} s, report and "
+                  f"best_config.yaml {statistics.median(reports):.1f} s")
         if not args.no_speedup:
-            ratios = []
+            ratios, spans = [], []
             for i in range(args.repeats):
                 order = (1, 2) if i % 2 == 0 else (2, 1)
-                seconds = {jobs: command_round(tmp, data, args, jobs, i) for jobs in order}
-                ratios.append(seconds[1] / seconds[2])
-                print(f"round {i + 1}: --jobs 1 {seconds[1]:.1f} s, --jobs 2 {seconds[2]:.1f} s: "
-                      f"speed-up {ratios[-1]:.2f}x; {load()}", flush=True)
-            print(f"speed-up of 2 workers over 1: median {statistics.median(ratios):.2f}x over {args.repeats} "
-                  "round(s)")
+                times = {jobs: command_round(tmp, data, args, jobs, i) for jobs in order}
+                ratios.append(times[1]["total"] / times[2]["total"])
+                spans.append(times[1]["trials"] / times[2]["trials"])
+                parts = "; ".join(f"--jobs {j} {t['total']:.1f} s (start {t['start']:.1f}, trials {t['trials']:.1f}, "
+                                  f"end {t['end']:.1f})" for j, t in sorted(times.items()))
+                print(f"round {i + 1}: {parts}: speed-up {ratios[-1]:.2f}x, of the trials {spans[-1]:.2f}x; {load()}",
+                      flush=True)
+            print(f"speed-up of 2 workers over 1: median {statistics.median(ratios):.2f}x of the command, "
+                  f"{statistics.median(spans):.2f}x of its trials, over {args.repeats} round(s)")
         print(f"end: {load()}")
     return 0
 
