@@ -25,15 +25,8 @@ import ls.tune.cli as tune_cli
 from ls.config import load_config
 from ls.runs.record import EventLog, status_of
 from ls.tune.config import load_search, resolve_storage
-from ls.tune.search import (
-    EXCESS_ATTR,
-    counted,
-    has_work,
-    is_excess,
-    owner_is_gone,
-    run_search,
-    worker_identity,
-)
+from ls.tune.search import owner_is_gone, run_search, worker_identity
+from ls.tune.trials import EXCESS_ATTR, counted, has_work, is_excess
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = {
@@ -76,7 +69,8 @@ def _tune(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 
 
 def _study(search, storage=None):
-    from ls.tune.search import open_storage, open_study, quiet_optuna
+    from ls.tune.search import open_storage, open_study
+    from ls.tune.trials import quiet_optuna
 
     spec = resolve_storage(search, storage)
     with quiet_optuna():

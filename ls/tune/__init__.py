@@ -29,7 +29,8 @@ and never tested: the objective is a validation metric (``tune.metric``; by defa
 - ``report/``: trials table, importances, figures (:mod:`ls.tune.report`);
 - with ``--then-study``: ``study.yaml`` and ``study/``, the best config trained over seeds and tested once.
 
-How trials are run, counted, retried and pruned: :mod:`ls.tune.search`; the space: :mod:`ls.tune.space`.
+How trials are run, retried and pruned: :mod:`ls.tune.search`; how they count: :mod:`ls.tune.trials`; the space:
+:mod:`ls.tune.space`.
 Optuna is imported by the modules that use it, not by this package.
 """
 

@@ -28,7 +28,7 @@ STUDY_FOLDER = "study"
 
 def trial_values(search: Search, params: dict[str, Any]) -> tuple[str, dict[Param, Any]]:
     """The variant and the config value of each dimension of a trial (Optuna's ``trial.params``)."""
-    from ls.tune.search import VARIANT_PARAM
+    from ls.tune.trials import VARIANT_PARAM
 
     variant = params.get(VARIANT_PARAM, search.variants[0])
     values = {p: p.value_of(params[p.key]) for p in search.params_of(variant) if p.key in params}
@@ -192,7 +192,7 @@ def best_config_text(search: Search, trial: Any, n_counted: int) -> str:
 def write_best_config(search: Search, study: Any) -> Path | None:
     """``<tune folder>/best_config.yaml`` of the study's best trial (None, and no file, before any trial is
     complete)."""
-    from ls.tune.search import counted
+    from ls.tune.trials import counted
 
     try:
         best = study.best_trial

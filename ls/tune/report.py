@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,8 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from ls.tune.config import BEST_CONFIG, Search, StorageSpec
-from ls.tune.search import ERROR_ATTR, EXCESS_ATTR, FOLDER_ATTR, VARIANT_PARAM, retried_from
 from ls.tune.space import label, short_names
+from ls.tune.trials import ERROR_ATTR, EXCESS_ATTR, FOLDER_ATTR, VARIANT_PARAM, retried_from
 from ls.utils.io import atomic_write_text
 
 #: Seed of the fANOVA random forest (the importances are reproducible).
@@ -149,7 +150,9 @@ def draw_figures(search: Search, study: optuna.Study, out_dir: Path) -> tuple[li
             notes.append(f"{name}: needs {'2 complete trials' if name == 'param_importances' else 'a complete trial'}")
             continue
         try:
-            with _project_style():
+            with _project_style(), warnings.catch_warnings():
+                # a parameter with one value so far gets a flat axis, which matplotlib widens with a warning
+                warnings.filterwarnings("ignore", message="Attempting to set identical")
                 axes = draw()
                 relabel(axes, integer_x=name in ("optimization_history", "intermediate_values"))
                 fig = _figure_of(axes)

@@ -22,8 +22,7 @@ Failures:
   continues from its ``last.pt``. A journal storage has no heartbeat: a trial of a machine that died stays
   RUNNING until a worker on that machine looks for work again.
 
-``n_trials`` counts complete, pruned and failed trials and those running or queued, all workers together; a
-failed trial that was retried counts once, through its retry.
+How trials count toward ``n_trials``: :mod:`ls.tune.trials`.
 """
 
 from __future__ import annotations
@@ -36,7 +35,6 @@ import socket
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,17 +46,19 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ls.runs.run import RunStopped
 from ls.tune.config import Search, StorageSpec, TuneError
+from ls.tune.trials import (
+    ERROR_ATTR,
+    EXCESS_ATTR,
+    FOLDER_ATTR,
+    SEARCH_ATTR,
+    VARIANT_PARAM,
+    WORKER_ATTR,
+    has_work,
+    is_excess,
+    quiet_optuna,
+    retried_from,
+)
 
-#: Study user attribute: what makes commands the same search (:meth:`ls.tune.config.Search.fingerprint`).
-SEARCH_ATTR = "ls_search"
-#: Trial user attributes: its run folder (relative to the tune folder), the worker that ran it (host, pid,
-#: process start), why it failed, and that it was asked for after ``n_trials`` were reached (never run).
-FOLDER_ATTR = "ls_folder"
-WORKER_ATTR = "ls_worker"
-ERROR_ATTR = "ls_error"
-EXCESS_ATTR = "ls_excess"
-#: Optuna's parameter holding the variant when a search has several.
-VARIANT_PARAM = "variant"
 #: Seconds stopped workers get to end their trials' records (KILLED) before they are killed.
 STOP_GRACE_S = 30.0
 
@@ -66,22 +66,6 @@ STOP_GRACE_S = 30.0
 class TrialPruned(RunStopped, optuna.TrialPruned):
     """The pruner stopped a trial after an epoch: Optuna's signal, and for the trial's run a stop on purpose
     (its record ends FINISHED and its folder keeps the checkpoints)."""
-
-
-@contextlib.contextmanager
-def quiet_optuna() -> Iterator[None]:
-    """Optuna's warnings about experimental features (heartbeat, retries, matplotlib figures) and its INFO
-    lines off: ls says what happens itself."""
-    level = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            # ls records heartbeats itself (ask/tell): Optuna's note that they belong to Study.optimize is moot
-            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with")
-            yield
-    finally:
-        optuna.logging.set_verbosity(level)
 
 
 # =================================================================================================
@@ -219,41 +203,8 @@ def fingerprint_differences(stored: dict[str, Any], mine: dict[str, Any], varian
 
 
 # =================================================================================================
-# Counting trials; workers that are gone
+# Workers that are gone
 # =================================================================================================
-def retried_from(trial: FrozenTrial) -> int | None:
-    """The number of the trial that ``trial`` retries (None for a trial of its own)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
-
-
-def _retried(trials: Sequence[FrozenTrial]) -> set[int]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return {n for t in trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
-
-
-def counted(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-    """The trials that count toward ``n_trials``: all but failed ones that were retried (their retry counts)
-    and those asked for after ``n_trials`` was reached."""
-    retried = _retried(trials)
-    return [t for t in trials
-            if not (t.state == TrialState.FAIL and (t.number in retried or t.user_attrs.get(EXCESS_ATTR)))]
-
-
-def has_work(trials: Sequence[FrozenTrial], n_trials: int) -> bool:
-    """A trial is queued (a retry or an enqueued one: always run), or fewer than ``n_trials`` count."""
-    return any(t.state == TrialState.WAITING for t in trials) or len(counted(trials)) < n_trials
-
-
-def is_excess(trials: Sequence[FrozenTrial], trial: FrozenTrial, n_trials: int) -> bool:
-    """A new trial that another worker's trials, asked for just before, have made one too many."""
-    if trial.system_attrs.get("fixed_params"):  # enqueued or retried: always run
-        return False
-    return sum(1 for t in counted(trials) if t.number < trial.number) >= n_trials
-
-
 def _process_start(pid: int) -> str | None:
     """When process ``pid`` started (Linux: clock ticks since boot), None without ``/proc``."""
     try:
@@ -716,24 +667,14 @@ def _summary_metrics(study: optuna.Study) -> dict[str, float]:
 
 
 __all__ = [
-    "EXCESS_ATTR",
-    "FOLDER_ATTR",
-    "SEARCH_ATTR",
-    "VARIANT_PARAM",
-    "WORKER_ATTR",
     "SearchOutcome",
     "TrialPruned",
     "TrialSeededSampler",
     "WorkerSetup",
-    "counted",
-    "has_work",
-    "is_excess",
     "open_storage",
     "open_study",
     "owner_is_gone",
-    "quiet_optuna",
     "recover_stale",
-    "retried_from",
     "run_search",
     "run_trial",
     "validation_value",
