@@ -19,7 +19,8 @@ rounds that alternate their order:
   random sampler of the same seed, so both train the same parameters, each trial on ``--threads`` threads
   (``tune.threads``; 0: ls.tune's default, all cores for one worker and the cores shared out among two). Each
   command's time splits into its start (to the first trial: imports, the storage, for two workers their spawn
-  and the feature cache built once before them), its trials (first start to last end) and its end (report).
+  and the feature cache built once before them), its trials (first start to last end) and its end (report);
+  the CPU time its processes got is printed beside it.
 
 The machine's load average (``os.getloadavg``) is printed before and after: timings on a shared machine say little
 without it.
@@ -140,16 +141,21 @@ def command_round(tmp: Path, data: Path, args: argparse.Namespace, jobs: int, i:
     path = write_tune_file(tmp / f"jobs{jobs}_{i}.yaml", data, tmp / f"jobs{jobs}_{i}", args.trials, args.epochs,
                            args.threads or None)
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    import resource
+
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     started, t0 = time.time(), time.perf_counter()
     subprocess.run([sys.executable, "-m", "ls.tune", str(path), "--jobs", str(jobs), "--no-tracking"], check=True,
                    env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     seconds, ended = time.perf_counter() - t0, time.time()
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     trials = optuna.load_study(study_name=path.stem, storage=f"sqlite:///{tmp / f'jobs{jobs}_{i}' / 'optuna.db'}"
                                ).get_trials()
     first = min(t.datetime_start for t in trials).timestamp()
     last = max(t.datetime_complete for t in trials).timestamp()
-    return {"total": seconds, "start": first - started, "trials": last - first, "end": ended - last}
+    return {"total": seconds, "start": first - started, "trials": last - first, "end": ended - last, "cpu": cpu}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                 ratios.append(times[1]["total"] / times[2]["total"])
                 spans.append(times[1]["trials"] / times[2]["trials"])
                 parts = "; ".join(f"--jobs {j} {t['total']:.1f} s (start {t['start']:.1f}, trials {t['trials']:.1f}, "
-                                  f"end {t['end']:.1f})" for j, t in sorted(times.items()))
+                                  f"end {t['end']:.1f}; {t['cpu']:.0f} CPU-s)" for j, t in sorted(times.items()))
                 print(f"round {i + 1}: {parts}: speed-up {ratios[-1]:.2f}x, of the trials {spans[-1]:.2f}x; {load()}",
                       flush=True)
             print(f"speed-up of 2 workers over 1: median {statistics.median(ratios):.2f}x of the command, "

@@ -254,11 +254,19 @@ def recover_stale(study: optuna.Study, retry: RetryHeartbeatStaleTrialCallback,
             study.tell(t.number, state=TrialState.FAIL)
         except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
             continue  # another worker got there first
-        retry(study, trial_by_number(study, t.number))
         recovered.append(t.number)
-        say(f"[tune] trial {t.number}: its worker (pid {owner['pid']} on this machine) is gone; the trial is "
-            "queued again and continues from its last.pt")
+        queued = requeue(study, retry, t.number)
+        say(f"[tune] trial {t.number}: its worker (pid {owner['pid']} on this machine) is gone; " + (
+            "the trial is queued again and continues from its last.pt" if queued else
+            "it has used up its retries (tune.max_retries): it stays failed"))
     return recovered
+
+
+def requeue(study: optuna.Study, retry: RetryHeartbeatStaleTrialCallback, number: int) -> bool:
+    """Queue a failed trial again (its parameters, its epochs so far); False when it has used up its retries."""
+    before = len(study.get_trials(deepcopy=False))
+    retry(study, trial_by_number(study, number))
+    return len(study.get_trials(deepcopy=False)) > before
 
 
 def trial_by_number(study: optuna.Study, number: int) -> FrozenTrial:
@@ -422,9 +430,9 @@ def run_trial(setup: WorkerSetup, study: optuna.Study, storage: Any, trial: optu
     except TrialPruned as exc:
         state, note = TrialState.PRUNED, str(exc)
     except KeyboardInterrupt:
-        trial.set_user_attr(ERROR_ATTR, "interrupted (Ctrl-C or SIGTERM); queued again")
+        trial.set_user_attr(ERROR_ATTR, "interrupted (Ctrl-C or SIGTERM)")
         study.tell(trial, state=TrialState.FAIL)
-        retry(study, trial_by_number(study, trial.number))
+        requeue(study, retry, trial.number)
         raise
     except Exception as exc:  # noqa: BLE001 - a failed trial is a result of the search; the worker goes on
         note = f"FAILED: {error_message(exc)}"
