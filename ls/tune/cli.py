@@ -113,6 +113,3 @@ def _then_study(search, best, seeds: Sequence[int], mirror, jobs: int | None) ->
         print(f"error: run {result.key} failed: {result.error}", file=sys.stderr)
     return EXIT_FAILED if outcome.failed else 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
