@@ -31,7 +31,7 @@ from ls.inference import (
     run_inference,
     split_groups,
 )
-from ls.utils.cli import add_traceback_option, run_command
+from ls.utils.cli import add_common_options, run_command
 from ls.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compute-device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where to run the model (not the stethoscope: that is a metadata factor)")
     p.add_argument("--max-batches", type=int, default=None, help="evaluate only the first N batches (smoke tests)")
-    add_traceback_option(p)
+    add_common_options(p)
     return p
 
 

@@ -29,6 +29,7 @@ import torch
 from ls.engine.checkpoint import CheckpointError, read_checkpoint
 from ls.engine.inference import InferenceOutputs, run_inference
 from ls.engine.modes import OutputMode, resolve_output_mode
+from ls.engine.predict_rules import probability_columns
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,8 @@ def _config_of(state: dict, path: Path) -> tuple[Any, dict | None]:
     raw, stats = dict(state["config"]), None
     if state["format"] == 1:
         raw, stats = upgrade_config_v1(raw)
-    return config_from_dict(raw, source=f"config stored in {path}"), stats
+    # its `plugins` key is not loaded: a checkpoint never imports code (read_checkpoint checked what it needs)
+    return config_from_dict(raw, source=f"config stored in {path}", load_plugins=False), stats
 
 
 def load_for_inference(checkpoint: str | Path, config: str | Path | Any | None = None,
@@ -188,23 +190,6 @@ def names_of(ids: np.ndarray, vocab: Sequence[str] | None) -> list[str]:
     if not vocab:
         return [str(int(i)) for i in ids]
     return [vocab[int(i)] if 0 <= int(i) < len(vocab) else str(int(i)) for i in ids]
-
-
-def probability_columns(probs: np.ndarray, mode: Any, class_names: Sequence[str]) -> dict[str, np.ndarray]:
-    """Per-cycle probability columns: ``p_<class>`` for every class and, for sigmoid outputs, the raw
-    outputs the thresholds apply to (``sigmoid_crackle``/``sigmoid_wheeze``; binary: ``sigmoid_abnormal``).
-
-    Multilabel composite class probabilities assume independent crackle/wheeze bits
-    (``ls.engine.predict_rules.class_probabilities``).
-    """
-    from ls.engine.predict_rules import class_probabilities
-
-    cols = {f"p_{name.lower()}": col for name, col in zip(class_names, class_probabilities(probs, mode).T)}
-    if mode.kind == "multilabel":
-        cols["sigmoid_crackle"], cols["sigmoid_wheeze"] = probs[:, 0], probs[:, 1]
-    elif mode.kind == "binary":
-        cols["sigmoid_abnormal"] = probs
-    return cols
 
 
 def factor_columns(out: Any, vocabularies: dict[str, list[str]]) -> dict[str, list[str]]:

@@ -1,10 +1,11 @@
 """Quickstart: synthetic ICBHI-format data -> SoftFiLM and the AST baseline (tiny, CPU) -> side-by-side results.
 
     python -m ls.quickstart [--out runs/quickstart] [--recordings N] [--seed S] [--epochs E] [--no-tracking]
-    python -m ls.quickstart --record     # also re-measure the numbers the README shows (docs/quickstart.json)
+    python -m ls.quickstart --record     # in a clone: re-measure the numbers the README shows (docs/quickstart.json)
 
 Generates a small synthetic folder in the official ICBHI layout (``ls.data.synthetic``), trains both models
-with ``configs/quickstart.yaml`` (tiny224 backbone, random init, 16 mel x 128 frames), logs both runs to
+with the built-in ``quickstart`` config (``ls/configs/quickstart.yaml``, shipped in the package: an installed ls
+runs it from any folder; tiny224 backbone, random init, 16 mel x 128 frames), logs both runs to
 MLflow (``sqlite:///mlflow.db`` in the working directory unless MLFLOW_TRACKING_URI says otherwise), prints
 their test metrics side by side, how to open the runs, and evaluation and figure commands that work on the
 checkpoints it wrote. The results also go to ``<out>/quickstart.json``. The numbers are a smoke test of the
@@ -12,10 +13,12 @@ pipeline on synthetic audio, not results.
 
 Training runs on one CPU thread: PyTorch's multi-threaded kernels sum in an order that depends on the thread
 count (measured: probabilities differ in the 7th digit after 3 epochs), which can move the metrics of a 15-epoch
-run; on one thread they are the same on any machine with the same PyTorch (and a shared machine runs it
-faster).
+run. On one thread a rerun on the same machine, CPU code path and torch build gives the same bits (and a shared
+machine runs it faster); another code path or CPU rounds differently, and after a few epochs the runs diverge
+(the README shows by how much).
 
-The README's table is kept true by a test: ``--record`` writes ``docs/quickstart.json`` (the table, the time,
+The README's table is kept true by a test: ``--record`` (a clone of the repository only: it rewrites files of
+the clone, not of an installed package) writes ``docs/quickstart.json`` (the table, the time,
 the machine, and a *fingerprint*: the losses, test metrics and predictions of a 2-epoch SoftFiLM run on a
 24-recording synthetic folder) and rewrites the README block between its ``quickstart`` markers.
 ``tests/test_quickstart.py`` checks that the README shows that JSON and that the fingerprint still reproduces,
@@ -43,12 +46,14 @@ from ls.runs.executor import execute, tracking_summary
 from ls.runs.mirror import start_mirror
 from ls.runs.plan import Plan, RunSpec
 from ls.runs.run import train_run
-from ls.utils.cli import add_traceback_option, run_command
+from ls.utils.cli import add_common_options, run_command
 from ls.utils.io import atomic_write_text
 from ls.utils.trees import to_dict
 
+#: The config of the quickstart, by its built-in name (``ls.config.builtin_configs``).
+CONFIG = "quickstart"
+#: In a clone, the repository root: ``--record`` rewrites its README and docs/quickstart.json.
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "configs" / "quickstart.yaml"
 RECORD = REPO / "docs" / "quickstart.json"
 README = REPO / "README.md"
 README_BEGIN, README_END = "<!-- quickstart:begin (python -m ls.quickstart --record) -->", "<!-- quickstart:end -->"
@@ -66,19 +71,23 @@ FINGERPRINT_METRICS = ("specificity", "sensitivity", "icbhi_score", "binary_icbh
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ls.quickstart", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="data, checkpoints go here")
-    p.add_argument("--config", type=Path, default=CONFIG)
+    p.add_argument("--config", default=CONFIG, help="run config: a file, or a built-in config's name "
+                   f"(default {CONFIG})")
     p.add_argument("--epochs", type=int, default=None, help="override training.epochs")
     p.add_argument("--recordings", type=int, default=RECORDINGS, help="synthetic recordings to generate")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data generator")
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     p.add_argument("--record", action="store_true",
-                   help="re-measure the README's numbers: write docs/quickstart.json and the README block "
-                        "(default settings only)")
-    add_traceback_option(p)
+                   help="in a clone of the repository: re-measure the README's numbers, writing "
+                        "docs/quickstart.json and the README block (default settings only)")
+    add_common_options(p)
     args = p.parse_args(argv)
     if args.record and (args.epochs is not None or args.recordings != RECORDINGS or args.seed != 0
                         or args.config != CONFIG):
         p.error("--record measures the default quickstart: drop --epochs, --recordings, --seed and --config")
+    if args.record and not (README.is_file() and RECORD.parent.is_dir()):
+        p.error(f"--record rewrites the README.md and docs/quickstart.json of a clone of the repository; this ls "
+                f"is installed in {REPO} without them. Run the quickstart without --record")
     return run_command(lambda: _quickstart(args), args)
 
 
@@ -132,9 +141,10 @@ def next_steps(run_dirs: dict[str, Path | None]) -> str:
     soft, ast = run_dirs.get("ast_film_soft"), run_dirs.get("ast")
     if soft is None or ast is None:
         return ""
+    figures = "python visualize.py" if (REPO / "visualize.py").is_file() else "python -m ls.viz.cli"  # clone or not
     return ("[quickstart] next, from this directory:\n"
             f"    python -m ls.evaluate --checkpoint {soft / 'best.pt'}\n"
-            f"    python visualize.py --all --checkpoint {soft / 'best.pt'} --baseline-ckpt {ast / 'best.pt'} "
+            f"    {figures} --all --checkpoint {soft / 'best.pt'} --baseline-ckpt {ast / 'best.pt'} "
             f"--out {soft.parent.parent / 'figures'}")
 
 
@@ -162,10 +172,15 @@ def single_thread() -> Iterator[None]:
 
 
 def machine() -> dict[str, Any]:
+    """What the numbers were measured on: the CPU model and the vector code torch dispatched to decide them
+    (with the torch build and the thread count), the load the time was measured under."""
+    from ls.utils.machine import describe
+
+    info = describe()
     load = os.getloadavg()[2] if hasattr(os, "getloadavg") else None  # 15-minute average: the run's share
-    return {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "load_15min": None if load is None else round(load, 1)}
+    return {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(), "cpu": info["cpu"],
+            "capability": info["capability"], "python": platform.python_version(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "load_15min": None if load is None else round(load, 1)}
 
 
 def fingerprint(work: Path) -> dict[str, Any]:
@@ -194,8 +209,12 @@ def fingerprint(work: Path) -> dict[str, Any]:
                         "val_loss": [float(r["val/loss"]) for r in history]}}
 
 
-#: Tolerance of the fingerprint's continuous numbers: far above float rounding across machines, far below
-#: what a change to data, model or training moves them by.
+#: Tolerance of the fingerprint's continuous numbers (losses of about 1, mean probabilities): float rounding
+#: moves them by 1.1e-6 at most (measured with benchmarks/cpu_paths.py on AMD EPYC, torch 2.9.1, 1 thread: the
+#: default, AVX2 and AVX-512 code paths and the initial weights moved by up to 4 ulps, against the recorded
+#: fingerprint written on another machine), ~100x below this; a change to data, model or training moves them
+#: by 1e-3 or more. Classes, best epoch and the count-based metrics are compared exactly: they stayed the same
+#: in all of those runs (they move only when a cycle's probability crosses a threshold).
 FINGERPRINT_TOLERANCE = 1e-4
 
 
@@ -226,8 +245,9 @@ def readme_block(record: dict[str, Any]) -> str:
     threads = m.get("threads")
     torch_text = f"torch {m['torch'].split('+')[0]}" + (
         f", {threads} thread{'s' if threads != 1 else ''}" if threads not in (None, m["cpus"]) else "")
+    cpu = f"{m['cpu']}, {m['capability']} code path; " if m.get("cpu") and m.get("capability") else ""
     sentence = textwrap.fill(
-        f"Measured on {m['cpus']} CPU cores ({torch_text}){shared}: {record['seconds']:.0f} s for "
+        f"Measured on {m['cpus']} CPU cores ({cpu}{torch_text}){shared}: {record['seconds']:.0f} s for "
         f"{s['recordings']} recordings and {s['epochs']} epochs per model, after installation, ending with", 112)
     return f"{README_BEGIN}\n{sentence}\n\n```\n{table}\n```\n{README_END}"
 

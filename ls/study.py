@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ls.utils.cli import EXIT_INTERRUPTED, add_traceback_option, run_command
+from ls.utils.cli import EXIT_INTERRUPTED, add_common_options, run_command
 from ls.utils.fields import option
 from ls.utils.io import atomic_write_text, file_lock
 
@@ -181,11 +181,11 @@ def load_study(path: str | Path, overrides: Sequence[str] = (), *, variants: Seq
 
     Every problem raises :class:`StudyError` or ``ls.config.ConfigError`` naming the file and key.
     """
-    from ls.config import ConfigError, config_from_dict
-    from ls.config.loader import from_dict, read_yaml
+    from ls.config import ConfigError, config_from_dict, load_config_plugins
+    from ls.config.loader import from_dict, read_yaml, resolve_config_path
     from ls.models.variants import canonical_variant
 
-    path = Path(path)
+    path = resolve_config_path(path)  # a file, or a built-in study's name (quickstart_study)
     data = read_yaml(path)
     if "study" not in data or not isinstance(data["study"], dict):
         raise StudyError(f"{path}: no 'study:' section (a mapping with at least 'variants'); see "
@@ -196,16 +196,6 @@ def load_study(path: str | Path, overrides: Sequence[str] = (), *, variants: Seq
         if value is not None:
             raw[key] = [*value] if isinstance(value, (list, tuple)) else (str(value) if key == "out" else value)
     settings = from_dict(StudyConfig, raw, f"{path} (study section)")
-    try:
-        settings.variants = [canonical_variant(v) for v in settings.variants]
-        settings.baseline = canonical_variant(settings.baseline)
-    except ValueError as exc:
-        raise StudyError(f"{path}: study.variants / study.baseline: {exc}") from None
-    if len(set(settings.variants)) != len(settings.variants):
-        raise StudyError(f"{path}: study.variants names a variant twice (aliases count): {settings.variants}")
-    if settings.baseline not in settings.variants:
-        raise StudyError(f"{path}: study.baseline {settings.baseline!r} is not among study.variants "
-                         f"{settings.variants}")
     sections = {k: v for k, v in data.items() if k != "study"}
     if settings.config is not None:
         base_path = (path.parent / settings.config) if not Path(settings.config).is_absolute() else Path(settings.config)
@@ -215,19 +205,45 @@ def load_study(path: str | Path, overrides: Sequence[str] = (), *, variants: Seq
         source = f"{path} over {base_path}"
     else:
         source = str(path)
+    load_config_plugins(sections, source)  # before study.variants are looked up: a plugin's variant may be one
+    name = settings.name or path.stem
+    out_dir = Path(settings.out) if settings.out else Path("runs") / name
+    try:
+        settings.variants = [canonical_variant(v) for v in settings.variants]
+        settings.baseline = canonical_variant(settings.baseline)
+    except ValueError as exc:
+        _require_recorded_plugins(out_dir, [*settings.variants, settings.baseline], f"study {path}")
+        raise StudyError(f"{path}: study.variants / study.baseline: {exc}") from None
+    if len(set(settings.variants)) != len(settings.variants):
+        raise StudyError(f"{path}: study.variants names a variant twice (aliases count): {settings.variants}")
+    if settings.baseline not in settings.variants:
+        raise StudyError(f"{path}: study.baseline {settings.baseline!r} is not among study.variants "
+                         f"{settings.variants}")
     cfg = config_from_dict(sections, source, list(overrides))
     for variant in settings.variants:
         try:
             cfg.model(variant)
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc} (study.variants lists {variant!r})") from None
-    name = settings.name or path.stem
-    out_dir = Path(settings.out) if settings.out else Path("runs") / name
     study = Study(settings=settings, base=cfg, source=path, name=name, out=out_dir, seeds_given=seeds is not None)
     if seeds is None:
         kept = [s for s in read_state(out_dir).get("seeds_added", []) if s not in settings.seeds]
         settings.seeds = [*settings.seeds, *kept]
     return study
+
+
+def _require_recorded_plugins(out: Path, variants: Sequence[str], where: str) -> None:
+    """A variant the study names that no loaded plugin registers, but whose runs in the study folder recorded
+    where it came from: the error names that plugin and how to load it (``ls.utils.plugins.require``)."""
+    from ls.utils import plugins
+
+    for variant in dict.fromkeys(variants):
+        for run_file in sorted((out / RUNS_FOLDER).glob(f"*/{variant}/*/run.json")):
+            try:
+                records = json.loads(run_file.read_text(encoding="utf-8")).get("plugins")
+            except (OSError, ValueError, AttributeError):
+                continue
+            plugins.require([r for r in records or [] if isinstance(r, dict) and r.get("name") == variant], where)
 
 
 # =================================================================================================
@@ -550,7 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-tracking", action="store_true", help="do not mirror the runs to MLflow")
     p.add_argument("--dry-run", action="store_true", help="print the plan (finished / to resume / to start) and stop")
     p.add_argument("--report-only", action="store_true", help="train nothing: rewrite the report of the finished runs")
-    add_traceback_option(p)
+    add_common_options(p)
     return p
 
 

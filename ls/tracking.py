@@ -22,7 +22,7 @@ import os
 import sys
 
 from ls.runs.mirror import configured_values, resolve_settings, sync
-from ls.utils.cli import add_traceback_option, run_command
+from ls.utils.cli import add_common_options, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--experiment", default=None,
                        help="experiment for runs created by the sync (default: the recorded one)")
         r.add_argument("--username", default=None, help="tracking username (password: config file or env)")
-        add_traceback_option(r)
+        add_common_options(r)
     return p
 
 

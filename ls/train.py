@@ -30,29 +30,39 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ls.config import Config, flatten, load_config
+from ls.engine.checkpoint import read_checkpoint
 from ls.engine.distributed import DistContext, cleanup_distributed, init_distributed
 from ls.engine.trainer import TrainingInterrupted, resolve_device
-from ls.models.variants import VARIANTS, canonical_variant, get_variant
+from ls.models.variants import canonical_variant, get_variant, variant_table
 from ls.runs import folder as layout
 from ls.runs.executor import PlanInterrupted, RunResult, execute, open_parent, summarize, tracking_summary
 from ls.runs.mirror import Mirror, start_mirror
 from ls.runs.plan import Plan, RunSpec, kfold_plan, seeds_plan
 from ls.runs.run import member_name, run_tags, stored_config
-from ls.utils.cli import EXIT_INTERRUPTED, add_traceback_option, fail, plain_warnings, report_error
+from ls.utils.cli import (
+    EXIT_INTERRUPTED,
+    add_common_options,
+    fail,
+    load_command_plugins,
+    plain_warnings,
+    report_error,
+)
 from ls.utils.io import atomic_write_text
 from ls.utils.trees import to_dict
 
 
 def scripts() -> dict[str, str]:
     """Which root script trains which variant (read from the variant table)."""
-    return {v.name: v.script for v in VARIANTS.values() if v.script}
+    return {v.name: v.script for v in variant_table().values() if v.script}
 
 
 def build_parser(variant: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=get_variant(variant).script or variant,
-        description=f"Train the {get_variant(variant).display_name} ({variant}) variant (ls library).",
-    )
+    try:
+        entry = get_variant(variant)
+        prog, shown = entry.script or variant, f"{entry.display_name} ({entry.name})"
+    except ValueError:  # a plugin's variant: its plugin is loaded from -p after parsing
+        prog, shown = variant, variant
+    p = argparse.ArgumentParser(prog=prog, description=f"Train the {shown} variant (ls library).")
     p.add_argument("--config", required=True, help="YAML run config (e.g. configs/ast_film_soft_config.yaml)")
     p.add_argument("--mlflow-config", default=None,
                    help="flat YAML with tracking_uri, experiment_name, tracking_username, tracking_password "
@@ -69,8 +79,35 @@ def build_parser(variant: str) -> argparse.ArgumentParser:
     p.add_argument("--strict-config", action="store_true",
                    help="accept only ls keys: a config in the original implementation's format is an error instead "
                         "of being translated with a warning (docs/original_configs.md)")
-    add_traceback_option(p)
+    add_common_options(p)
     return p
+
+
+def command(argv: Sequence[str] | None = None) -> int:
+    """``ausc train VARIANT [options]``: :func:`main` with the variant as the first argument."""
+    from ls.utils import cli
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-"):
+        text = (f"usage: ausc train VARIANT --config FILE|NAME [options] (ausc train VARIANT -h for the options); "
+                f"variants: {', '.join(known_variants())}")
+        if argv and argv[0] in ("-h", "--help"):
+            print(text)
+            return 0
+        return fail(f"train needs the variant first: {text}")
+    previous, cli._prog = cli._prog, f"{cli._prog or 'ausc train'} {argv[0]}"
+    try:
+        return main(argv[0], argv[1:])
+    finally:
+        cli._prog = previous
+
+
+def known_variants() -> list[str]:
+    """The variants known now (with the entry-point and LS_PLUGINS plugins loaded)."""
+    try:
+        return list(variant_table())
+    except ValueError as exc:  # a broken plugin: say so where the list would be
+        return [f"<{exc}>"]
 
 
 def main(variant: str, argv: Sequence[str] | None = None) -> int:
@@ -79,23 +116,36 @@ def main(variant: str, argv: Sequence[str] | None = None) -> int:
     Every user-facing problem is one ``error:`` line on stderr and exit code 2 (``--traceback`` or
     ``LS_TRACEBACK=1`` adds the traceback); Ctrl-C says from where ``--resume`` continues and exits 130.
     """
-    variant = canonical_variant(variant)
     args = build_parser(variant).parse_args(argv)
     with plain_warnings():
+        conflict = _argument_conflict(args)
+        if conflict:
+            return fail(conflict)
+        try:
+            load_command_plugins(args)
+            if args.resume:  # the plugin a checkpoint needs, named before anything else can fail on it
+                read_checkpoint(args.resume, mmap=True)
+        except Exception as exc:  # noqa: BLE001 - bad input: one clear line (ls.utils.cli)
+            return report_error(exc, args)
         return _main(variant, args)
 
 
-def _main(variant: str, args: argparse.Namespace) -> int:
+def _argument_conflict(args: argparse.Namespace) -> str | None:
     if args.resume and (args.seeds or args.kfold):
-        return fail("--resume continues one run; it cannot be combined with --seeds or --kfold")
+        return "--resume continues one run; it cannot be combined with --seeds or --kfold"
     if args.seeds and args.kfold:
-        return fail("choose one of --seeds and --kfold")
+        return "choose one of --seeds and --kfold"
     if args.kfold is not None and args.kfold < 2:
-        return fail(f"--kfold needs at least 2 folds, got {args.kfold}")
+        return f"--kfold needs at least 2 folds, got {args.kfold}"
+    return None
+
+
+def _main(variant: str, args: argparse.Namespace) -> int:
     from ls.config import ConfigError
 
     try:
-        cfg = _load_run_config(args)
+        cfg = _load_run_config(args)  # loads the plugins its `plugins:` key names
+        variant = canonical_variant(variant)
         try:
             cfg.model(variant)  # a missing block for this variant fails now
         except ConfigError as exc:
@@ -223,4 +273,4 @@ def format_summary(results: Sequence[RunResult], summary: dict[str, float], what
     return "\n".join(lines)
 
 
-__all__ = ["build_parser", "format_summary", "main", "run_group", "scripts"]
+__all__ = ["build_parser", "command", "format_summary", "main", "run_group", "scripts"]

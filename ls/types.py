@@ -89,3 +89,20 @@ class MetadataSpec:
         if "factors" in d:
             return cls.build(d["factors"], d["cont_names"])
         return cls.build({"device": d["device_names"], "site": d["site_names"]}, d["cont_names"])
+
+
+@dataclass(frozen=True)
+class ParamGroupSettings:
+    """How an optimiser treats one named parameter group of a model, relative to its base settings: the group
+    trains at ``lr x lr_scale`` with weight decay ``weight_decay x weight_decay_scale`` (0: never decayed, also
+    not by a weight-decay schedule). A model and its mechanism declare them (``param_group_settings``); the
+    engine applies them without knowing any group by name."""
+
+    lr_scale: float = 1.0
+    weight_decay_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.lr_scale > 0:
+            raise ValueError(f"a parameter group's lr_scale must be > 0, got {self.lr_scale}")
+        if not self.weight_decay_scale >= 0:
+            raise ValueError(f"a parameter group's weight_decay_scale must be >= 0, got {self.weight_decay_scale}")

@@ -92,9 +92,10 @@ def table(cls: type, prefix: str, missing: list[str], parent: type | None = None
 
 def variant_table() -> list[str]:
     from ls.models.variants import VARIANTS
+    from ls.utils.plugins import origin
 
     rows = ["| variant | shown as | root script | options | paper head | aliases |", "|---|---|---|---|---|---|"]
-    for v in VARIANTS.values():
+    for v in [v for v in VARIANTS.values() if origin("variant", v.name) is None]:  # built into ls
         rows.append(f"| `{v.name}` | {v.display_name} | {f'`{v.script}`' if v.script else '-'} | "
                     f"`{v.options.__name__}` | {v.head.activation.upper()} / {v.head.hidden_dim} | "
                     f"{', '.join(f'`{a}`' for a in v.aliases) or '-'} |")
@@ -152,7 +153,7 @@ def render() -> tuple[str, list[str]]:
         out.extend(table(cls, prefix, missing, parent))
         out.append("")
 
-    section("Top level", Config, "", "Sections of a config file; `seed` and `strict_config` are the only top-level scalars.")
+    section("Top level", Config, "", "Sections of a config file; `seed`, `strict_config` and `plugins` are the only other top-level keys.")
     section("`dataset`", DatasetConfig, "dataset.")
     section("`audio`", AudioConfig, "audio.")
     section("`audio.wave_aug[]` / `audio.spec_aug[]` entries", AugmentConfig, "",

@@ -7,7 +7,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -15,6 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _load(name: str):
     spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -34,6 +38,11 @@ def test_epoch_benchmark_prints_the_stated_config_and_rates(synthetic_icbhi_dir,
     assert "matmul peak" in out and "% of the fp32 peak" in out and "% of the bf16 peak" in out
     assert len(re.findall(r"loader alone [\d.]+ samples/s", out)) == 2  # train and eval
     assert out.count("waited for data") == 3 and "loader-bound: no" in out
+    # benchmarks/gpu_check.py reads these lines on a GPU: the numbers it takes are the ones printed
+    read = _load("gpu_check").parse_epoch(out)
+    rate = float(re.search(r"train: 4 cycles in [\d.]+ s = ([\d.]+) samples/s", out).group(1))
+    assert read["train_samples_per_s"] == rate and read["eval_samples_per_s"] > 0 and read["precision"] == "fp32"
+    assert read["train_ms_per_step"] > 0 and "train_pct_bf16_peak" in read and read["attention"] == "flash (CPU)"
 
 
 def test_data_pipeline_augment_reports_every_augmentation_per_core(synthetic_icbhi_dir, tmp_path, capsys):
@@ -46,6 +55,35 @@ def test_data_pipeline_augment_reports_every_augmentation_per_core(synthetic_icb
     assert all(v["items_per_s"] > 0 for v in report["per_core"].values())
     assert report["loader"]["1"]["samples_per_s"] > 0
     assert report["target"]["loader_needs"] == 800
+
+
+def test_cpu_paths_compares_settings_and_tabulates_the_differences():
+    """benchmarks/cpu_paths.py's comparison (its measurements take minutes: not run here)."""
+    bench = _load("cpu_paths")
+    fp = {"predictions": "3333", "best_epoch": 1, "test": {"sensitivity": 0.4},
+          "numbers": {"train_loss": [1.2, 1.1], "val_loss": [1.3, 1.2], "test_loss": 1.37,
+                      "mean_probabilities": [0.7, 0.5]}}
+    run = {"best_epoch": 2, "train_loss": [1.3, 1.2], "val_loss": [1.4, 1.3], "test_loss": 1.8,
+           "test": {**dict.fromkeys(bench.COUNT_METRICS, 0.5), "auroc_macro": 0.6}, "predictions": "0123"}
+    ref = {"fingerprint": fp, "regression": {"data": "abc", **{v: run for v in bench.VARIANTS}}}
+    other = json.loads(json.dumps(ref))
+    other["fingerprint"]["numbers"]["test_loss"] += 2e-7
+    other["regression"]["ast"]["predictions"] = "0120"
+    other["regression"]["ast"]["test"]["sensitivity"] = 0.54
+    other["regression"]["ast_fus"]["val_loss"][1] *= 1 + 1e-6
+    rows = bench.compare(ref, other)
+    assert rows["fingerprint: losses, max |diff|"] == pytest.approx(2e-7)
+    assert rows["fingerprint: predictions, best epoch, count metrics equal"] is True
+    assert rows["2-epoch runs: predictions equal (variants)"] == 4
+    assert rows["2-epoch runs: predicted classes changed (cycles)"] == 1
+    assert rows["2-epoch runs: count metrics, max |diff|"] == pytest.approx(0.04)
+    assert rows["2-epoch runs: losses, max relative diff"] == pytest.approx(1.3e-6 / 1.4, rel=1e-3)  # of the largest
+    assert rows["2-epoch runs: best epoch equal (variants)"] == 5
+    assert bench.compare(ref, ref)["2-epoch runs: losses, max |diff|"] == 0.0
+    table = bench.format_table(["AVX512", "DEFAULT"], [rows]).splitlines()
+    assert table[0].split() == ["quantity", "DEFAULT"]
+    assert any(line.startswith("2-epoch runs: predictions equal (variants)") and line.endswith(" 4") for line in table)
+    assert any(line.startswith("fingerprint: predictions") and line.endswith("yes") for line in table)
 
 
 def test_tune_benchmark_reports_the_bookkeeping_of_a_trial_and_the_once_per_command_costs(capsys):

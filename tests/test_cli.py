@@ -55,6 +55,11 @@ CASES = {
     "ls.data.make_metadata": [("missing data folder", lambda t: ["--data-folder", "nowhere"], "nowhere")],
     "ls.evaluate": [("missing checkpoint", lambda t: ["--checkpoint", "missing.pt"], "missing.pt")],
     "ls.predict": [("missing checkpoint", lambda t: ["--checkpoint", "missing.pt", "--wav", "a.wav"], "missing.pt")],
+    "ls": [("unknown command", lambda t: ["trian"], "trian"),
+           ("a subcommand's bad input", lambda t: ["evaluate", "--checkpoint", "missing.pt"], "missing.pt")],
+    "ls.cli": [("unknown command", lambda t: ["trian"], "trian")],
+    "ls.viz.cli": [("missing checkpoint", lambda t: ["--all", "--checkpoint", "missing.pt"], "missing.pt")],
+    "ls.export": [("missing checkpoint", lambda t: ["--checkpoint", "missing.pt", "--out", "m.onnx"], "missing.pt")],
     "ls.report": [("missing runs folder", lambda t: ["--runs", "nowhere", "--out", "out"], "nowhere")],
     "ls.study": [("missing study file", lambda t: ["missing_study.yaml"], "missing_study.yaml")],
     "ls.tune": [("missing tune file", lambda t: ["missing_tune.yaml"], "missing_tune.yaml"),
@@ -65,6 +70,14 @@ CASES = {
 }
 #: Commands that do not use the common style yet, with why (the case is expected to fail; strict: it must).
 NOT_YET: dict[str, str] = {}
+
+
+def test_every_command_is_a_subcommand_of_the_installed_command():
+    """What ``python -m`` runs in a clone, ``ausc <subcommand>`` runs where ls is installed."""
+    from ls.cli import COMMANDS
+
+    targets = {c.target.split(":")[0].removesuffix(".__main__") for c in COMMANDS.values()}
+    assert commands() - {"ls"} <= targets
 
 
 def test_every_command_has_a_bad_input_case():

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "ls"
 #: Modules of the application layer: they may use everything below; nothing below may use them.
 APPLICATION = ("ls.train", "ls.evaluate", "ls.predict", "ls.quickstart", "ls.report", "ls.study", "ls.tracking",
-               "ls.viz.cli")
+               "ls.viz.cli", "ls.export", "ls.aggregate")
 
 
 def module_name(path: Path) -> str:
@@ -80,6 +80,7 @@ def test_types_imports_nothing_from_ls():
     ("ls.engine", ("ls.engine", "ls.types", "ls.utils")),
     ("ls.runs", ("ls.runs", "ls.engine", "ls.config", "ls.data", "ls.models", "ls.inference", "ls.viz.performance",
                  "ls.types", "ls.utils")),
+    ("ls.deploy", ("ls.deploy", "ls.data", "ls.engine", "ls.types", "ls.utils")),
 ])
 def test_each_layer_imports_only_what_lies_below_it(layer, allowed):
     bad = {m: sorted(i for i in deps if i != "ls" and not _under(i, allowed))

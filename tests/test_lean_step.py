@@ -213,6 +213,7 @@ class _SyncsFromTheSecondBatch:
             torch.cuda.set_sync_debug_mode("default")
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("variant", ["ast", "ast_film_soft"])
 def test_no_training_step_synchronises_the_cuda_device(variant, tmp_path, monkeypatch):

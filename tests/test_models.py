@@ -281,7 +281,9 @@ GROUPS = {
 def test_param_groups_partition_trainable_parameters(variant):
     model = _build(variant)
     groups = model.param_groups()
-    assert set(groups) == GROUPS[variant] and set(groups) <= set(PARAM_GROUPS)
+    # the model's own groups, and the mechanism's (SoftFiLM's mask), before the classifier
+    assert set(groups) == GROUPS[variant] and set(groups) - {"mask"} <= set(PARAM_GROUPS)
+    assert next(iter(groups)) == "backbone" and list(groups)[-1] == "classifier"
     ids = [id(p) for params in groups.values() for p in params]
     assert len(ids) == len(set(ids)) and set(ids) == _trainable(model)
     assert {id(p) for p in groups["classifier"]} == {id(p) for p in model.classifier.parameters()}

@@ -1,4 +1,5 @@
-"""ls.engine.optim: AdamW parameter groups, LR scales, mask group and weight-decay exclusion."""
+"""ls.engine.optim: AdamW over the groups a model declares (LR and weight-decay multipliers), weight-decay
+exclusion; and the numbers of the built-in declarations (differential LR, SoftFiLM's mask group)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from torch import nn
 
 from ls.engine.config import OptimizerConfig
 from ls.engine.optim import build_optimizer, group_lrs, parameter_groups
+from ls.types import ParamGroupSettings
 
 
 class TinyConditioned(nn.Module):
-    """Stand-in for a conditioned AST with the model interface's param_groups / no_weight_decay."""
+    """Stand-in for a conditioned AST with the model interface's param_groups / no_weight_decay; it declares
+    the group settings it is given (none: every group trains alike)."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: dict[str, ParamGroupSettings] | None = None) -> None:
         super().__init__()
         self.backbone = nn.Linear(4, 4)
         self.norm = nn.LayerNorm(4)
@@ -24,6 +27,7 @@ class TinyConditioned(nn.Module):
         self.film = nn.Linear(2, 8)
         self.mask_logits = nn.Parameter(torch.full((3, 4), 0.5))
         self.classifier = nn.Linear(4, 2)
+        self.settings = settings or {}
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return {
@@ -35,9 +39,19 @@ class TinyConditioned(nn.Module):
             "classifier": list(self.classifier.parameters()),
         }
 
+    def param_group_settings(self, optimizer) -> dict[str, ParamGroupSettings]:
+        return dict(self.settings)
+
     def no_weight_decay(self) -> set[str]:
         biases = {n for n, _ in self.named_parameters() if n.endswith("bias")}
         return biases | {"norm.weight", "device_emb.weight", "mask_logits"}
+
+
+def softfilm():
+    """A real (tiny) SoftFiLM model: its declarations decide the numbers."""
+    from tiny_models import tiny_model
+
+    return tiny_model("ast_film_soft")
 
 
 def by_name(groups) -> dict[str, dict]:
@@ -55,9 +69,25 @@ def test_paper_default_decays_everything_at_one_lr():
     assert sorted(ids) == sorted(id(p) for p in model.parameters())  # every parameter exactly once
 
 
+def test_declared_multipliers_set_each_groups_lr_and_weight_decay():
+    model = TinyConditioned({"film": ParamGroupSettings(2.0, 0.5), "mask": ParamGroupSettings(3.0, 0.0)})
+    groups = by_name(parameter_groups(model, OptimizerConfig(lr=1e-4)))
+    assert groups["film"]["lr"] == pytest.approx(2e-4) and groups["film"]["weight_decay"] == pytest.approx(0.025)
+    assert groups["film"]["lr_scale"] == 2.0 and groups["film"]["scheduled_decay"]
+    assert groups["mask"]["lr"] == pytest.approx(3e-4) and groups["mask"]["weight_decay"] == 0.0
+    assert not groups["mask"]["scheduled_decay"]
+    assert groups["backbone"]["lr"] == 1e-4 and groups["backbone"]["weight_decay"] == 0.05  # not named: as the rest
+    with pytest.raises(ValueError, match="must be > 0"):
+        ParamGroupSettings(0.0)
+    model.settings = {"film": 2.0}
+    with pytest.raises(ValueError, match="must give ls.types.ParamGroupSettings"):
+        parameter_groups(model, OptimizerConfig())
+
+
 def test_differential_lr_uses_the_spec_scales_and_masks_get_no_decay():
+    """The numbers of the paper config's scales (the model's declaration) and SoftFiLM's mask group."""
     cfg = OptimizerConfig(lr=1e-4, use_differential_lr=True)
-    groups = by_name(parameter_groups(TinyConditioned(), cfg))
+    groups = by_name(parameter_groups(softfilm(), cfg))
     expected = {
         "backbone": 0.01,
         "embedding": 0.5,
@@ -66,6 +96,7 @@ def test_differential_lr_uses_the_spec_scales_and_masks_get_no_decay():
         "mask": 1.5,
         "classifier": 2.0,
     }
+    assert list(groups) == list(expected)  # the order of the torch groups (it decides the optimiser state)
     for name, scale in expected.items():
         assert groups[name]["lr"] == pytest.approx(1e-4 * scale)
         assert groups[name]["lr_scale"] == scale
@@ -74,14 +105,15 @@ def test_differential_lr_uses_the_spec_scales_and_masks_get_no_decay():
 
 
 def test_one_mask_lr_knob_with_or_without_differential_lr():
-    groups = by_name(parameter_groups(TinyConditioned(), OptimizerConfig(mask_lr_scale=10.0)))
+    groups = by_name(parameter_groups(softfilm(), OptimizerConfig(mask_lr_scale=10.0)))
     assert groups["mask"]["lr"] == pytest.approx(3e-4) and groups["mask"]["weight_decay"] == 0.0
     assert groups["backbone"]["lr"] == 3e-5 and groups["backbone"]["weight_decay"] == 0.05
     # unset: the paper config's 1.5 under differential LR, and masks trained like the rest otherwise
-    paper_diff = by_name(parameter_groups(TinyConditioned(), OptimizerConfig(use_differential_lr=True)))
+    paper_diff = by_name(parameter_groups(softfilm(), OptimizerConfig(use_differential_lr=True)))
     assert paper_diff["mask"]["lr"] == pytest.approx(3e-5 * 1.5) and paper_diff["mask"]["weight_decay"] == 0.0
-    plain = by_name(parameter_groups(TinyConditioned(), OptimizerConfig()))
+    plain = by_name(parameter_groups(softfilm(), OptimizerConfig()))
     assert plain["mask"]["lr"] == 3e-5 and plain["mask"]["weight_decay"] == 0.05
+    assert all(g["lr"] == 3e-5 and g["weight_decay"] == 0.05 for g in plain.values())  # the paper: one rate
     # the original's name of the knob is an alias
     from ls.config.loader import from_dict
 
@@ -123,10 +155,10 @@ def test_bad_param_groups_are_reported():
     model.param_groups = lambda: {"a": [model.mask_logits], "b": [model.mask_logits]}  # type: ignore[method-assign]
     with pytest.raises(ValueError, match="'mask_logits' is in two param groups: 'a' and 'b'"):
         parameter_groups(model, OptimizerConfig())
+    # a group without a differential-LR key (a plugin mechanism's own) trains at its declared rate, here 1
     plain = nn.Linear(2, 2)
     plain.param_groups = lambda: {"heads": list(plain.parameters())}  # type: ignore[attr-defined]
-    with pytest.raises(ValueError, match="no scale for param groups \\['heads'\\]"):
-        parameter_groups(plain, OptimizerConfig(use_differential_lr=True))
+    assert by_name(parameter_groups(plain, OptimizerConfig(use_differential_lr=True)))["heads"]["lr_scale"] == 1.0
     frozen = nn.Linear(2, 2).requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameters"):
         parameter_groups(frozen, OptimizerConfig())
@@ -134,12 +166,12 @@ def test_bad_param_groups_are_reported():
 
 def test_adamw_applies_decoupled_decay_only_where_configured():
     """With zero gradients AdamW's update is pure decay p <- p (1 - lr wd): masks decay in paper mode only."""
-    for cfg, mask_decays in (
-        (OptimizerConfig(lr=0.1), True),
-        (OptimizerConfig(lr=0.1, mask_lr_scale=2.0), False),
+    for settings, mask_decays in (
+        ({}, True),
+        ({"mask": ParamGroupSettings(2.0, 0.0)}, False),
     ):
-        model = TinyConditioned()
-        opt = build_optimizer(model, cfg)
+        model = TinyConditioned(settings)
+        opt = build_optimizer(model, OptimizerConfig(lr=0.1))
         before_mask, before_w = model.mask_logits.detach().clone(), model.film.weight.detach().clone()
         for p in model.parameters():
             p.grad = torch.zeros_like(p)
@@ -150,7 +182,7 @@ def test_adamw_applies_decoupled_decay_only_where_configured():
 
 
 def test_optimizer_state_is_weights_only_loadable_and_lrs_are_named():
-    model = TinyConditioned()
+    model = softfilm()
     opt = build_optimizer(model, OptimizerConfig(use_differential_lr=True, betas=[0.8, 0.99]))
     assert opt.param_groups[0]["betas"] == (0.8, 0.99)
     buf = io.BytesIO()

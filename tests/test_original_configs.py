@@ -104,7 +104,8 @@ def test_original_config_loads_with_one_warning_listing_every_translation(name):
     translated, ignored = EXPECTED[name]
     assert {n.key for n in notes if n.action == "translated"} == translated
     assert {n.key for n in notes if n.action == "ignored"} == ignored
-    assert not [n for n in notes if n.action == "default"]  # every shipped block states its keys
+    # every shipped block states its keys; the one absent setting is the precision the original trained in
+    assert {n.target for n in notes if n.action == "default"} == ({"training.amp"} if name in TRAINING else set())
     for note in notes:
         assert note.line() in text and note.reason
     if name in TRAINING:
@@ -133,6 +134,7 @@ def test_training_configs_mean_what_they_meant_in_the_original(name):
     assert t.early_stopping is None and t.grad_clip == 1.0 and t.loss == "bce"
     assert (t.epochs, t.optimizer.lr, t.optimizer.weight_decay, t.scheduler.type) == (50, 3e-5, 0.05, "cosine_warmup")
     assert t.sensitivity_bias == (1.5 if variant in ("ast_fus", "ast_film_soft") else 1.0)
+    assert t.amp == "fp16"  # the original's fp16 autocast + GradScaler (ls's auto: bf16 on an A100/H100)
     assert cfg.audio.raw_augment is (variant in ("ast_fus", "ast_film_soft"))
     if variant != "ast":
         assert m.factor_emb_dims == {"device": 8, "site": 14}
@@ -220,7 +222,7 @@ def test_figures_script_stops_only_at_the_missing_data_folder(tiny_checkpoints, 
 # -- strict mode ----------------------------------------------------------------------------------------------
 def test_strict_mode_turns_every_translation_into_an_error(tmp_path, monkeypatch, capsys):
     path = FIXTURES / "ast_film_soft_config.yaml"
-    expected = set().union(*EXPECTED["ast_film_soft_config.yaml"])
+    expected = set().union(*EXPECTED["ast_film_soft_config.yaml"]) | {"training.amp"}  # absent: the original's fp16
     for kwargs, overrides in (({"strict": True}, None), ({}, ["strict_config=true"])):
         with pytest.raises(ConfigError) as err:
             load_config(path, overrides, **kwargs)
@@ -287,7 +289,8 @@ def test_migration_keeps_only_what_differs_from_the_defaults():
         "dataset.data_folder", "dataset.cycle_metadata_path", "audio.raw_augment",
         "dataset.num_workers",  # the original's 0; ls defaults to auto (worker processes on a GPU)
         "models.ast_film_soft.weights.source", "models.ast_film_soft.weights.path", "training.sensitivity_bias",
-        "training.scheduler.reduce_metric"}
+        "training.scheduler.reduce_metric",
+        "training.amp"}  # fp16, as the original trained (ls's default auto is bf16 on an A100/H100)
     text, _ = migrate(FIXTURES / "ast_fus_config.yaml")
     data = yaml.safe_load(text)
     assert data["models"] == {"ast_fus": {"weights": {"source": "audioset", "path": WEIGHTS}, "head_hidden_dim": 32}}

@@ -161,6 +161,33 @@ def test_defaults_and_paper_configs_use_mixed_precision_and_tf32_on_cuda(monkeyp
         assert resolve_precision(cfg.training.amp, CUDA).name == "bf16"
 
 
+def test_translated_original_configs_train_in_fp16_with_a_scaler_on_cuda_and_in_fp32_on_cpu(tmp_path, monkeypatch):
+    """The original trained under fp16 autocast with a GradScaler on any GPU: its translated configs say
+    ``amp: fp16`` (not ``auto``, which is bf16 on an A100/H100). On CPU that still means fp32, no scaler."""
+    import warnings
+
+    from ls.config import OriginalConfigWarning
+
+    originals = REPO / "tests" / "fixtures" / "original_configs"
+    _gpu(monkeypatch, SM90)
+    for name in ("ast_config.yaml", "ast_fus_config.yaml", "ast_film_config.yaml", "ast_tafilm_config.yaml",
+                 "ast_film_soft_config.yaml"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OriginalConfigWarning)
+            cfg = load_config(originals / name)
+            overridden = load_config(originals / name, ["training.amp=bf16"])
+        assert cfg.training.amp == "fp16", name
+        on_gpu = resolve_precision(cfg.training.amp, CUDA)
+        assert (on_gpu.dtype, on_gpu.scaler) == (torch.float16, True), name
+        assert resolve_precision(cfg.training.amp, torch.device("cpu")) == FP32, name
+        assert overridden.training.amp == "bf16", name  # --set speaks ls
+    # the trainer on CPU: fp32 forward, the scaler off (a disabled GradScaler passes gradients through)
+    cfg = tiny_config(tmp_path, amp="fp16")
+    trainer = trainer_mod.Trainer(_model("ast"), tiny_loaders(), cfg.training, cfg.output_mode, seed=0,
+                                  progress=False)
+    assert trainer.precision == FP32 and not trainer.scaler.is_enabled()
+
+
 # -- numerics of every variant under bf16 autocast --------------------------------------------------------------
 
 

@@ -118,5 +118,8 @@ def test_record_rewrites_only_the_marked_readme_block(tmp_path):
     assert "Measured on 2 CPU cores (torch 2.9.1): 193 s for 400 recordings and 15 epochs per model" in text
     assert ["ICBHI", "score", "72.57", "70.57"] in [line.split() for line in text.splitlines()]
     assert json.loads((tmp_path / "quickstart.json").read_text()) == record
+    # a record that names the CPU and the code path torch used says so
+    record["machine"].update(cpu="AMD EPYC", capability="AVX512", threads=1)
+    assert "Measured on 2 CPU cores (AMD EPYC, AVX512 code path; torch 2.9.1, 1 thread): 193 s" in readme_block(record)
     with pytest.raises(ValueError, match="no block"):
         write_record(record, tmp_path / "q.json", Path(tmp_path / "q.json"))

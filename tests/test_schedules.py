@@ -18,6 +18,7 @@ from ls.engine.schedules import (
     lr_at_epoch,
     weight_decay_at_epoch,
 )
+from ls.types import ParamGroupSettings
 
 
 def sgd(lr: float = 3e-5, groups: int = 1) -> torch.optim.Optimizer:
@@ -190,11 +191,13 @@ def test_weight_decay_schedule_leaves_the_mask_group_alone():
         def param_groups(self) -> dict[str, list[nn.Parameter]]:
             return {"backbone": list(self.backbone.parameters()), "mask": [self.mask_logits]}
 
+        def param_group_settings(self, optimizer) -> dict[str, ParamGroupSettings]:
+                    return {"mask": ParamGroupSettings(1.5, 0.0), "backbone": ParamGroupSettings(1.0, 0.5)}
+
     opt = build_optimizer(WithMask(), OptimizerConfig(use_differential_lr=True))
     apply_weight_decay(opt, 0.01)
     decays = {g["name"]: g["weight_decay"] for g in opt.param_groups}
-    assert decays["mask"] == 0.0
-    assert all(v == 0.01 for k, v in decays.items() if k != "mask")
+    assert decays == {"mask": 0.0, "backbone": 0.005}  # a declared weight-decay multiplier follows the schedule
 
 
 def test_training_section_conveniences():

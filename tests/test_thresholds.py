@@ -24,7 +24,8 @@ BINARY = OutputMode("binary", 2, 1)
 
 
 def brute_force(probs, y, mode, grid, floor, fallback):
-    """The reference's search written as plain loops (t_c outer, t_w inner, strict > replaces)."""
+    """The original's search written as plain loops: t_c outer, t_w inner, a strictly greater score replaces
+    (the first maximum wins), and only Se strictly above the floor qualifies."""
 
     def score(pred):
         normal = y == 0
@@ -39,7 +40,7 @@ def brute_force(probs, y, mode, grid, floor, fallback):
         candidates = [(t,) for t in grid]
     for t in candidates:
         sp, se = score(predict_classes(probs, mode, t))
-        if se >= floor and (sp + se) / 2 > best:
+        if se > floor and (sp + se) / 2 > best:
             best, best_t = (sp + se) / 2, t
     if best_t is None:
         best_t = (fallback,) * len(candidates[0])
@@ -113,7 +114,7 @@ def test_multilabel_search_matches_the_reference_loop_and_respects_the_floor():
         r = tune_thresholds(p, y, MULTI, cfg)
         assert r.thresholds == brute_force(p, y, MULTI, grid, floor, 0.10)
         if r.found:
-            assert r.sensitivity >= floor
+            assert r.sensitivity > floor
 
 
 def test_search_falls_back_when_nothing_meets_the_floor():
@@ -163,14 +164,63 @@ def test_evaluate_outputs_uses_explicit_tuned_or_fixed_thresholds():
     assert binary.metrics["threshold"] == 0.5 and binary.metrics["icbhi_score"] == 1.0
 
 
-def test_the_search_edge_rules_are_stated_and_the_other_reading_is_available():
-    """Exact score ties keep the first grid point and Se exactly on the floor qualifies (how the reference's
-    search is described); a report on the original code says the opposite on both, so that reading is one
-    argument away: ThresholdSearch(..., ties="last", floor="exclusive")."""
+#: Recorded cases of the original's search: (probabilities, classes, mode, the thresholds the original chooses,
+#: what ties="first" + floor="inclusive" and ties="last" + floor="exclusive" would choose instead). Each case's
+#: expected thresholds follow from the original's rules by hand: maximise (Sp + Se) / 2 over the grid (t_c outer,
+#: t_w inner) among points with Se strictly above the floor; a strictly greater score replaces the best.
+RECORDED_CASES = {
+    # normals 0.05 x3, 0.20 x2; abnormals 0.95 x2, 0.02 x2, 0.12. t = 0.10: Se 3/5, Sp 3/5 -> 0.60 (above the
+    # floor 0.40); t >= 0.25: Se 2/5 = 0.40 exactly on the floor, Sp 1 -> 0.70: not eligible. -> 0.10
+    "binary: the best score sits exactly on the floor": (
+        [0.05, 0.05, 0.05, 0.2, 0.2, 0.95, 0.95, 0.02, 0.02, 0.12], [0] * 5 + [1] * 5, "binary",
+        (0.10,), (0.25,), (0.10,)),
+    # abnormal 0.30 is caught for t <= 0.30: t = 0.10..0.30 all score (1 + 4/5) / 2 = 0.9; the first wins
+    "binary: equal scores, the first grid point wins": (
+        [0.05] * 5 + [0.95, 0.95, 0.95, 0.3, 0.02], [0] * 5 + [1] * 5, "binary", (0.10,), (0.10,), (0.30,)),
+    # 20 crackle cycles: 9 at p_c 0.9, 11 at p_c 0.12; normals: 14 of 20 at p_c 0.12. t_c = 0.10: Se 1, Sp 0.3
+    # -> 0.65; t_c >= 0.15: Se 9/20 = 0.45 exactly on the floor, Sp 1 -> 0.725: not eligible. The wheeze
+    # probabilities (0.05) lie below the grid, so every t_w ties: the first, 0.10
+    "multi-label: the best score sits exactly on the floor": (
+        [[0.05, 0.05]] * 6 + [[0.12, 0.05]] * 14 + [[0.9, 0.05]] * 9 + [[0.12, 0.05]] * 11, [0] * 20 + [1] * 20,
+        "multilabel", (0.10, 0.10), (0.15, 0.10), (0.10, 0.60)),
+    # crackle cycle (0.25, 0.27) is right for t_c <= 0.25 and t_w >= 0.30, wheeze cycle (0.27, 0.25) for
+    # t_c >= 0.30 and t_w <= 0.25: two disjoint regions score 0.75. In t_c-outer order (0.10, 0.30) comes first
+    # (t_w-outer order would give (0.30, 0.10))
+    "multi-label: equal scores, t_c is the outer loop": (
+        [[0.05, 0.05], [0.25, 0.27], [0.27, 0.25]], [0, 1, 2], "multilabel", (0.10, 0.30), (0.10, 0.30),
+        (0.60, 0.25)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RECORDED_CASES))
+def test_recorded_cases_get_the_originals_thresholds(case):
+    import dataclasses
+
+    from ls.engine.predict_rules import PAPER_SEARCH, search_settings
+
+    probs, y, kind, original, first_inclusive, last_exclusive = RECORDED_CASES[case]
+    mode = MULTI if kind == "multilabel" else BINARY
+    p, y = np.array(probs), np.array(y)
+    # what the trainer's tuned thresholds use (training.thresholds: tuned, nothing overridden)
+    assert search_settings(ThresholdConfig(), mode) == PAPER_SEARCH[kind]
+    assert tune_thresholds(p, y, mode, ThresholdConfig()).thresholds == original
+    grid = threshold_grid(*PAPER_SEARCH[kind].grid)
+    assert brute_force(p, y, mode, grid, PAPER_SEARCH[kind].min_sensitivity, PAPER_SEARCH[kind].fallback) == original
+    # the case tells the readings apart: the others choose what the table says
+    for ties, floor, want in (("first", "inclusive", first_inclusive), ("last", "exclusive", last_exclusive)):
+        other = dataclasses.replace(PAPER_SEARCH[kind], ties=ties, floor=floor)
+        assert tune_thresholds(p, y, mode, search=other).thresholds == want
+
+
+def test_the_search_edge_rules_are_the_originals_and_the_other_readings_are_available():
+    """Exact score ties keep the first grid point and a sensitivity exactly on the floor does not qualify (the
+    original code's behaviour); the other readings are one argument away (ThresholdSearch ties / floor)."""
     import dataclasses
 
     from ls.engine.predict_rules import PAPER_SEARCH, ThresholdSearch
 
+    assert (PAPER_SEARCH["binary"].ties, PAPER_SEARCH["binary"].floor) == ("first", "exclusive")
+    assert (PAPER_SEARCH["multilabel"].ties, PAPER_SEARCH["multilabel"].floor) == ("first", "exclusive")
     y = np.array([0] * 5 + [1] * 5)
     separated = np.array([0.05] * 5 + [0.95] * 5)  # every t in 0.10..0.90 scores 1.0: all tie
     assert tune_thresholds(separated, y, BINARY).thresholds == (0.1,)
@@ -179,10 +229,10 @@ def test_the_search_edge_rules_are_stated_and_the_other_reading_is_available():
 
     on_floor = np.array([0.05] * 5 + [0.95, 0.95, 0.02, 0.02, 0.02])  # Se = 2/5 = 0.40, the binary floor
     r = tune_thresholds(on_floor, y, BINARY)
+    assert not r.found and r.thresholds == (0.5,)  # nothing is above the floor: the fallback
+    inclusive = dataclasses.replace(PAPER_SEARCH["binary"], floor="inclusive")
+    r = tune_thresholds(on_floor, y, BINARY, search=inclusive)
     assert r.found and r.sensitivity == pytest.approx(0.4) and r.thresholds == (0.1,)
-    strict = dataclasses.replace(PAPER_SEARCH["binary"], floor="exclusive")
-    r = tune_thresholds(on_floor, y, BINARY, search=strict)
-    assert not r.found and r.thresholds == (0.5,)  # nothing qualifies: the fallback
 
     bits = np.array([[0.05, 0.05]] * 4 + [[0.95, 0.05]] * 2 + [[0.05, 0.95]] * 2)
     classes = np.array([0] * 4 + [1] * 2 + [2] * 2)

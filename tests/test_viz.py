@@ -509,8 +509,8 @@ def test_visualize_takes_its_traceback_option_from_the_shared_helper(monkeypatch
 
     def recording(parser):
         calls.append(parser)
-        cli.add_traceback_option(parser)
+        cli.add_common_options(parser)
 
-    monkeypatch.setattr(viz_cli, "add_traceback_option", recording)
+    monkeypatch.setattr(viz_cli, "add_common_options", recording)
     parser = viz_cli.build_parser()
     assert calls == [parser] and parser.parse_args(["--traceback"]).traceback is True

@@ -23,23 +23,26 @@ from ls.config.loader import (
     _Bad,
     apply_overrides,
     build_section,
+    builtin_configs,
     dump_yaml,
     flatten,
     read_yaml,
+    resolve_config_path,
     to_dict,
 )
 from ls.config.original import OriginalConfigWarning, Translation, translate
 from ls.data.config import AudioConfig, AugmentConfig, DatasetConfig
 from ls.engine.config import MlflowConfig, TrainingConfig
 from ls.models.options import ModelConfig, WeightsConfig
+from ls.utils import plugins as _plugins
 from ls.utils.fields import option
 
 
 def _other_owners(key: str, variant: Any) -> str | None:
     """For an unknown key in a ``models.<variant>`` block: which variants do have it."""
-    from ls.models.variants import VARIANTS
+    from ls.models.variants import variant_table
 
-    owners = [v.name for v in VARIANTS.values()
+    owners = [v.name for v in variant_table().values()
               if key in {f.name for f in fields(v.options)} | set(getattr(v.options, "__aliases__", {}))]
     if owners:
         return (f"variant {variant.name} ({variant.display_name}) has no option '{key}'; it is an option of "
@@ -107,6 +110,9 @@ class Config:
     strict_config: bool = option(
         False, "only ls keys: a config in the original implementation's format is an error instead of being "
         "translated with a warning (also --strict-config; docs/original_configs.md)")
+    plugins: list[str] = option(
+        [], "plugin modules the config needs (a mechanism's or a reader's), imported before the rest of it is "
+        "read, as `-p MODULE` would; they join `LS_PLUGINS` for the processes a run starts (docs/interfaces.md)")
 
     __builders__: ClassVar[dict[str, Any]] = {"models": _build_models}
 
@@ -206,12 +212,32 @@ def _resolve(cfg: Config, ctx: BuildContext) -> None:
                       f"{cfg.training.loss!r}); leave label_dim out (it follows from those)")
 
 
+def load_config_plugins(data: dict, source: str) -> list[Any]:
+    """Load the plugin modules of a raw config's top-level ``plugins`` key (``source`` names where the key
+    came from); returns the loaded ``ls.utils.plugins.Plugin``s. Raises ConfigError naming the key."""
+    names = data.get("plugins") if isinstance(data, dict) else None
+    if names is None:
+        return []
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"'plugins' in {source}: expected a list of module names, e.g. [my_package.ls_plugin], "
+                          f"got {names!r}")
+    try:
+        return _plugins.load(names, f"plugins: in {source}")
+    except _plugins.PluginError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
 def build_config(data: dict, source: str = "<dict>", overrides: list[str] | None = None, *,
-                 strict: bool | None = None) -> tuple[Config, BuildContext]:
+                 strict: bool | None = None, load_plugins: bool = True) -> tuple[Config, BuildContext]:
     """:func:`config_from_dict` without the warning, also returning the build context (``alias_of`` says which
     typed keys were written under another name; ``ls.config.migrate`` uses it)."""
     data, provenance = apply_overrides(dict(data), overrides)
     ctx = BuildContext(source, provenance)
+    # Before the variant and reader tables are read: the pending plugins (entry points, LS_PLUGINS; a broken one
+    # is one error here, not one per section) and those the config names.
+    _plugins.load_pending()
+    if load_plugins:
+        load_config_plugins(data, ctx._origin("plugins"))
     data, translation = translate(data, ctx)  # the original implementation's format -> ls keys
     data = _translate_moved_keys(data, ctx)
     cfg = build_section(Config, data, "", ctx)
@@ -226,16 +252,18 @@ def build_config(data: dict, source: str = "<dict>", overrides: list[str] | None
 
 
 def config_from_dict(data: dict, source: str = "<dict>", overrides: list[str] | None = None, *,
-                     strict: bool | None = None) -> Config:
+                     strict: bool | None = None, load_plugins: bool = True) -> Config:
     """Build a ``Config`` from a raw mapping (``overrides``: ``section.key=value`` strings); raises ``ConfigError``
     listing every problem.
 
     A config in the original implementation's format is read with the meaning it had there
     (:mod:`ls.config.original`): one :class:`~ls.config.original.OriginalConfigWarning` lists what was translated
     and ignored, also kept in ``cfg.translation``. ``strict`` (or the config's ``strict_config: true``) makes
-    each of those keys an error instead.
+    each of those keys an error instead. ``load_plugins=False`` leaves the modules of the ``plugins`` key
+    unloaded: for a config stored with a checkpoint or run, which never imports code by itself
+    (``ls.utils.plugins.require`` checks what it needs instead).
     """
-    cfg, _ = build_config(data, source, overrides, strict=strict)
+    cfg, _ = build_config(data, source, overrides, strict=strict, load_plugins=load_plugins)
     if cfg.translation.notes:
         warnings.warn(OriginalConfigWarning(cfg.translation.report()), stacklevel=2)
     return cfg
@@ -245,7 +273,7 @@ def config_from_dict(data: dict, source: str = "<dict>", overrides: list[str] | 
 #: differ: where things are written and logged, and how the work is spread; none changes what is trained. Shared
 #: by every check that a stored run (finished or interrupted) is the run a config describes.
 RUN_INDEPENDENT_KEYS = ("training.checkpoint_dir", "mlflow.", "training.device", "training.compile",
-                        "dataset.num_workers", "dataset.cache_dir", "dataset.cache_workers")
+                        "dataset.num_workers", "dataset.cache_dir", "dataset.cache_workers", "plugins")
 
 
 def run_view(config: dict[str, Any], variant: str) -> dict[str, Any]:
@@ -286,9 +314,11 @@ def load_config(path: str | Path, overrides: list[str] | None = None, *, strict:
     """Load a YAML config into the typed ``Config``; ``overrides`` are ``section.key=value`` strings.
 
     Unknown keys, missing required keys and wrong types raise ``ConfigError`` naming every bad key and where
-    it came from (the file or the ``--set`` that wrote it). A file of the original implementation is translated
-    with one warning, or rejected under ``strict`` (see :func:`config_from_dict`).
+    it came from (the file or the ``--set`` that wrote it). ``path`` may name a config shipped with ls instead
+    of a file (``quickstart``, ``ast_film_soft``: :func:`builtin_configs`). A file of the original
+    implementation is translated with one warning, or rejected under ``strict`` (see :func:`config_from_dict`).
     """
+    path = resolve_config_path(path)  # a file, or the name of a built-in config (`quickstart`)
     cfg, _ = build_config(read_yaml(path), str(path), overrides, strict=strict)
     if cfg.translation.notes:
         warnings.warn(OriginalConfigWarning(cfg.translation.report()), stacklevel=2)
@@ -309,11 +339,14 @@ __all__ = [
     "Translation",
     "WeightsConfig",
     "build_config",
+    "builtin_configs",
     "config_differences",
     "config_from_dict",
     "dump_yaml",
     "flatten",
     "load_config",
+    "load_config_plugins",
+    "resolve_config_path",
     "run_view",
     "to_dict",
 ]

@@ -342,10 +342,45 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> tuple[dict, dict
     return data, provenance
 
 
+def builtin_configs() -> dict[str, Path]:
+    """``{name: path}`` of the configs shipped with ls, read through ``importlib.resources`` so that an
+    installed ls finds them as well as a clone: ``quickstart``, ``ast_film_soft`` (``ast_film_soft_config.yaml``),
+    ``quickstart_study``, ... A local file such as ``mlflow.local.yaml`` is never one of them."""
+    from importlib.resources import files
+
+    root = files("ls") / "configs"
+    found: dict[str, Path] = {}
+    if not root.is_dir():
+        return found
+    for entry in sorted(root.iterdir(), key=lambda e: e.name):
+        name = entry.name
+        if not name.endswith(".yaml") or name.endswith(".local.yaml"):
+            continue
+        stem = name[: -len(".yaml")]
+        found[stem] = Path(str(entry))
+        if stem.endswith("_config"):
+            found.setdefault(stem[: -len("_config")], Path(str(entry)))
+    return found
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """The file a ``--config`` value names: the file itself when it exists, else for a bare name (no folder,
+    no ``.yaml``) the built-in config of that name (:func:`builtin_configs`). Raises ConfigError when neither
+    exists, listing the built-in names."""
+    given = Path(path)
+    if given.is_file():
+        return given
+    text = str(path)
+    if given.suffix == "" and "/" not in text and "\\" not in text:
+        builtin = builtin_configs().get(text)
+        if builtin is not None:
+            return builtin
+    names = ", ".join(n for n in builtin_configs() if not n.endswith("_config"))
+    raise ConfigError(f"config file not found: {given}" + (f" (or a built-in config's name: {names})" if names else ""))
+
+
 def read_yaml(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+    path = resolve_config_path(path)
     try:
         with path.open("r", encoding="utf-8") as fh:
             data = yaml.safe_load(fh)
@@ -377,10 +412,12 @@ __all__ = [
     "ConfigError",
     "apply_overrides",
     "build_section",
+    "builtin_configs",
     "dump_yaml",
     "flatten",
     "from_dict",
     "parse_override",
     "read_yaml",
+    "resolve_config_path",
     "to_dict",
 ]

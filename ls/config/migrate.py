@@ -21,7 +21,7 @@ import yaml
 from ls.config import Config, ConfigError, build_config, to_dict
 from ls.config.loader import read_yaml
 from ls.config.original import Translation, show
-from ls.utils.cli import add_traceback_option, run_command
+from ls.utils.cli import add_common_options, run_command
 
 
 def resolved(cfg: Config) -> dict:
@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", default=None, help="write here (atomically) instead of to standard output")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a value first, e.g. --set dataset.data_folder=/data/icbhi (repeatable)")
-    add_traceback_option(p)
+    add_common_options(p)
     return p
 
 

@@ -280,6 +280,7 @@ class _Translator:
             self.model_block(name, variant, block)
         if self.training is not None:
             self.training_section(self.training)
+            self.precision(self.training)
         self.output_mode()
         self.audio()
         mlflow = self.data.get("mlflow")
@@ -430,6 +431,17 @@ class _Translator:
         optimizer = training.get("optimizer")
         if isinstance(optimizer, dict):
             self.optimizer(optimizer)
+
+    def precision(self, training: dict) -> None:
+        """The original's scripts trained under fp16 autocast with a GradScaler on CUDA, whatever the GPU; ls's
+        ``auto`` would choose bf16 on an A100/H100. On CPU ls trains in fp32 under any setting (the original
+        autocast to bf16 there, hundreds of times slower on the CPUs ls is tested on)."""
+        if "amp" in training or self._overridden("training.amp"):
+            return  # an ls key: it keeps its ls meaning
+        training["amp"] = "fp16"
+        self.out.add("training.amp", "default", "absent; the original trained under fp16 autocast with a "
+                     "gradient scaler on CUDA (ls's auto would be bf16 on an A100/H100); fp32 on CPU",
+                     target="training.amp", new="fp16")
 
     def schedule_key(self, key: str, value: Any) -> None:
         targets = [(name, block) for name, (variant, block) in self.blocks.items()

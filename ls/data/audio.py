@@ -19,38 +19,13 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
 from ls.data.config import AudioConfig
-from ls.data.wav import AudioError, check_wav_complete
+from ls.data.wav import AudioError, check_wav_complete, read_audio  # noqa: F401 - read_audio re-exported
 
 log = logging.getLogger(__name__)
-
-
-def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """Read a recording as mono float32.
-
-    Returns:
-        ``(wave [L] float32 in [-1, 1], sample_rate)``; multi-channel files are averaged to mono.
-
-    Raises:
-        AudioError naming the file when it is missing, unreadable, truncated or empty.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"recording not found: {path}")
-    check_wav_complete(path)
-    try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.SoundFileError, RuntimeError) as exc:
-        raise AudioError(f"{path}: cannot read audio ({exc})") from exc
-    if data.shape[0] == 0:
-        raise AudioError(f"{path}: recording holds no samples")
-    wave = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
-    return np.ascontiguousarray(wave), int(sr)
 
 
 def load_recording(path: str | Path, audio_cfg: AudioConfig) -> torch.Tensor:

@@ -190,11 +190,14 @@ class DatasetConfig:
         from ls.data.labels import resolve_task
         from ls.data.splits import check_split_config
         from ls.data.tasks import DATASET_TASKS
+        from ls.utils import plugins
         from ls.utils.fields import FieldError
 
+        plugins.load_pending()  # the reader table is read: a plugin's kinds join it first
         for name in [self.name, *(part.name for part in self.parts)]:
             if name not in DATASET_TASKS:
-                raise FieldError("name", f"unknown kind of dataset {name!r}; known: {', '.join(DATASET_TASKS)}")
+                raise FieldError("name", f"unknown kind of dataset {name!r}; known: {', '.join(DATASET_TASKS)}; "
+                                 f"{plugins.unknown_hint()}")
         if any(part.name == "combined" for part in self.parts):
             raise FieldError("parts", "a part of a combined dataset cannot itself be combined")
         tags = [part.tag or part.name for part in self.parts]
@@ -214,3 +217,8 @@ class DatasetConfig:
             raise FieldError("parts", "dataset.name is 'combined' but no part is listed")
         if self.name != "combined" and self.parts:
             raise FieldError("parts", f"is for dataset.name: combined, not {self.name!r}")
+
+    def readers(self) -> list[str]:
+        """The dataset kinds (readers, ``ls.data.sources``) this section reads: its ``name``, and each part's
+        for a combined dataset."""
+        return list(dict.fromkeys([self.name, *(part.name for part in self.parts)]))

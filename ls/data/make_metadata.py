@@ -20,7 +20,7 @@ import pandas as pd
 
 from ls.data.icbhi import build_cycle_table, write_cycle_table
 from ls.data.labels import class_names, cycle_labels
-from ls.utils.cli import add_traceback_option, run_command
+from ls.utils.cli import add_common_options, run_command
 
 
 def summarize(table: pd.DataFrame) -> str:
@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--demographics-file", type=Path, default=None, help="demographics file (default: found)"
     )
     parser.add_argument("--no-check-audio", action="store_true", help="do not read WAV headers")
-    add_traceback_option(parser)
+    add_common_options(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 

@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ls.data.schema import DURATION, ICBHI_SCHEMA, MetadataSchema
 from ls.types import CONT_KEY, UNKNOWN_ID, UNKNOWN_TOKEN, MetadataSpec
@@ -246,20 +245,20 @@ class MetadataEncoder:
         out[CONT_KEY] = cont
         return out
 
-    def encode_one(self, *, duration: float | Sequence[float], **values: Any) -> dict[str, torch.Tensor]:
-        """Encode the segments of one new recording, ready to pass as ``meta`` to a model.
+    def encode_values(self, *, duration: float | Sequence[float], **values: Any) -> dict[str, np.ndarray]:
+        """Encode the segments of one new recording as numpy arrays: ``{<factor>: int64 [N], "cont": float32
+        [N, C]}`` (torch-free: the ONNX runtime uses it too).
 
         ``duration``: one number or one per segment (N segments). ``values``: the recording's metadata by name:
-        each factor (ICBHI: ``device``, ``site``) and continuous feature (``age``, ``bmi``); missing ones are
-        imputed (factors: the unknown id, with a warning). ICBHI also takes ``child_weight`` / ``child_height``.
-        Returns ``{<factor>: [N], "cont": [N, C]}``.
+        each factor (ICBHI: ``device``, ``site``) and continuous feature (``age``, ``bmi``); missing ones (absent
+        or None) are imputed (factors: the unknown id, with a warning). ICBHI also takes ``child_weight`` /
+        ``child_height``.
         """
         self._check_fitted()
         durations = np.atleast_1d(np.asarray(duration, dtype=np.float64))
         if durations.ndim != 1 or durations.size == 0:
             raise ValueError(f"duration must be a number or a non-empty sequence of numbers, got {duration!r}")
-        extra = {"child_weight": "CW", "child_height": "CH"} if self.schema.child_bmi else {}
-        known = {**self.schema.factors, **{k: c for k, c in self.schema.continuous.items() if c}, **extra}
+        known = self.metadata_names()
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise ValueError(f"unknown metadata {unknown}; this encoder takes {', '.join(sorted(known))}")
@@ -269,8 +268,20 @@ class MetadataEncoder:
             value = values.get(name)
             numeric = name not in self.schema.factors
             rows[column] = [(math.nan if value is None else float(value)) if numeric else value] * n
-        enc = self.transform(pd.DataFrame(rows))
-        return {k: torch.from_numpy(v) for k, v in enc.items()}
+        return self.transform(pd.DataFrame(rows))
+
+    def metadata_names(self) -> dict[str, str]:
+        """``{name: table column}`` of every value :meth:`encode_values` takes: the factors, the continuous
+        features read from a column and, for ICBHI, ``child_weight`` / ``child_height``."""
+        extra = {"child_weight": "CW", "child_height": "CH"} if self.schema.child_bmi else {}
+        return {**self.schema.factors, **{k: c for k, c in self.schema.continuous.items() if c}, **extra}
+
+    def encode_one(self, *, duration: float | Sequence[float], **values: Any) -> dict[str, Any]:
+        """:meth:`encode_values` as torch tensors, ready to pass as ``meta`` to a model:
+        ``{<factor>: [N], "cont": [N, C]}``."""
+        import torch
+
+        return {k: torch.from_numpy(v) for k, v in self.encode_values(duration=duration, **values).items()}
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict:

@@ -13,7 +13,8 @@ Every reader returns a :class:`Source`: the segment table (``docs/datasets.md``)
 columns are metadata. Nothing else in the library knows a file format.
 
 A new format is a function ``reader(dataset_cfg) -> Source`` and one call,
-``register_reader("mine", reader, tasks=("icbhi4", "icbhi2"))``, made before the config is loaded.
+``register_reader("mine", reader, tasks=("icbhi4", "icbhi2"))``, made before the config is loaded: in a plugin
+module (:mod:`ls.utils.plugins`), which every command and every process loads before it reads this table.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import pandas as pd
 from ls.data.schema import DURATION, ICBHI_SCHEMA, MetadataSchema
 from ls.data.tasks import DATASET_TASKS, LABELS, TASKS, get_task
 from ls.types import FOUR_CLASS_NAMES
+from ls.utils import plugins
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,9 @@ def register_reader(name: str, reader: Reader, tasks: Sequence[str], score: str 
     unknown = [t for t in tasks if t != LABELS and t not in TASKS]
     if unknown:
         raise ValueError(f"register_reader({name!r}): unknown task(s) {unknown}")
+    caller = plugins.caller_module()
+    plugins.check_new("reader", name, caller)  # one plugin's reader never silently replaces another's
+    plugins.claim("reader", name, caller)
     _READERS[name] = reader
     DATASET_TASKS[name] = tuple(tasks)
     _SCORES[name] = score
@@ -72,6 +77,7 @@ def register_reader(name: str, reader: Reader, tasks: Sequence[str], score: str 
 def dataset_score(name: str) -> str:
     """The metric a dataset of kind ``name`` is judged by: ``sprsound_score`` for SPRSound, ``icbhi_score``
     for ICBHI, manifests and combined datasets, a registered reader's own."""
+    plugins.load_pending()
     return _SCORES.get(name, DEFAULT_SCORE)
 
 
@@ -82,13 +88,16 @@ def unregister_reader(name: str) -> None:
     _READERS.pop(name, None)
     DATASET_TASKS.pop(name, None)
     _SCORES.pop(name, None)
+    plugins.release("reader", name)
 
 
 def read_source(cfg: Any) -> Source:
     """The segment table and schema of a ``dataset`` section (``ls.data.config.DatasetConfig``), sorted by
     (Filename, CycleIndex) with a fresh index."""
+    plugins.load_pending()
     if cfg.name not in _READERS:
-        raise ValueError(f"dataset.name {cfg.name!r}: no reader; known: {', '.join(sorted(_READERS))}")
+        raise ValueError(f"dataset.name {cfg.name!r}: no reader; known: {', '.join(sorted(_READERS))}; "
+                         f"{plugins.unknown_hint()}")
     source = _READERS[cfg.name](cfg)
     table = source.table.sort_values(["Filename", "CycleIndex"], kind="stable").reset_index(drop=True)
     return dataclasses.replace(source, table=table)

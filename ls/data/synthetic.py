@@ -55,7 +55,7 @@ import soundfile as sf
 from scipy import signal
 
 from ls.data.icbhi import CYCLE_TABLE_COLUMNS, NO_FOLD, SITES, UNKNOWN_SPLIT, load_cycle_table, parse_stem
-from ls.utils.cli import add_traceback_option, run_command
+from ls.utils.cli import add_common_options, run_command
 from ls.utils.io import atomic_open, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -522,7 +522,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--like", type=Path, default=None, help="cycle table CSV whose structure to reproduce"
     )
     parser.add_argument("--workers", type=int, default=1, help="rendering processes")
-    add_traceback_option(parser)
+    add_common_options(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 

@@ -64,7 +64,7 @@ from ls.data.sprsound import (
     find_recordings,
     read_annotation,
 )
-from ls.utils.cli import add_traceback_option, run_command
+from ls.utils.cli import add_common_options, run_command
 from ls.utils.io import atomic_open, atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -485,7 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--names-from", type=Path, default=None, help="BioCAS-layout folder of real JSONs to reuse"
     )
     parser.add_argument("--sample-rate", type=int, default=8000)
-    add_traceback_option(parser)
+    add_common_options(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 

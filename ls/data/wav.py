@@ -1,10 +1,15 @@
-"""WAV file integrity, with no dependency inside ``ls``: anything that reads durations from WAV headers (the
-cycle table of ``ls.data.icbhi``) and the audio reader (``ls.data.audio``) check a file here first."""
+"""Reading recordings, with no dependency inside ``ls`` and no torch: WAV file integrity (anything that reads
+durations from WAV headers, the cycle table of ``ls.data.icbhi``, checks a file here first) and the one reader
+of samples, :func:`read_audio`, which training, the feature cache, ``ls.predict`` and the torch-free ONNX
+runtime (``ls.deploy``) all go through."""
 
 from __future__ import annotations
 
 import struct
 from pathlib import Path
+
+import numpy as np
+import soundfile as sf
 
 
 class AudioError(ValueError):
@@ -40,3 +45,32 @@ def check_wav_complete(path: str | Path) -> None:
                 return
             offset += 8 + chunk_len + (chunk_len & 1)  # chunks are word-aligned
     raise AudioError(f"{path}: WAV file has no data chunk")
+
+
+def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """Read a recording as mono float32.
+
+    Returns:
+        ``(wave [L] float32 in [-1, 1], sample_rate)``; multi-channel files are averaged to mono.
+
+    Raises:
+        AudioError naming the file when it is missing, unreadable, truncated, empty, or holds NaN or infinite
+        samples (possible in float WAVs; they would turn every feature into NaN, which no model can classify).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"recording not found: {path}")
+    check_wav_complete(path)
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.SoundFileError, RuntimeError) as exc:
+        raise AudioError(f"{path}: cannot read audio ({exc})") from exc
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: recording holds no samples")
+    finite = np.isfinite(data).all(axis=1)
+    if not finite.all():
+        first = int(np.argmin(finite))
+        raise AudioError(f"{path}: {int((~finite).sum())} sample(s) are NaN or infinite (the first at "
+                         f"{first / sr:.3f} s); the recording is corrupt and cannot be used")
+    wave = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    return np.ascontiguousarray(wave), int(sr)

@@ -9,15 +9,17 @@ early-stopping counter, metric history, RNG states). It contains no pickled clas
 
 Layout (keys of the dict, format 2)::
 
-    format, version, variant, config, model, metadata_encoder, metadata_spec, class_names, member,
+    format, version, variant, config, model, metadata_encoder, metadata_spec, class_names, member, plugins,
     thresholds, output_mode, epoch, best, best_epoch, selection,
     trainer ({"bad_epochs", "history": [per-epoch metric dicts]}),
     -- and in last.pt, for resuming -- optimizer, scheduler, scaler, rng
 
-``variant``, ``config``, ``metadata_encoder``, ``metadata_spec``, ``class_names`` and ``member`` (which member
+``variant``, ``config``, ``metadata_encoder``, ``metadata_spec``, ``class_names``, ``member`` (which member
 of a group of runs this is, e.g. ``{"seed": 43}`` or ``{"seed": 0, "fold": 2, "k": 5}``; None for a run of its
-own; absent in older files) come from the application (opaque here); the rest from the trainer. ``best.pt`` carries the history of every epoch run (rewritten once at
-the end of training), so figures such as training curves need only that file.
+own; absent in older files) and ``plugins`` (where each variant or reader that is not built into ls came from,
+``ls.utils.plugins.requirements``; checked by :func:`read_checkpoint`; absent in older files) come from the
+application (opaque here); the rest from the trainer. ``best.pt`` carries the history of every epoch run
+(rewritten once at the end of training), so figures such as training curves need only that file.
 
 Format 1 (ls 0.1) differs only in the config's keys and the encoder state; ``ls.inference`` reads it for
 evaluation and prediction; resuming needs format 2.
@@ -34,6 +36,7 @@ import torch
 from torch import nn
 
 from ls.engine.distributed import unwrap
+from ls.utils import plugins
 from ls.utils.io import atomic_torch_save, describe_kind, file_kind, torch_load_problem
 
 #: Bumped when the checkpoint layout changes incompatibly.
@@ -53,7 +56,7 @@ REQUIRED_KEYS = (
     "thresholds",
 )
 #: What the application supplies to every checkpoint of a run.
-APPLICATION_KEYS = ("variant", "config", "metadata_encoder", "metadata_spec", "class_names", "member")
+APPLICATION_KEYS = ("variant", "config", "metadata_encoder", "metadata_spec", "class_names", "member", "plugins")
 
 
 class CheckpointError(ValueError):
@@ -153,8 +156,13 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint dict with ``weights_only=True``; errors name the file and what is wrong."""
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", *, mmap: bool = False
+                    ) -> dict[str, Any]:
+    """Load a checkpoint dict with ``weights_only=True``; errors name the file and what is wrong.
+
+    The plugins its variant and readers came from (``plugins``, ``ls.utils.plugins.requirements``) must be
+    loaded: a missing one is an error saying which module to load and how. The file imports nothing itself.
+    ``mmap``: map the tensors instead of reading them (a look at the metadata only)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -166,7 +174,8 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path} is not a checkpoint: it is {describe_kind(kind)}, expected a best.pt or "
                               "last.pt written by ls")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True,
+                           **({"mmap": True} if mmap and kind == "torch-zip" else {}))
     except Exception as exc:  # noqa: BLE001 - any failure to load means: not a usable checkpoint
         # torch's own message advises weights_only=False, i.e. running the file's code: never passed on
         raise CheckpointError(f"{path} is not a readable ls checkpoint: {torch_load_problem(exc)}") from None
@@ -184,6 +193,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"version of ls ({_version()}) reads formats {', '.join(map(str, READABLE_FORMATS))}: use the ls "
             "version that wrote it"
         )
+    plugins.require(state.get("plugins"), f"checkpoint {path}")
     return state
 
 

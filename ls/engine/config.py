@@ -212,4 +212,6 @@ class MlflowConfig:
         None, "HTTP basic-auth user (better in --mlflow-config or MLFLOW_TRACKING_USERNAME)")
     tracking_password: str | None = option(
         None, "HTTP basic-auth password (better in --mlflow-config or MLFLOW_TRACKING_PASSWORD); never logged")
-    fallback_dir: str | None = option(None, "where records go while the server is unreachable")
+    fallback_dir: str | None = option(
+        None, "unused since run records: every run's record stays in its own folder and is synced from there (kept so "
+        "that configs that set it still load)")

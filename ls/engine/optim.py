@@ -1,21 +1,22 @@
-"""AdamW over the model's named parameter groups.
+"""AdamW over the model's named parameter groups, treated as the model declares.
 
-``model.param_groups()`` names every trainable parameter's group: ``backbone``, ``embedding``, ``encoder``,
-``film``, ``mask``, ``classifier`` (docs/interfaces.md). The optimiser keeps one torch param group per model
-group (same numbers as one big group when all hyper-parameters agree, but per-group LRs can be logged), plus a
-``<name>_no_decay`` twin when weight-decay exclusion is on. Each torch group carries extra keys:
+``model.param_groups()`` names every trainable parameter's group (docs/interfaces.md) and
+``model.param_group_settings(optimizer_cfg)`` says how the optimiser treats each group: a learning-rate and a
+weight-decay multiplier (``ls.types.ParamGroupSettings``). The model and its mechanism own those declarations
+(the per-group rates of ``use_differential_lr``, SoftFiLM's mask group); this module applies them and names no
+group, so a mechanism defined outside ls gets its own rates without a change here. The optimiser keeps one
+torch param group per model group (same numbers as one big group when all hyper-parameters agree, but per-group
+LRs can be logged), plus a ``<name>_no_decay`` twin when weight-decay exclusion is on. Each torch group carries
+extra keys:
 
 - ``name``: the model group (``backbone``, ..., or ``backbone_no_decay``);
 - ``lr_scale``: its LR relative to ``optimizer.lr``;
+- ``weight_decay_scale``: its weight decay relative to the (scheduled) weight decay;
 - ``scheduled_decay``: whether the cosine weight-decay schedule updates it (False for WD-0 groups).
 
-Weight decay, three settings:
-
-- paper (default): every parameter decays, the SoftFiLM mask logits included, unless masks are grouped
-  (``use_differential_lr``), in which case the mask group has WD 0 and is left out of the WD schedule;
-- ``mask_lr_multiplier`` (fix 11.4-3): the mask group gets ``lr * multiplier`` and WD 0 without differential LR;
-- ``decay_exclude`` (fix 11.4-3): the names in ``model.no_weight_decay()`` (norms, biases, tokens, pos-embed,
-  embeddings, mask logits) get WD 0; models without that method fall back to "every 1-D parameter".
+``decay_exclude`` (fix 11.4-3): the names in ``model.no_weight_decay()`` (norms, biases, tokens, pos-embed,
+embeddings, mask logits) get WD 0; models without that method fall back to "every 1-D parameter". A model
+without ``param_groups`` is one group, ``model``.
 """
 
 from __future__ import annotations
@@ -27,11 +28,7 @@ from torch import nn
 
 from ls.engine.config import OptimizerConfig, TrainingConfig
 from ls.engine.distributed import unwrap
-
-#: The mask LR scale of the paper's SoftFiLM config, used under differential LR when mask_lr_scale is unset.
-PAPER_MASK_LR_SCALE = 1.5
-#: Parameter-group names of the model interface, each with its ``<name>_lr_scale`` config key.
-GROUP_NAMES: tuple[str, ...] = ("backbone", "embedding", "encoder", "film", "mask", "classifier")
+from ls.types import ParamGroupSettings
 
 
 def _model_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
@@ -72,27 +69,28 @@ def _no_decay_ids(model: nn.Module) -> set[int]:
     return {id(p) for p in named.values() if p.ndim <= 1}
 
 
+def _group_settings(model: nn.Module, cfg: OptimizerConfig) -> dict[str, ParamGroupSettings]:
+    if not hasattr(model, "param_group_settings"):
+        return {}
+    settings = dict(model.param_group_settings(cfg))
+    bad = {k: v for k, v in settings.items() if not isinstance(v, ParamGroupSettings)}
+    if bad:
+        raise ValueError(f"model.param_group_settings() must give ls.types.ParamGroupSettings, got {bad}")
+    return settings
+
+
 def parameter_groups(model: nn.Module, cfg: OptimizerConfig) -> list[dict[str, Any]]:
     """Torch param-group dicts (``params``, ``name``, ``lr``, ``lr_scale``, ``weight_decay``,
-    ``scheduled_decay``) for ``model`` under ``cfg``; empty groups (all frozen) are dropped."""
+    ``weight_decay_scale``, ``scheduled_decay``) for ``model`` under ``cfg``; empty groups (all frozen) are
+    dropped."""
     model = unwrap(model)
     groups = _model_groups(model)
-    if cfg.use_differential_lr:
-        unknown = sorted(set(groups) - set(GROUP_NAMES))
-        if unknown:
-            raise ValueError(
-                f"differential LR has no scale for param groups {unknown}; known groups: "
-                f"{', '.join(GROUP_NAMES)}"
-            )
+    settings = _group_settings(model, cfg)
     no_decay = _no_decay_ids(model) if cfg.decay_exclude else set()
     out: list[dict[str, Any]] = []
     for name, params in groups.items():
-        scale = getattr(cfg, f"{name}_lr_scale", 1.0) if cfg.use_differential_lr else 1.0
-        decay = cfg.weight_decay
-        if name == "mask" and (cfg.use_differential_lr or cfg.mask_lr_scale is not None):
-            # Masks are a separate group: no decay (it would pull the logits to 0, i.e. weights to 0.5).
-            decay = 0.0
-            scale = PAPER_MASK_LR_SCALE if cfg.mask_lr_scale is None else cfg.mask_lr_scale
+        group = settings.get(name, ParamGroupSettings())
+        decay = cfg.weight_decay * group.weight_decay_scale
         decayed = [p for p in params if id(p) not in no_decay]
         exempt = [p for p in params if id(p) in no_decay]
         for suffix, members, wd in (("", decayed, decay), ("_no_decay", exempt, 0.0)):
@@ -101,9 +99,10 @@ def parameter_groups(model: nn.Module, cfg: OptimizerConfig) -> list[dict[str, A
                     {
                         "params": members,
                         "name": name + suffix,
-                        "lr": cfg.lr * scale,
-                        "lr_scale": float(scale),
+                        "lr": cfg.lr * group.lr_scale,
+                        "lr_scale": float(group.lr_scale),
                         "weight_decay": wd,
+                        "weight_decay_scale": float(group.weight_decay_scale) if wd > 0 else 0.0,
                         "scheduled_decay": wd > 0,
                     }
                 )
@@ -143,7 +142,6 @@ def group_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
 
 
 __all__ = [
-    "GROUP_NAMES",
     "apply_weight_decay_schedule",
     "build_optimizer",
     "group_lrs",

@@ -190,10 +190,12 @@ def weight_decay_at_epoch(cfg: OptimizerConfig, epoch: int, epochs: int) -> floa
 
 
 def apply_weight_decay(optimizer: torch.optim.Optimizer, value: float) -> None:
-    """Set ``value`` on every group with ``scheduled_decay`` (WD-0 groups such as masks are left alone)."""
+    """Set ``value`` (times the group's ``weight_decay_scale``) on every group with ``scheduled_decay`` (WD-0
+    groups such as masks are left alone)."""
     for group in optimizer.param_groups:
         if group.get("scheduled_decay", group["weight_decay"] > 0):
-            group["weight_decay"] = value
+            scale = group.get("weight_decay_scale", 1.0)
+            group["weight_decay"] = value if scale == 1.0 else value * scale
 
 
 __all__ = [

@@ -46,6 +46,7 @@ _EXPORTS = {
     "get_variant": "variants",
     "register_variant": "variants",
     "unregister_variant": "variants",
+    "variant_table": "variants",
 }
 
 __all__ = [
@@ -77,6 +78,7 @@ __all__ = [
     "get_variant",
     "register_variant",
     "unregister_variant",
+    "variant_table",
 ]
 
 if TYPE_CHECKING:
@@ -109,6 +111,7 @@ if TYPE_CHECKING:
         get_variant,
         register_variant,
         unregister_variant,
+        variant_table,
     )
 
 

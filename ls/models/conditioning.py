@@ -16,9 +16,10 @@ own what changes over training without the trainer knowing it: ``start_epoch(epo
 temperature schedule) and ``epoch_stats()`` (numbers to log once per epoch: SoftFiLM's mask statistics, the
 GRF gate).
 
-Parameter groups (for differential learning rates) follow attribute names: parameters of ``nn.Embedding``
-modules -> ``embedding``; attributes ending in ``generators`` and ``gate`` -> ``film``; ``mask_logits`` ->
-``mask``; everything else -> ``encoder``.
+Parameter groups follow attribute names: parameters of ``nn.Embedding`` modules -> ``embedding``; attributes
+ending in ``generators`` and ``gate`` -> ``film``; everything else -> ``encoder``. A mechanism may add groups of
+its own (``param_group_of``) and declare how the optimiser treats them (``param_group_settings``: learning-rate
+and weight-decay multipliers): SoftFiLM's ``mask`` group is such a declaration.
 
 Adding a mechanism: subclass :class:`Conditioning` with a ``from_config`` classmethod, give it an options
 dataclass and register both in ``ls.models.variants`` (see ``docs/interfaces.md``, "Add a mechanism").
@@ -45,7 +46,7 @@ from ls.models.options import (
     SoftFiLMOptions,
     TAFiLMOptions,
 )
-from ls.types import MetadataSpec
+from ls.types import MetadataSpec, ParamGroupSettings
 
 #: Metadata dict of a batch: ``<factor> [B]`` int64 per categorical factor, ``cont [B, C]`` float.
 Meta = Mapping[str, Tensor]
@@ -58,6 +59,9 @@ ENCODER_DROPOUT_RATIO = 0.5
 MIN_MASK_TEMPERATURE = 0.1
 #: SoftFiLM's key for the continuous features (the paper's "rest" factor).
 REST = "rest"
+#: SoftFiLM's mask LR scale of the paper's config, used under differential LR when optimizer.mask_lr_scale is
+#: unset.
+PAPER_MASK_LR_SCALE = 1.5
 
 
 def check_layers(layers: Sequence[int], depth: int) -> tuple[int, ...]:
@@ -158,13 +162,18 @@ class Conditioning(nn.Module):
         return {}
 
     def param_group_of(self, name: str, param: nn.Parameter) -> str:
-        """Group of a parameter of this module (``embedding``, ``encoder``, ``film`` or ``mask``)."""
+        """Group of a parameter of this module (``encoder`` or ``film``; embeddings are grouped before): a
+        mechanism overrides it to put parameters into groups of its own."""
         top = name.split(".", 1)[0]
         if top.endswith("generators") or top == "gate":
             return "film"
-        if top == "mask_logits":
-            return "mask"
         return "encoder"
+
+    def param_group_settings(self, optimizer: Any) -> dict[str, ParamGroupSettings]:
+        """How the optimiser treats this mechanism's own groups (``{group: ParamGroupSettings(lr_scale,
+        weight_decay_scale)}``); groups not named train like the rest. ``optimizer``: the ``training.optimizer``
+        section, read-only, for mechanisms whose treatment follows its settings (SoftFiLM)."""
+        return {}
 
     def _embedding_ids(self) -> set[int]:
         return {id(p) for m in self.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
@@ -180,13 +189,10 @@ class Conditioning(nn.Module):
         return groups
 
     def no_weight_decay(self) -> set[str]:
-        """Names (relative to this module) of embeddings, mask logits, biases, norm weights and scalars."""
+        """Names (relative to this module) of embeddings, biases, norm weights and scalars (what
+        ``optimizer.decay_exclude`` leaves undecayed)."""
         embedding_ids = self._embedding_ids()
-        return {
-            name
-            for name, p in self.named_parameters()
-            if p.dim() <= 1 or id(p) in embedding_ids or name.startswith("mask_logits")
-        }
+        return {name for name, p in self.named_parameters() if p.dim() <= 1 or id(p) in embedding_ids}
 
 
 class NoConditioning(Conditioning):
@@ -505,6 +511,23 @@ class SoftFactorizedFiLM(Conditioning):
             temperature_end=cfg.mask_temperature_end,
             temperature_warmup=cfg.mask_temperature_warmup,
         )
+
+    # -- its parameter group ---------------------------------------------------------------------------------
+
+    def param_group_of(self, name: str, param: nn.Parameter) -> str:
+        return "mask" if name.split(".", 1)[0] == "mask_logits" else super().param_group_of(name, param)
+
+    def param_group_settings(self, optimizer: Any) -> dict[str, ParamGroupSettings]:
+        """The masks train like every other parameter (the paper), unless ``optimizer.mask_lr_scale`` is set or
+        the optimiser runs per-group rates (``use_differential_lr``: 1.5 x by default): then at that scale and
+        without weight decay, which would pull the logits to 0, i.e. every mask weight to 0.5."""
+        scale = getattr(optimizer, "mask_lr_scale", None)
+        if scale is None and not getattr(optimizer, "use_differential_lr", False):
+            return {}
+        return {"mask": ParamGroupSettings(PAPER_MASK_LR_SCALE if scale is None else scale, 0.0)}
+
+    def no_weight_decay(self) -> set[str]:
+        return super().no_weight_decay() | {n for n, _ in self.named_parameters() if n.startswith("mask_logits")}
 
     # -- masks ----------------------------------------------------------------------------------------------
 

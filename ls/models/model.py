@@ -17,15 +17,16 @@ from ls.models.conditioning import Conditioning
 from ls.models.heads import ClassifierHead
 from ls.models.options import ModelConfig
 from ls.models.variants import HeadSpec, get_variant
-from ls.types import CONT_KEY, MetadataSpec
+from ls.types import CONT_KEY, MetadataSpec, ParamGroupSettings
 
 #: Freezing defaults of the reference when the config leaves the block count unset.
 DEFAULT_UNTIL_BLOCK = 9
 DEFAULT_TRAINABLE_BLOCKS = 2
 FREEZE_STRATEGIES = ("none", "all", "until_block", "trainable_blocks")
 
-#: Parameter groups of :meth:`ConditionedAST.param_groups`, in a stable order.
-PARAM_GROUPS = ("backbone", "embedding", "encoder", "film", "mask", "classifier")
+#: Parameter groups of every model, in a stable order (a mechanism's own groups come before the classifier),
+#: each with the optimiser's per-group LR key ``training.optimizer.<group>_lr_scale`` (use_differential_lr).
+PARAM_GROUPS = ("backbone", "embedding", "encoder", "film", "classifier")
 
 
 class ConditionedAST(nn.Module):
@@ -129,15 +130,29 @@ class ConditionedAST(nn.Module):
     # -- optimisation helpers -------------------------------------------------------------------------------
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Trainable parameters by group (``backbone``, ``embedding``, ``encoder``, ``film``, ``mask``,
-        ``classifier``); each trainable parameter is in exactly one group; empty groups are left out."""
+        """Trainable parameters by group (``backbone``, ``embedding``, ``encoder``, ``film``, the mechanism's
+        own groups such as SoftFiLM's ``mask``, ``classifier``); each trainable parameter is in exactly one
+        group; empty groups are left out."""
         groups: dict[str, list[nn.Parameter]] = {
             "backbone": [p for p in self.backbone.parameters() if p.requires_grad]
         }
         for name, params in self.conditioning.param_groups().items():
             groups.setdefault(name, []).extend(params)
-        groups["classifier"] = [p for p in self.classifier.parameters() if p.requires_grad]
-        return {name: groups[name] for name in PARAM_GROUPS if groups.get(name)}
+        classifier = [p for p in self.classifier.parameters() if p.requires_grad]
+        order = [*PARAM_GROUPS[:-1], *(g for g in groups if g not in PARAM_GROUPS), "classifier"]
+        groups["classifier"] = classifier
+        return {name: groups[name] for name in order if groups.get(name)}
+
+    def param_group_settings(self, optimizer: Any) -> dict[str, ParamGroupSettings]:
+        """How the optimiser treats each group (``ls.engine.optim``): under ``optimizer.use_differential_lr``
+        the model's groups train at ``lr x optimizer.<group>_lr_scale``; the mechanism declares its own groups
+        (``Conditioning.param_group_settings``). Groups not named train at ``lr`` with the full weight decay."""
+        settings: dict[str, ParamGroupSettings] = {}
+        if getattr(optimizer, "use_differential_lr", False):
+            settings = {name: ParamGroupSettings(float(getattr(optimizer, f"{name}_lr_scale")))
+                        for name in PARAM_GROUPS}
+        settings.update(self.conditioning.param_group_settings(optimizer))
+        return settings
 
     def no_weight_decay(self) -> set[str]:
         """Full parameter names not to decay: tokens, pos-embed, embeddings, mask logits, biases, norms."""

@@ -10,7 +10,9 @@ is first built. A mechanism defined elsewhere registers with the class itself::
 
     register_variant(Variant("my_film", "MyFiLM-AST", MyFiLMOptions, MyFiLM))
 
-and is then trained like the others (``ls.train.main("my_film")``).
+and is then trained like the others (``ls.train.main("my_film")``). Its module is a plugin
+(:mod:`ls.utils.plugins`): the ``ls.plugins`` entry points and ``LS_PLUGINS`` are loaded before the table is
+first read (:func:`get_variant`, :func:`variants`), and every registration records which plugin made it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ls.models.options import (
     SoftFiLMOptions,
     TAFiLMOptions,
 )
+from ls.utils import plugins
 
 
 @dataclass(frozen=True)
@@ -83,14 +86,21 @@ _ALIASES: dict[str, str] = {}
 
 
 def register_variant(variant: Variant) -> Variant:
-    """Add ``variant`` to the table. Its name and aliases must be new; its options must be a ModelConfig."""
+    """Add ``variant`` to the table. Its name and aliases must be new; its options must be a ModelConfig.
+
+    The plugin being loaded (or the module calling this) is recorded as where the variant comes from; a name
+    another plugin registered already is an error naming both."""
     if not variant.name.isidentifier():
         raise ValueError(f"variant name {variant.name!r} must be an identifier (it is a config key)")
     if not (isinstance(variant.options, type) and issubclass(variant.options, ModelConfig)):
         raise TypeError(f"variant {variant.name!r}: options must be a subclass of ls.models.ModelConfig")
+    caller = plugins.caller_module()
     for name in (variant.name, *variant.aliases):
+        plugins.check_new("variant", name, caller)
         if name in VARIANTS or name in _ALIASES:
             raise ValueError(f"variant name or alias {name!r} is already registered")
+    for name in (variant.name, *variant.aliases):
+        plugins.claim("variant", name, caller)
     VARIANTS[variant.name] = variant
     _ALIASES.update({alias: variant.name for alias in variant.aliases})
     return variant
@@ -99,16 +109,25 @@ def register_variant(variant: Variant) -> Variant:
 def unregister_variant(name: str) -> None:
     """Remove a variant registered at run time (tests and notebooks that define one)."""
     variant = VARIANTS.pop(name)
-    for alias in variant.aliases:
+    for alias in (name, *variant.aliases):
         _ALIASES.pop(alias, None)
+        plugins.release("variant", alias)
+
+
+def variant_table() -> dict[str, Variant]:
+    """The table (canonical name -> entry), with the pending plugins loaded first."""
+    plugins.load_pending()
+    return VARIANTS
 
 
 def get_variant(name: str) -> Variant:
     """The entry of a canonical name or alias (``tafilm``, ``ast_meta_proj``, ``softfilm``, ...)."""
+    plugins.load_pending()
     key = _ALIASES.get(name, name)
     if key not in VARIANTS:
         aliases = ", ".join(f"{a} -> {c}" for a, c in _ALIASES.items())
-        raise ValueError(f"unknown model variant {name!r}; registered: {', '.join(VARIANTS)} (aliases: {aliases})")
+        raise ValueError(f"unknown model variant {name!r}; registered: {', '.join(VARIANTS)} (aliases: {aliases}); "
+                         f"{plugins.unknown_hint()}")
     return VARIANTS[key]
 
 

@@ -13,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ls.utils.cli import add_traceback_option, run_command
+from ls.utils.cli import add_common_options, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="bootstrap RNG seed (default 0)")
     p.add_argument("--selection", help="only runs with this selection protocol (strict or paper)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    add_traceback_option(p)
+    add_common_options(p)
     return p
 
 

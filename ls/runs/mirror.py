@@ -27,7 +27,6 @@ import dataclasses
 import json
 import logging
 import math
-import mmap
 import os
 import re
 import shlex
@@ -41,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ls.runs.record import EVENTS_FILE, EventLog, parse_event
-from ls.runs.secrets import scrub, secret_values, split_userinfo, strip_userinfo
+from ls.runs.secrets import holds_secret, redacted_text, scrub, split_userinfo, strip_userinfo
 from ls.utils.errors import LsError
 from ls.utils.io import atomic_write_text, file_lock
 from ls.utils.telemetry import configure_telemetry
@@ -57,8 +56,6 @@ _LOCK_FILE = ".mlflow.lock"
 #: MLflow caps one log_batch call at 1000 metrics / 100 params / 100 tags.
 _BATCH_LIMITS = {"metrics": 1000, "params": 100, "tags": 100}
 _MAX_PARAM_CHARS = 6000
-_TEXT_SUFFIXES = {".yaml", ".yml", ".json", ".jsonl", ".txt", ".csv", ".tsv", ".md", ".log", ".cfg", ".ini",
-                  ".toml", ".py", ".sh", ".tex"}
 
 
 class TrackingError(LsError, RuntimeError):
@@ -76,10 +73,12 @@ _HTTP_ENV_WRITTEN: dict[str, str] = {}
 
 
 def _apply_http_env(settings: TrackingSettings) -> None:
-    """Short MLflow HTTP timeouts and no MLflow-level retries (the mirror retries itself). A value the user set
-    is kept: only values this module wrote are updated."""
+    """Short MLflow HTTP timeouts, no MLflow-level retries (the mirror retries itself), and no "View run" lines
+    printed by MLflow at each run's end (ls says once where the runs are). A value the user set is kept: only
+    values this module wrote are updated."""
     wanted = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-              "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, math.ceil(settings.http_timeout_s)))}
+              "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, math.ceil(settings.http_timeout_s))),
+              "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
     for key, value in wanted.items():
         current = os.environ.get(key)
         if current is None or current == _HTTP_ENV_WRITTEN.get(key):
@@ -223,8 +222,8 @@ _CLIENTS: dict[tuple[str, str | None], Any] = {}
 
 def client_for(settings: TrackingSettings) -> Any:
     """An ``MlflowClient`` for the store (one per store and user in this process). A new SQLite store is
-    created once, under a lock on its folder: MLflow's table creation races when several processes start on
-    a store that does not exist yet."""
+    created once, under a lock on its folder (made first when it does not exist yet, as MLflow would): MLflow's
+    table creation races when several processes start on a store that does not exist yet."""
     key = (settings.tracking_uri, settings.username)
     if key in _CLIENTS:
         return _CLIENTS[key]
@@ -238,7 +237,8 @@ def client_for(settings: TrackingSettings) -> Any:
     from mlflow.tracking import MlflowClient
 
     db = _sqlite_path(settings.tracking_uri)
-    if db is not None and db.parent.is_dir():
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
         with file_lock(db.parent, wait_s=120):
             client = MlflowClient(tracking_uri=settings.tracking_uri)
             client.search_experiments(max_results=1)  # creates and migrates a new store, inside the lock
@@ -529,10 +529,13 @@ def _parent_run_id(folder: Path, parent: str | None, settings: TrackingSettings,
 
 def _next_batch(lines: list[str], cursor: int) -> tuple[list[dict[str, Any]], int]:
     """The events from ``cursor`` that go in one call: consecutive metrics, params or tags events up to
-    MLflow's batch limits, or one other event. Unreadable lines (cut by a crash) ride along and are dropped."""
+    MLflow's batch limits, or one other event. Unreadable lines (cut by a crash) ride along and are dropped.
+    A param logged again ends the batch: merged into one call, its later value would silently win, where the
+    store (params are immutable) refuses it with a warning."""
     first = parse_event(lines[cursor]) or {}
     kind = first.get("event")
     batch, i, size = [first], cursor + 1, _size(first)
+    params = set(first.get("params") or {}) if kind == "params" else set()
     if kind in _BATCH_LIMITS:
         while i < len(lines):
             nxt = parse_event(lines[i])
@@ -541,6 +544,10 @@ def _next_batch(lines: list[str], cursor: int) -> tuple[list[dict[str, Any]], in
                 continue
             if nxt.get("event") != kind or size + _size(nxt) > _BATCH_LIMITS[kind]:
                 break
+            if kind == "params":
+                if params & set(nxt.get("params") or {}):
+                    break
+                params |= set(nxt.get("params") or {})
             batch.append(nxt)
             size += _size(nxt)
             i += 1
@@ -590,19 +597,16 @@ def _safe_artifact(path: Path, settings: TrackingSettings, stack: contextlib.Exi
     if not path.exists():
         warnings.warn(f"artifact {path} is gone; not uploaded", stacklevel=3)
         return None
-    needles = [s.encode() for s in secret_values(settings.secrets())]
-    if path.is_dir() or not needles or path.stat().st_size == 0:
+    if path.is_dir() or not holds_secret(path, settings.secrets()):
         return path
-    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        if not any(data.find(n) != -1 for n in needles):
-            return path
-    if path.suffix.lower() in _TEXT_SUFFIXES:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ls-redacted-"))) / path.name
-        tmp.write_text(scrub(path.read_text(encoding="utf-8", errors="replace"), settings.secrets()), encoding="utf-8")
-        warnings.warn(f"{path} contains the MLflow tracking password; uploading a redacted copy", stacklevel=3)
-        return tmp
-    warnings.warn(f"{path} contains the MLflow tracking password; NOT uploaded to MLflow", stacklevel=3)
-    return None
+    text = redacted_text(path, settings.secrets())
+    if text is None:
+        warnings.warn(f"{path} contains the MLflow tracking password; NOT uploaded to MLflow", stacklevel=3)
+        return None
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ls-redacted-"))) / path.name
+    tmp.write_text(text, encoding="utf-8")
+    warnings.warn(f"{path} contains the MLflow tracking password; uploading a redacted copy", stacklevel=3)
+    return tmp
 
 
 def _param_value(v: Any) -> str:

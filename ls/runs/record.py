@@ -23,12 +23,13 @@ import math
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ls.runs.secrets import redact_params, without_credentials
-from ls.utils.io import atomic_copy
+from ls.runs.secrets import holds_secret, redact_params, redacted_text, without_credentials
+from ls.utils.io import atomic_copy, atomic_write_text
 
 EVENTS_FILE = "events.jsonl"
 #: Where artifacts that lie outside the record's folder are copied (the log names files inside it only).
@@ -162,7 +163,8 @@ class RunRecord:
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Record a file of the run; one outside the folder is copied into ``artifacts/`` first, so that the
-        record stays whole when the file it came from changes or goes."""
+        record stays whole when the file it came from changes or goes. A copy keeps no secret the record knows:
+        a text file is copied redacted, another file holding one is not recorded (a warning says which)."""
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"artifact to record does not exist: {path}")
@@ -172,11 +174,26 @@ class RunRecord:
             dest = self.folder / ARTIFACTS_FOLDER / (artifact_path or "") / path.name
             dest.parent.mkdir(parents=True, exist_ok=True)
             if path.is_dir():
-                shutil.copytree(path, dest, dirs_exist_ok=True)
-            else:
-                atomic_copy(path, dest)
+                shutil.copytree(path, dest, dirs_exist_ok=True,
+                                copy_function=lambda src, dst: self._copy_without_secrets(Path(src), Path(dst)))
+            elif not self._copy_without_secrets(path, dest):
+                return
             rel = dest.relative_to(self.folder)
         self._append({"event": "artifact", "path": rel.as_posix(), "artifact_path": artifact_path})
+
+    def _copy_without_secrets(self, src: Path, dest: Path) -> bool:
+        """Copy ``src`` to ``dest`` unless it holds a secret: then a redacted copy of a text file, and nothing
+        (False) for another file."""
+        if not holds_secret(src, self._secrets):
+            atomic_copy(src, dest)
+            return True
+        text = redacted_text(src, self._secrets)
+        if text is None:
+            warnings.warn(f"{src} contains a credential; NOT recorded with the run", stacklevel=3)
+            return False
+        atomic_write_text(dest, text)
+        warnings.warn(f"{src} contains a credential; the run records a redacted copy", stacklevel=3)
+        return True
 
     # -- what the mirror knows ----------------------------------------------------------------------
     @property

@@ -32,6 +32,7 @@ from ls.runs.mirror import Mirror
 from ls.runs.protocol import protocol_card
 from ls.runs.record import EventLog, RunRecord
 from ls.runs.secrets import without_credentials
+from ls.utils import plugins
 from ls.utils.io import atomic_write_text
 from ls.utils.trees import to_dict
 
@@ -204,6 +205,9 @@ def train_run(
     index = None if fold is None else fold[0]
     run_name = default_run_name(cfg, variant, index)
     stored = stored_config(cfg)
+    listing = plugins.describe_loaded()
+    if listing:
+        say(ctx, listing)
     record: RunRecord | None = None
     folder: Path | None = None
     fitted = False
@@ -220,7 +224,7 @@ def train_run(
                 mirror.adopt(folder, old_run)
             record.start(run_name, tags={**run_tags(cfg, variant, index), **(tags or {})}, parent=parent)
             if resume is None:
-                record.log_params(flatten(stored))
+                record.log_params({**flatten(stored), **plugins.params()})
         tracker = record if record is not None else NullTracker()
 
         seed_everything(cfg.seed)
@@ -246,6 +250,7 @@ def train_run(
                 "class_names": list(datasets.class_names),
                 "member": ({"seed": cfg.seed} | ({} if fold is None else {"fold": fold[0], "k": fold[1]})
                            if member else None),
+                "plugins": plugins.requirements([variant], cfg.dataset.readers()),
             },
             run_dir=folder,
             group_names=spec.vocabularies() if spec is not None else None,
@@ -366,6 +371,9 @@ def run_summary(cfg: Config, variant: str, result: FitResult, class_names: Seque
         "factors": list(group_names),
         "protocol": protocol,
         "test": metrics,
+        # where a variant or reader that is not built into ls came from, and every plugin the run had loaded
+        "plugins": plugins.requirements([variant], cfg.dataset.readers()),
+        "loaded_plugins": [p.record() for p in plugins.loaded()],
     }
 
 

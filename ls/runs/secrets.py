@@ -7,8 +7,10 @@ MLflow pass through :func:`without_credentials` or :func:`redact_params`; messag
 from __future__ import annotations
 
 import json
+import mmap
 import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -23,6 +25,9 @@ _CREDENTIAL_KEY = re.compile(
     r"password|passwd|secret|credential|username|api[_-]?key|access[_-]?key|private[_-]?key|token(?!s|iz)",
     re.IGNORECASE,
 )
+#: Files whose secrets can be cut out (a redacted copy is kept or uploaded); another file holding one is withheld.
+TEXT_SUFFIXES = frozenset({".yaml", ".yml", ".json", ".jsonl", ".txt", ".csv", ".tsv", ".md", ".log", ".cfg", ".ini",
+                           ".toml", ".py", ".sh", ".tex"})
 _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
 
 
@@ -78,6 +83,25 @@ def redact_params(params: Mapping[str, Any], secrets: Iterable[str | None] = ())
     return out
 
 
+def holds_secret(path: str | Path, secrets: Iterable[str | None]) -> bool:
+    """Whether the file ``path`` contains any of ``secrets`` (its bytes are searched, text or not)."""
+    needles = [s.encode() for s in secret_values(secrets)]
+    path = Path(path)
+    if not needles or path.stat().st_size == 0:
+        return False
+    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return any(data.find(n) != -1 for n in needles)
+
+
+def redacted_text(path: str | Path, secrets: Iterable[str | None]) -> str | None:
+    """The text of ``path`` with ``secrets`` (and URI userinfo) masked, or None when it is not a text file
+    (:data:`TEXT_SUFFIXES`): a binary file holding a secret cannot be redacted, only withheld."""
+    path = Path(path)
+    if path.suffix.lower() not in TEXT_SUFFIXES:
+        return None
+    return scrub(path.read_text(encoding="utf-8", errors="replace"), secrets)
+
+
 def without_credentials(node: Any) -> Any:
     """A nested config tree (plain dicts/lists) with every credential-like value set to None and the
     ``user:password@`` part of every URI removed: what a run folder stores and the mirror logs."""
@@ -91,8 +115,11 @@ def without_credentials(node: Any) -> Any:
 
 __all__ = [
     "REDACTED",
+    "TEXT_SUFFIXES",
+    "holds_secret",
     "is_credential_key",
     "redact_params",
+    "redacted_text",
     "scrub",
     "secret_values",
     "split_userinfo",

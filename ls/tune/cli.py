@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ls.utils.cli import EXIT_INTERRUPTED, add_traceback_option, fail, run_command
+from ls.utils.cli import EXIT_INTERRUPTED, add_common_options, fail, run_command
 
 EXIT_FAILED = 1
 #: How to get Optuna when it is missing (it is a dependency of ls; an environment may still lack it).
@@ -24,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Search hyperparameters of a tune file (a run config with a tune: section) with Optuna: trials "
                     "are selected on the validation split and never tested; the search ends with best_config.yaml "
                     "and a report in the tune folder. See the ls.tune module docstring for the file format.")
-    p.add_argument("file", help="tune file (YAML with a tune: section), e.g. configs/quickstart_tune.yaml")
+    p.add_argument("file", help="tune file (YAML with a tune: section), e.g. configs/quickstart_tune.yaml, or a "
+                   "built-in one's name (quickstart_tune)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a run config value, e.g. --set training.epochs=5 (repeatable)")
     p.add_argument("--jobs", type=int, help="worker processes on this machine (default: 1 on CPU, one per visible "
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "report from the storage")
     p.add_argument("--then-study", nargs="+", type=int, metavar="SEED", help="after the search, train "
                    "best_config.yaml once per seed through ls.study and test each run once (<tune folder>/study)")
-    add_traceback_option(p)
+    add_common_options(p)
     return p
 
 

@@ -200,12 +200,12 @@ def load_search(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *
     the file at once)."""
     import warnings
 
-    from ls.config import ConfigError, OriginalConfigWarning, build_config
-    from ls.config.loader import apply_overrides, from_dict, read_yaml
+    from ls.config import ConfigError, OriginalConfigWarning, build_config, load_config_plugins
+    from ls.config.loader import apply_overrides, from_dict, read_yaml, resolve_config_path
     from ls.models.variants import canonical_variant
     from ls.runs.run import selection_metric
 
-    path = Path(path)
+    path = resolve_config_path(path)  # a file, or a built-in tune file's name (quickstart_tune)
     data = read_yaml(path)
     if not isinstance(data.get("tune"), dict):
         raise TuneError(f"{path}: no 'tune:' section (a mapping with at least 'variants' and 'space'); see "
@@ -232,6 +232,7 @@ def load_search(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *
             raise TuneError(f"{path}: tune.config {base_file!r} not found (looked for {base_path})")
         sections = _merge(read_yaml(base_path), sections)
         source = f"{path} over {base_path}"
+    load_config_plugins(sections, source)  # before tune.variants are looked up: a plugin's variant may be one
     base_raw, _ = apply_overrides(copy.deepcopy(sections), list(overrides))
     base: Config | None
     try:

@@ -6,6 +6,17 @@ the environment variable ``LS_TRACEBACK=1``) prints the traceback as well. Anyth
 way but marked as unexpected: likely a bug in ls, worth the traceback.
 
 Warnings raised while a command runs are printed as ``warning: <message>`` (no source line).
+
+Every command line gets the common options with one call, :func:`add_common_options` (``--traceback``, and
+``-p/--plugin MODULE``: a plugin module to load, ``ls.utils.plugins``), and runs its body through
+:func:`run_command`, which loads the ``-p`` plugins before the body and turns errors into the one line. A new
+command needs nothing else::
+
+    p = argparse.ArgumentParser(prog="python -m ls.mine")
+    ...
+    add_common_options(p)
+    args = p.parse_args(argv)
+    return run_command(lambda: body(args), args)
 """
 
 from __future__ import annotations
@@ -40,9 +51,29 @@ def is_user_error(exc: BaseException) -> bool:
     return isinstance(exc, USER_ERRORS) or any(c.__name__ in _SETUP_ERROR_NAMES for c in type(exc).__mro__)
 
 
-def add_traceback_option(parser: argparse.ArgumentParser) -> None:
+#: Under the ``ausc`` command (``ls.cli``) the program name of a subcommand's parser, e.g. ``ausc evaluate``.
+_prog: str | None = None
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    """``--traceback`` and ``-p/--plugin MODULE`` (repeatable), the options of every ls command line."""
     parser.add_argument("--traceback", action="store_true",
                         help=f"on an error, print the Python traceback too (or set {TRACEBACK_ENV}=1)")
+    parser.add_argument("-p", "--plugin", dest="plugins", action="append", default=[], metavar="MODULE",
+                        help="load this plugin module first (a mechanism or dataset reader defined outside ls; "
+                             "repeatable; also LS_PLUGINS=mod1,mod2 or plugins: [module] in the config); child "
+                             "processes load it too")
+    if _prog is not None:
+        parser.prog = _prog
+
+
+def load_command_plugins(args: Any) -> None:
+    """Load the plugin modules given with ``-p/--plugin`` (``args.plugins``)."""
+    names = getattr(args, "plugins", None)
+    if names:
+        from ls.utils import plugins
+
+        plugins.load(names, "--plugin")
 
 
 def want_traceback(args: Any = None) -> bool:
@@ -98,9 +129,11 @@ def plain_warnings() -> Iterator[None]:
 
 
 def run_command(body: Callable[[], int], args: Any = None) -> int:
-    """Run a command's ``body``; user errors become one ``error:`` line and exit code 2, Ctrl-C exit 130."""
+    """Run a command's ``body`` after loading its ``-p`` plugins; user errors become one ``error:`` line and
+    exit code 2, Ctrl-C exit 130."""
     with plain_warnings():
         try:
+            load_command_plugins(args)
             return body()
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr, flush=True)
@@ -114,10 +147,11 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "TRACEBACK_ENV",
     "USER_ERRORS",
-    "add_traceback_option",
+    "add_common_options",
     "error_message",
     "fail",
     "is_user_error",
+    "load_command_plugins",
     "plain_warnings",
     "report_error",
     "run_command",

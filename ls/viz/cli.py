@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 import ls.utils.telemetry  # noqa: F401 - before anything imports mlflow: it turns MLflow's telemetry off
-from ls.utils.cli import add_traceback_option, run_command
+from ls.utils.cli import add_common_options, run_command
 from ls.utils.trees import to_dict
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-batches", type=int, default=None, help="use only the first N batches of the split")
     p.add_argument("--compute-device", default="auto", choices=("auto", "cpu", "cuda"), help="where models run")
     p.add_argument("--seed", type=int, default=42, help="t-SNE seed")
-    add_traceback_option(p)
+    add_common_options(p)
     return p
 
 
@@ -317,7 +317,11 @@ def run(args: argparse.Namespace) -> list[Path]:
     if "tsne" in plan:
         paths += tsne_figure(runs["baseline"], runs["conditioned"], out_dir, args.seed)
     if "film_params" in plan:
-        paths += film_figures(runs["conditioned"], out_dir)
+        if explicit or runs["conditioned"].outputs.extra.get("film"):
+            paths += film_figures(runs["conditioned"], out_dir)
+        else:  # a mechanism that modulates blocks in another way than gamma/beta (e.g. a plugin's)
+            print(f"note: skipping film_params: variant {runs['conditioned'].ctx.variant!r} reports no gamma/beta",
+                  file=sys.stderr)
     if "performance" in plan:
         for r in runs.values():
             paths += performance_figures(r, out_dir)
@@ -342,3 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     return run_command(body, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
