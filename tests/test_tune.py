@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 from study_data import write_conditional_icbhi
+from test_plugins import isolated  # noqa: F401 - the fixture: plugin tables restored after the test
 
 import ls.tune.cli as tune_cli
 from ls.config import load_config
@@ -165,6 +166,21 @@ def test_space_values_are_typed_like_the_config(tmp_path, data):
     assert two.variants == ["ast", "ast_film_soft"]
     assert [p.key for p in two.params_of("ast")] == ["models.ast.dropout", "training.optimizer.lr"]
     assert "models.ast.dropout" not in [p.key for p in two.params_of("ast_film_soft")]
+
+
+def test_a_plugin_s_variant_is_searched_like_a_built_in_one_and_workers_load_the_plugin(
+        isolated, tmp_path, data):  # noqa: F811 - test_plugins' fixture
+    from test_plugins import write_plugin
+
+    from ls.utils.plugins import PLUGINS_ENV
+
+    module = write_plugin(isolated, variant="plug_variant")
+    search = load_search(write_tune(tmp_path / "t.yaml", data, {"variants": ["plug_variant"], "space": {
+        "models.plug_variant.dropout": {"uniform": [0.0, 0.3]}}}, plugins=[module],
+        models={"plug_variant": {"model_size": "tiny224", "fstride": 16, "tstride": 16}}))
+    assert search.variants == ["plug_variant"] and search.params[0].variant == "plug_variant"
+    assert module in os.environ[PLUGINS_ENV].split(",")  # what spawned workers load before their tables
+    assert load_search("quickstart_tune").name == "quickstart_tune"  # a built-in tune file by its name
 
 
 def test_a_missing_data_folder_stops_the_search_before_anything_is_written(tmp_path, data, capsys, monkeypatch):
