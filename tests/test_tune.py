@@ -365,6 +365,7 @@ def test_a_seeded_sequential_search_proposes_the_same_parameters_and_no_trial_re
     tune = {"n_trials": 3, "sampler": {"type": "tpe", "n_startup_trials": 2}, "seed": 7, "name": "seq"}
     outcomes = []
     uri = f"sqlite:///{mlflow_db}"
+    MlflowClient(tracking_uri=uri).create_experiment("tune", artifact_location=(tmp_path / "artifacts").as_uri())
     for i, mirror in enumerate((start_mirror({"tracking_uri": uri, "experiment_name": "tune"}), None)):
         path = write_tune(tmp_path / f"t{i}.yaml", data, {**tune, "out": str(tmp_path / f"out{i}")},
                           training={**SECTIONS["training"], "epochs": 1})
