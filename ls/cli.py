@@ -4,6 +4,7 @@
     ausc evaluate --checkpoint runs/<run>/best.pt
     ausc figures --all --checkpoint runs/<run>/best.pt
     ausc study quickstart_study --jobs 2
+    ausc tune quickstart_tune --jobs 2
     ausc plugins -p my_package.ls_plugin
 
 Each subcommand is the command line of one module with the same options (``ausc evaluate -h`` is
@@ -48,6 +49,8 @@ COMMANDS: dict[str, Command] = {
     "export": Command("ls.export:main", "export a checkpoint to a self-describing ONNX model (fp32 or int8)"),
     "figures": Command("ls.viz.cli:main", "paper figures from checkpoints (visualize.py)"),
     "study": Command("ls.study:main", "every variant x seed of a study file, resumable, and its report"),
+    "tune": Command("ls.tune.__main__:main", "hyperparameter search with Optuna on the validation split: "
+                    "best_config.yaml and a report"),
     "report": Command("ls.report.__main__:main", "compare finished runs over seeds with paired statistics"),
     "migrate": Command("ls.config.migrate:main", "write a config (e.g. the original implementation's) in ls keys"),
     "sync": Command("ls.tracking:main", "upload run records below a folder to MLflow", ("sync",)),

@@ -84,3 +84,13 @@ def test_cpu_paths_compares_settings_and_tabulates_the_differences():
     assert table[0].split() == ["quantity", "DEFAULT"]
     assert any(line.startswith("2-epoch runs: predictions equal (variants)") and line.endswith(" 4") for line in table)
     assert any(line.startswith("fingerprint: predictions") and line.endswith("yes") for line in table)
+
+
+def test_tune_benchmark_reports_the_bookkeeping_of_a_trial_and_the_once_per_command_costs(capsys):
+    rc = _load("tune").main(["--recordings", "24", "--epochs", "1", "--trials", "1", "--repeats", "1", "--no-speedup"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert re.search(r"bookkeeping per trial \(ask to tell, less the run\): median [\d.]+ s", out)
+    assert re.search(r"trials against plain runs: median [+-][\d.]+ s per trial", out)
+    assert "once per command: the search outside its trials" in out and out.count("load average") >= 3
+    assert "speed-up" not in out

@@ -62,6 +62,8 @@ CASES = {
     "ls.export": [("missing checkpoint", lambda t: ["--checkpoint", "missing.pt", "--out", "m.onnx"], "missing.pt")],
     "ls.report": [("missing runs folder", lambda t: ["--runs", "nowhere", "--out", "out"], "nowhere")],
     "ls.study": [("missing study file", lambda t: ["missing_study.yaml"], "missing_study.yaml")],
+    "ls.tune": [("missing tune file", lambda t: ["missing_tune.yaml"], "missing_tune.yaml"),
+                ("binary tune file", lambda t: [_binary(t)], "binary.yaml")],
     "ls.tracking": [("no record there", lambda t: ["sync", "nowhere"], "nowhere"),
                     ("the old name", lambda t: ["replay", "nowhere"], "nowhere")],
     "ls.quickstart": [("OUT is a file", lambda t: ["--out", _a_file(t), "--no-tracking"], "taken")],

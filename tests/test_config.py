@@ -136,8 +136,8 @@ def test_flatten_gives_dotted_keys_for_tracking(tmp_path):
     assert flat["training.optimizer.lr"] == pytest.approx(3e-5)
 
 
-RUN_CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml")
-                     if not p.name.startswith("mlflow") and not p.stem.endswith("_study"))
+RUN_CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml")  # study and tune files: tests/test_tune.py
+                     if not p.name.startswith("mlflow") and not p.stem.endswith(("_study", "_tune")))
 STUDY_CONFIGS = sorted((REPO / "configs").glob("*_study.yaml"))
 
 

@@ -63,6 +63,7 @@ def test_shipped_configs_state_only_what_differs_from_the_defaults(name):
 
     raw = yaml.safe_load((CONFIGS / name).read_text())
     raw.pop("study", None)  # a study file's plan (variants, seeds, selections) is stated in full: it is the point
+    raw.pop("tune", None)  # so is a tune file's search
     defaults = to_dict(config_from_dict({"dataset": {"data_folder": "x"}, "models": {
         k: {} for k in raw.get("models", {})}}))
     for key, value in _leaves(raw):

@@ -159,7 +159,7 @@ def test_figures_config_reads_both_models_in_multilabel_mode():
 
 def test_configs_in_ls_keys_are_not_translated():
     for path in sorted(CONFIGS.glob("*.yaml")):
-        if path.name == "mlflow.yaml" or path.stem.endswith("_study"):  # a study file is not a run config
+        if path.name == "mlflow.yaml" or path.stem.endswith(("_study", "_tune")):  # study/tune files: not run configs
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("error", OriginalConfigWarning)

@@ -239,8 +239,8 @@ def test_the_command_dispatcher(capsys):
     from ls.cli import COMMANDS, main
 
     assert main([]) == 2 and "usage: ausc COMMAND" in capsys.readouterr().err
-    assert main(["tune"]) == 2
-    assert capsys.readouterr().err.strip() == (f"error: unknown command 'tune'; commands: {', '.join(COMMANDS)} "
+    assert main(["tnue"]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: unknown command 'tnue'; commands: {', '.join(COMMANDS)} "
                                                "(ausc -h)")
     assert main(["--version"]) == 0 and capsys.readouterr().out.startswith("ausc (ls ")
     assert main(["train"]) == 2 and "train needs the variant first" in capsys.readouterr().err

@@ -161,6 +161,8 @@ class Trainer:
         epoch_end: functions called after each epoch (its metrics logged and checkpoints written) with the
             epoch (1-based) and its metric record; an exception they raise stops training (e.g. a search
             pruning a trial).
+        evaluate_test: False: the test split is never evaluated, neither every epoch (``monitor_test``) nor at
+            the end (``FitResult.test`` is None); a search's trials must not see it. Needs ``strict`` selection.
     """
 
     def __init__(
@@ -178,8 +180,10 @@ class Trainer:
         ctx: DistContext | None = None,
         progress: bool | None = None,
         epoch_end: Sequence[Callable[[int, dict[str, float]], None]] = (),
+        evaluate_test: bool = True,
     ) -> None:
         self.tcfg, self.output_mode, self.seed = training, mode, int(seed)
+        self.evaluate_test = evaluate_test
         self.ctx = ctx or current_context()
         self.tracker = tracker if (tracker is not None and self.ctx.is_main) else NullTracker()
         self.loaders = loaders
@@ -356,6 +360,11 @@ class Trainer:
                 f"the training loader yields no batch: dataset.batch_size={bs} is larger than the training "
                 f"split ({n} cycles per process) and the last incomplete batch is dropped; lower the batch size"
             )
+        if not self.evaluate_test and self.tcfg.selection != "strict":
+            raise ValueError(
+                f"training.selection is {self.tcfg.selection!r}, which selects on the test split, but this run must "
+                "not read the test split; use training.selection=strict"
+            )
         if self.tcfg.selection == "strict" and self.loaders.val is None:
             raise ValueError(
                 "training.selection is 'strict' but there is no validation split (dataset.val_fraction is 0); "
@@ -408,7 +417,7 @@ class Trainer:
         self.scheduler.step({**selection.metrics, "loss": selection.loss})
 
     def _monitor_test(self, selection: EvalResult) -> EvalResult | None:
-        if self.selection_split == "test" or not self.tcfg.monitor_test:
+        if self.selection_split == "test" or not self.tcfg.monitor_test or not self.evaluate_test:
             return None  # under `paper` the selection split already is the test split
         return self.evaluate(self.loaders.test, thresholds=selection.thresholds)
 
@@ -513,6 +522,12 @@ class Trainer:
             last_written = (self.history[-1]["epoch"] if self.history else 0) == self.best_epoch
             if self.ctx.is_main and self.best_epoch and not last_written:
                 self._write_best()  # best.pt was written at the best epoch: bring its history up to the end
+        if not self.evaluate_test:
+            self.tracker.log_metrics({"best_epoch": float(self.best_epoch)}, step=self.tcfg.epochs)
+            self._say(f"best epoch {self.best_epoch} ({self.selection_metric} {self.best_score:.4f} on "
+                      f"{self.selection_split}); the test split was not evaluated")
+            return FitResult(self.best_epoch, self.best_score, self.best_thresholds, None, self.history, self.run_dir,
+                             stopped_early)
         test = self.evaluate(self.loaders.test, thresholds=self.best_thresholds)
         test.metrics.update(self._group_metrics(test))
         final = {f"test/{k}": v for k, v in test.metrics.items()}

@@ -117,6 +117,10 @@ class MetadataOptions(ModelConfig):
         return tuple(f for f in declared if self.use_factors.get(f, True))
 
 
+#: ``conditioned_layers: all``: every block (all backbone presets have 12).
+ALL = "all"
+
+
 def _check_layers(layers: list[int]) -> None:
     if any(layer < 0 for layer in layers) or len(set(layers)) != len(layers):
         raise ValueError(f"conditioned_layers must be distinct block indices >= 0, got {layers}")
@@ -141,6 +145,8 @@ class _FiLMFamily(MetadataOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.conditioned_layers == ALL:  # type: ignore[has-type]
+            self.conditioned_layers = list(ALL_BLOCKS)
         _check_layers(self.conditioned_layers)  # type: ignore[attr-defined]
         if self.metadata_hidden_dim < 1 or self.film_hidden_dim < 1:
             raise ValueError("metadata_hidden_dim and film_hidden_dim must be >= 1")
@@ -150,7 +156,8 @@ class _FiLMFamily(MetadataOptions):
 class FiLMOptions(_FiLMFamily):
     """FiLM: per conditioned block, ``gamma * u + beta`` on all pre-MLP normalised tokens."""
 
-    conditioned_layers: list[int] = option(ALL_BLOCKS, "blocks whose pre-MLP tokens are modulated")
+    conditioned_layers: list[int] | Literal["all"] = option(
+        ALL_BLOCKS, "blocks whose pre-MLP tokens are modulated (`all`: every block)")
     use_improved_continuous_encoder: bool = option(
         True, "encode each continuous feature on its own, then mix (the reference's 'improved' encoder); "
         "false feeds the raw z-scores")
@@ -164,7 +171,8 @@ class FiLMOptions(_FiLMFamily):
 class TAFiLMOptions(_FiLMFamily):
     """Token-aware FiLM: separate modulation of the prefix tokens (CLS, DIST) and of the patch tokens."""
 
-    conditioned_layers: list[int] = option(ALL_BLOCKS, "blocks whose pre-MLP tokens are modulated")
+    conditioned_layers: list[int] | Literal["all"] = option(
+        ALL_BLOCKS, "blocks whose pre-MLP tokens are modulated (`all`: every block)")
     use_improved_continuous_encoder: bool = option(
         True, "encode each continuous feature on its own, then mix; false feeds the raw z-scores")
 
@@ -173,7 +181,8 @@ class TAFiLMOptions(_FiLMFamily):
 class SoftFiLMOptions(_FiLMFamily):
     """Soft-factorised FiLM: per-factor FiLM deltas mixed channel-wise by learned soft masks."""
 
-    conditioned_layers: list[int] = option([10, 11], "blocks whose pre-MLP tokens are modulated")
+    conditioned_layers: list[int] | Literal["all"] = option(
+        [10, 11], "blocks whose pre-MLP tokens are modulated (`all`: every block)")
     continuous_norm: Literal["layernorm", "none"] = option(
         "layernorm", "LayerNorm as the first layer of the continuous factor's encoder (paper); `none` drops it")
     film_init_gain: float = option(0.1, "Xavier gain of the generators (near-identity start)")

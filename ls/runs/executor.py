@@ -171,7 +171,7 @@ def _run(job: _Job, *, mirror: Mirror | None = None, ctx: DistContext | None = N
                 outcome = train_run(spec.cfg, spec.variant, run_dir=spec.run_dir if spec.resume is None else None,
                                     resume=spec.resume, parent=job.parent, tags=spec.tags, mirror=mirror, ctx=ctx,
                                     fold=spec.fold, member=spec.member, progress=False if log_path else progress,
-                                    epoch_end=job.epoch_end)
+                                    epoch_end=job.epoch_end, evaluate_test=spec.evaluate_test)
             except Exception:
                 if log_path is not None:
                     traceback.print_exc()  # into the run's log, where its output goes

@@ -20,7 +20,8 @@ class RunSpec:
 
     ``cfg`` carries the run's seed and ``training.selection``; ``run_dir`` is its folder (None: a new one under
     ``training.checkpoint_dir``); ``resume`` the ``last.pt`` it continues; ``member`` marks one of a
-    ``--seeds``/``--kfold`` group (its checkpoints say so); ``tags`` are added to its record.
+    ``--seeds``/``--kfold`` group (its checkpoints say so); ``tags`` are added to its record;
+    ``evaluate_test=False`` keeps the run off the test split (a search's trial).
     """
 
     variant: str
@@ -30,6 +31,7 @@ class RunSpec:
     resume: Path | None = None
     member: bool = False
     tags: Mapping[str, str] = field(default_factory=dict)
+    evaluate_test: bool = True
 
     @property
     def seed(self) -> int:

@@ -37,6 +37,11 @@ from ls.utils.io import atomic_write_text
 from ls.utils.trees import to_dict
 
 
+class RunStopped(Exception):
+    """Raised by an epoch hook to end a run on purpose before its last epoch (a search pruning a trial): its
+    record ends FINISHED, not FAILED, and its folder keeps the checkpoints written so far."""
+
+
 @dataclass
 class RunOutcome:
     """What one training run produced (rank 0 has everything; other ranks get the metrics only)."""
@@ -161,6 +166,7 @@ def train_run(
     member: bool = False,
     progress: bool | None = None,
     epoch_end: Sequence[Callable[[int, dict[str, float]], None]] = (),
+    evaluate_test: bool = True,
 ) -> RunOutcome:
     """Train one model of ``variant`` on ``cfg`` in its own folder, or continue one from its ``last.pt``.
 
@@ -170,9 +176,12 @@ def train_run(
     record is mirrored (None: local only). ``fold=(i, k)``: validation is patient fold ``i`` of ``k`` of the
     training split. ``member``: one of a ``--seeds``/``--kfold`` group; its checkpoints say which, so that a
     resume of it alone continues with its own seed and fold. ``epoch_end``: passed to the Trainer.
+    ``evaluate_test=False``: the test split is never evaluated (a search's trial; ``training.monitor_test`` and
+    the final test are skipped): ``run.json`` has no test metrics and no ``test_predictions.csv`` is written.
 
     Ctrl-C ends the record as KILLED (and raises :class:`ls.engine.trainer.TrainingInterrupted` once training
-    has started, also during the test splits, figures and artifacts after it), any other error as FAILED.
+    has started, also during the test splits, figures and artifacts after it), a :class:`RunStopped` from an
+    epoch hook as FINISHED, any other error as FAILED.
     """
     from ls.data import build_datasets, build_fold_datasets, build_loaders
     from ls.models import build_model
@@ -248,6 +257,7 @@ def train_run(
             ctx=ctx,
             progress=progress,
             epoch_end=epoch_end,
+            evaluate_test=evaluate_test,
         )
         result = trainer.fit(resume_from=resume)
         fitted = True
@@ -257,7 +267,8 @@ def train_run(
             record.end()
     except BaseException as exc:
         if record is not None and record.ended is None:
-            record.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            record.end("KILLED" if isinstance(exc, KeyboardInterrupt) else
+                       "FINISHED" if isinstance(exc, RunStopped) else "FAILED")
         if folder is not None and given_dir is None and (record is None or record.synced):
             layout.remove_if_unused(folder)  # a run that stopped before its first checkpoint leaves no folder
         if fitted and isinstance(exc, KeyboardInterrupt) and not isinstance(exc, TrainingInterrupted):
@@ -301,7 +312,8 @@ def write_run_artifacts(record: RunRecord, trainer: Trainer, result: FitResult, 
                         datasets: Any, extra_groups: dict[str, list[str]] | None = None,
                         fold: int | None = None) -> None:
     """Into the run folder, and recorded: the resolved config, best checkpoint, test predictions, ``run.json``
-    (what the run was, how it did on test, its protocol card) and the figures."""
+    (what the run was, how it did on test, its protocol card) and the figures. A run that did not evaluate the
+    test split gets ``run.json`` with empty ``test`` and no protocol card, and no predictions."""
     from ls.config import dump_yaml
 
     folder = record.folder
@@ -309,14 +321,14 @@ def write_run_artifacts(record: RunRecord, trainer: Trainer, result: FitResult, 
     record.log_artifact(folder / layout.CONFIG_FILE)
     if (folder / layout.BEST).exists():
         record.log_artifact(folder / layout.BEST, "checkpoints")
-    if result.test is None:
-        return
     names = list(trainer.output_mode.class_names)
-    predictions = folder / layout.PREDICTIONS_FILE
-    write_predictions_csv(predictions, result.test, trainer.output_mode, names, trainer.group_names, extra_groups)
-    record.log_artifact(predictions)
-    summary = run_summary(cfg, variant, result, names, trainer.group_names, record.run_id, fold,
-                          protocol_of(cfg, trainer, datasets.test, fold))
+    if result.test is not None:
+        predictions = folder / layout.PREDICTIONS_FILE
+        write_predictions_csv(predictions, result.test, trainer.output_mode, names, trainer.group_names,
+                              extra_groups)
+        record.log_artifact(predictions)
+    protocol = protocol_of(cfg, trainer, datasets.test, fold) if result.test is not None else None
+    summary = run_summary(cfg, variant, result, names, trainer.group_names, record.run_id, fold, protocol)
     atomic_write_text(folder / layout.RUN_FILE, json.dumps(summary, indent=2) + "\n")
     record.log_artifact(folder / layout.RUN_FILE)
     for path in run_figures(result, names, folder, say=trainer._say, model_name=get_variant(variant).display_name):
@@ -416,6 +428,7 @@ def write_predictions_csv(path: Path, test: Any, mode: Any, class_names: Sequenc
 
 __all__ = [
     "RunOutcome",
+    "RunStopped",
     "check_inputs",
     "check_resumable",
     "checkpoint_bytes",
