@@ -59,6 +59,8 @@ COMMANDS: dict[str, Command] = {
     "synthetic": Command("ls.data.synthetic:main", "write a synthetic ICBHI-format folder"),
     "synthetic-sprsound": Command("ls.data.synthetic_sprsound:main", "write a synthetic SPRSound-format folder"),
     "make-metadata": Command("ls.data.make_metadata:main", "build the ICBHI cycle table (icbhi_metadata.csv)"),
+    "machine": Command("ls.utils.machine:main", "what this machine is (CPU, torch's vector code path, versions): "
+                       "for a bug report"),
     "plugins": Command("ls.cli:plugins_main", "list the loaded plugins and the variants and readers they add"),
 }
 

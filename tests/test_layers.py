@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "ls"
 #: Modules of the application layer: they may use everything below; nothing below may use them.
 APPLICATION = ("ls.train", "ls.evaluate", "ls.predict", "ls.quickstart", "ls.report", "ls.study", "ls.tracking",
-               "ls.viz.cli", "ls.export", "ls.aggregate")
+               "ls.viz.cli", "ls.export", "ls.aggregate", "ls.tune", "ls.cli")
 
 
 def module_name(path: Path) -> str:

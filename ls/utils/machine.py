@@ -1,6 +1,7 @@
 """What a run or a test session ran on: the CPU, the vector code torch dispatches to, versions and threads.
 
     python -m ls.utils.machine      # one line per fact (scripts/test.sh prints it before the tests)
+    ausc machine                    # the same where ls is installed: paste it into a bug report
 
 Seeded numbers are bit-identical only on the same CPU code path with the same build of torch (and the same
 thread count); a report that carries these facts says which numbers can be compared with which.
@@ -66,9 +67,15 @@ def report(info: dict[str, Any] | None = None) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    print(report(), flush=True)
-    return 0
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from ls.utils.cli import add_common_options, run_command
+
+    parser = argparse.ArgumentParser(prog="python -m ls.utils.machine", description=__doc__.splitlines()[0])
+    add_common_options(parser)
+    args = parser.parse_args(argv)
+    return run_command(lambda: print(report(), flush=True) or 0, args)
 
 
 if __name__ == "__main__":
