@@ -142,6 +142,19 @@ def test_shipped_tune_files_load(name):
     assert search.metric == "icbhi_score" and search.base.training.selection == "strict"
 
 
+def test_the_best_config_holds_no_credential_of_the_search_s_config():
+    """best_config.yaml is a file to share and is recorded with the search: no password, no user:pw@ in a URI."""
+    from ls.tune.best import minimal_config
+
+    search = load_search("quickstart_tune", ["mlflow.tracking_password=hunter22secret",
+                                             "mlflow.tracking_uri=http://bob:pw12345@host:5000"])
+    variant = search.variants[0]
+    data, _ = minimal_config(search, variant, {})
+    text = yaml.safe_dump(data)
+    assert "hunter22secret" not in text and "pw12345" not in text and "bob" not in text, text
+    assert data.get("mlflow", {}).get("tracking_uri") == "http://host:5000"  # the store stays, its user does not
+
+
 def test_space_values_are_typed_like_the_config(tmp_path, data):
     """A choice may be any value the key takes (``all`` of conditioned_layers), ranges keep their kind, and a
     trial's config is the base with its values, built and checked like any config, off the test split."""

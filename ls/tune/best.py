@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from ls.config import Config
+from ls.runs.secrets import without_credentials
 from ls.tune.config import BEST_CONFIG, Search, TuneError
 from ls.tune.space import Param
 from ls.utils.io import atomic_write_text
@@ -109,7 +110,7 @@ def minimal_config(search: Search, variant: str, values: dict[Param, Any]) -> tu
 
     raw = search.raw_config(variant, values)
     cfg, _ = build_config(copy.deepcopy(raw), f"{search.source} (best trial)")
-    target = _restrict(to_dict(cfg), variant)
+    target = _restrict(without_credentials(to_dict(cfg)), variant)  # a file to share: no credential in it
     defaults = to_dict(build_config({"dataset": {"data_folder": cfg.dataset.data_folder}, "models": {variant: {}}},
                                     "ls defaults")[0])
     data = _diff(target, _restrict(defaults, variant))
