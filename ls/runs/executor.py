@@ -27,7 +27,7 @@ from ls.engine.trainer import TrainingInterrupted
 from ls.runs import folder as layout
 from ls.runs.mirror import Mirror, TrackingSettings, open_hint
 from ls.runs.plan import Plan, RunSpec
-from ls.runs.record import RunRecord
+from ls.runs.record import EVENTS_FILE, RunRecord, SyncInterrupted
 from ls.runs.run import train_run
 
 #: Seconds the workers get to end their interrupted runs (records KILLED) before they are killed.
@@ -46,6 +46,8 @@ class RunResult:
     test: dict[str, float] = field(default_factory=dict)
     best_epoch: int = 0
     error: str = ""
+    #: Records a worker's mirror could not sync: folder -> the command that syncs it.
+    unsynced: dict[Path, str] = field(default_factory=dict)
 
 
 class PlanInterrupted(TrainingInterrupted):
@@ -66,7 +68,7 @@ def open_parent(folder: Path, name: str, *, mirror: Mirror | None, tags: Mapping
     import ls
 
     record = RunRecord(folder, mirror)
-    resumed = (folder / "events.jsonl").is_file()
+    resumed = (folder / EVENTS_FILE).is_file()
     record.start(name, tags={"ls_version": ls.__version__, **(tags or {})})
     if params and not resumed:
         record.log_params(params)
@@ -122,8 +124,11 @@ def execute(plan: Plan, *, mirror: Mirror | None = None, jobs: int = 1, gpus: Se
     """Run every spec of ``plan``; returns their results in the order they finished.
 
     ``keep_going``: a run that fails becomes a failed result (its traceback in its ``train.log``) and the others
-    go on; otherwise its error propagates. Ctrl-C raises :class:`PlanInterrupted` in this process (after the
-    workers of a pool are stopped). ``jobs > 1`` runs a pool (``gpus``: one per worker on CUDA); ``threads``:
+    go on; otherwise its error propagates. In a pool a run's failure is always a result, and a worker process
+    that dies fails the runs its pool held while the rest go on in a new pool. Ctrl-C raises
+    :class:`PlanInterrupted` (``KeyboardInterrupt`` from a pool, once its workers are stopped; a run that had
+    finished and was only being synced raises :class:`~ls.runs.record.SyncInterrupted`). ``jobs > 1`` runs a
+    pool (``gpus``: one per worker on CUDA); ``threads``:
     intra-op threads of each run on CPU. ``on_start(spec, i)`` / ``on_result(result, i)`` follow progress
     (``i`` counts from 1). ``epoch_end`` goes to each Trainer (in-process runs only).
     """
@@ -144,6 +149,8 @@ def execute(plan: Plan, *, mirror: Mirror | None = None, jobs: int = 1, gpus: Se
             job = _Job(spec, plan.parent, settings, experiment, threads, False, keep_going, epoch_end)
             try:
                 record(_run(job, mirror=mirror, ctx=ctx, progress=progress))
+            except SyncInterrupted:  # the run finished; only its last sync was cut short
+                raise
             except KeyboardInterrupt as exc:
                 stopped = exc if isinstance(exc, TrainingInterrupted) else TrainingInterrupted(0, None)
                 raise PlanInterrupted(stopped.epoch, stopped.checkpoint, spec, len(results)) from None
@@ -152,7 +159,12 @@ def execute(plan: Plan, *, mirror: Mirror | None = None, jobs: int = 1, gpus: Se
         raise ValueError("epoch hooks run in this process only: use jobs=1")
     _warm_feature_caches(plan.specs)
     work = [_Job(spec, plan.parent, settings, experiment, threads, True, True) for spec in plan.specs]
-    _run_pool(work, jobs, list(gpus), record, on_start)
+    try:
+        _run_pool(work, jobs, list(gpus), record, on_start)
+    finally:
+        if mirror is not None:  # the workers' records left unsynced are reported with this process's own
+            for result in results:
+                mirror.unsynced.update(result.unsynced)
     return results
 
 
@@ -161,8 +173,10 @@ def _run(job: _Job, *, mirror: Mirror | None = None, ctx: DistContext | None = N
     """Train (or continue) one spec. With ``keep_going`` a failure comes back as a result, with the traceback in
     the run's ``train.log`` (also when the run's output went to the console), so one bad run stops no other."""
     spec = job.spec
-    if mirror is None and job.settings is not None:  # a worker process: its own mirror of the same store
+    own_mirror = mirror is None and job.settings is not None
+    if own_mirror:  # a worker process: its own mirror of the same store
         mirror = Mirror(job.settings, experiment_id=job.experiment_id)
+    left = (lambda: dict(mirror.unsynced)) if own_mirror else dict
     log_path = spec.run_dir / layout.LOG_FILE if job.log_to_file and spec.run_dir is not None else None
     t0 = time.perf_counter()
     try:
@@ -182,9 +196,9 @@ def _run(job: _Job, *, mirror: Mirror | None = None, ctx: DistContext | None = N
         if log_path is None and spec.run_dir is not None:
             _log_traceback(spec.run_dir / layout.LOG_FILE, exc)
         return RunResult(spec.key, False, time.perf_counter() - t0, spec.run_dir,
-                         error=f"{type(exc).__name__}: {exc}")
+                         error=f"{type(exc).__name__}: {exc}", unsynced=left())
     return RunResult(spec.key, True, time.perf_counter() - t0, outcome.run_dir, outcome.run_id,
-                     {k: float(v) for k, v in outcome.test_metrics.items()}, outcome.best_epoch)
+                     {k: float(v) for k, v in outcome.test_metrics.items()}, outcome.best_epoch, unsynced=left())
 
 
 @contextlib.contextmanager
@@ -275,41 +289,66 @@ def _run_pool(work: list[_Job], jobs: int, gpus: list[str], record: Callable[[Ru
     from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Future, ProcessPoolExecutor, wait
 
     ctx = mp.get_context("spawn")  # forking a process with torch thread pools can deadlock
-    gpu_queue = None
-    if gpus:
-        gpu_queue = ctx.Queue()
-        for g in gpus[:jobs]:
-            gpu_queue.put(g)
     module = importlib.import_module(__name__)  # functions by module name, also when run as __main__
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=module._init_worker,
-                               initargs=(gpu_queue,))
+
+    def new_pool() -> Any:
+        gpu_queue = None  # each worker takes one GPU when it starts
+        if gpus:
+            gpu_queue = ctx.Queue()
+            for g in gpus[:jobs]:
+                gpu_queue.put(g)
+        return ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=module._init_worker,
+                                   initargs=(gpu_queue,))
+
+    pool = new_pool()
     queued = iter(enumerate(work, 1))
     pending: dict[Future, _Job] = {}
 
     def submit_next() -> None:
         # One run per worker, none queued: a queued run is already taken by the pool and cannot be cancelled.
+        nonlocal pool
         for i, job in queued:
             if on_start is not None:
                 on_start(job.spec, i)
             try:
-                pending[pool.submit(module._worker_run, job)] = job
-                return
-            except BrokenExecutor as exc:  # a worker died: the pool takes no more runs
-                record(RunResult(job.spec.key, False, 0.0, job.spec.run_dir, error=f"worker failed: {exc}"))
+                future = pool.submit(module._worker_run, job)
+            except BrokenExecutor:  # a worker died since the last result: a new pool takes the run
+                pool.shutdown(wait=True)
+                pool = new_pool()
+                future = pool.submit(module._worker_run, job)
+            pending[future] = job
+            return
 
     try:
         for _ in range(jobs):
             submit_next()
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            broken = False
             for fut in done:
                 job = pending.pop(fut)
                 try:
                     result = fut.result()
-                except Exception as exc:  # noqa: BLE001 - a worker that died (e.g. out of memory)
+                except BrokenExecutor:
+                    # A worker died (out of memory, killed): the pool ends every run it holds. Those runs keep
+                    # their folders; running the command again continues them.
+                    broken = True
+                    result = RunResult(job.spec.key, False, 0.0, job.spec.run_dir,
+                                       error="its worker process died (out of memory or killed?); running the "
+                                             "command again continues it")
+                except Exception as exc:  # noqa: BLE001 - e.g. a result that could not be sent back
                     result = RunResult(job.spec.key, False, 0.0, job.spec.run_dir, error=f"worker failed: {exc}")
                 record(result)
-                submit_next()
+            if broken and pending:
+                continue  # the pool's other runs fail at once: collect them before starting a new pool
+            if broken:
+                pool.shutdown(wait=True)
+                pool = new_pool()
+                for _ in range(jobs):
+                    submit_next()
+            else:
+                for _ in done:
+                    submit_next()
     except BaseException:
         if pending:
             print(f"[runs] stopping the {len(pending)} running run(s)", flush=True)

@@ -359,3 +359,59 @@ def test_check_connection_to_a_file_that_is_no_store_is_a_clear_error(tmp_path):
     with pytest.raises(TrackingError, match=r"MLflow tracking at 'sqlite:///.*notes.db' cannot be used: the tracking "
                                             r"store is unreachable or invalid; check tracking_uri"):
         check_connection(settings_for(f"sqlite:///{tmp_path}/notes.db"))
+
+
+def test_records_a_worker_could_not_sync_are_reported_by_the_command_that_ran_the_plan(tmp_path, monkeypatch):
+    """A pool's worker has its own mirror: when its run's record stays unsynced, the plan's mirror (whose
+    summary the command prints) lists the command that syncs it, as for a run of its own."""
+    import ls.runs.executor as executor
+    from ls.config import config_from_dict
+    from ls.runs.plan import Plan, RunSpec, with_seed
+
+    cfg = config_from_dict({"dataset": {"data_folder": str(tmp_path)}, "models": {"ast": {}}})
+
+    def record_a_run(cfg, variant, *, run_dir, mirror, **_):
+        record = RunRecord(run_dir, mirror)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            record.start("worker run")
+            record.end()
+        raise RuntimeError("the run failed after its record ended")
+
+    monkeypatch.setattr(executor, "train_run", record_a_run)
+    with refused_uri() as uri:
+        settings = settings_for(uri, attempts=1)
+        spec = RunSpec("ast", with_seed(cfg, 1), tmp_path / "run1")
+        job = executor._Job(spec, None, settings, None, None, False, True)
+        result = executor._run(job)  # as in a worker: no mirror given, one made from the settings
+        assert not result.ok and list(result.unsynced) == [(tmp_path / "run1").resolve()]
+        assert result.unsynced[(tmp_path / "run1").resolve()].endswith(f"sync {(tmp_path / 'run1').resolve()}")
+
+        plan_mirror = Mirror(settings)
+        monkeypatch.setattr(executor, "_warm_feature_caches", lambda specs: None)
+        monkeypatch.setattr(executor, "_run_pool", lambda work, jobs, gpus, record, on_start: record(result))
+        executor.execute(Plan([spec, RunSpec("ast", with_seed(cfg, 2), tmp_path / "run2")]), mirror=plan_mirror,
+                         jobs=2)
+        assert plan_mirror.unsynced == result.unsynced
+        assert "Sync them when it is back" in executor.tracking_summary(plan_mirror)
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_fails_the_runs_of_its_pool_and_the_rest_of_the_plan_goes_on(tmp_path, monkeypatch):
+    """One dead worker process (out of memory, killed) breaks the pool, which ends every run it holds; the runs
+    not started yet go on in a new pool instead of all being recorded as failed."""
+    import ls.runs.executor as executor
+    from ls.config import config_from_dict
+    from ls.runs.plan import Plan, RunSpec, with_seed
+
+    from .pool_support import die_on_seed_1
+
+    cfg = config_from_dict({"dataset": {"data_folder": str(tmp_path)}, "models": {"ast": {}}})
+    specs = [RunSpec("ast", with_seed(cfg, s), tmp_path / f"seed{s}") for s in (0, 1, 2, 3, 4)]
+    monkeypatch.setattr(executor, "_warm_feature_caches", lambda specs: None)
+    monkeypatch.setattr(executor, "_worker_run", die_on_seed_1)
+    results = {r.key.split("/")[-1]: r for r in executor.execute(Plan(specs), jobs=2, keep_going=True)}
+    assert sorted(results) == ["seed0", "seed1", "seed2", "seed3", "seed4"]
+    assert not results["seed1"].ok and "worker process died" in results["seed1"].error
+    assert results["seed3"].ok and results["seed4"].ok  # started after the death, in a new pool
+    assert sum(not r.ok for r in results.values()) <= 2  # seed1 and at most the run beside it
