@@ -38,6 +38,7 @@ from ls.runs import folder as layout
 from ls.runs.executor import PlanInterrupted, RunResult, execute, open_parent, summarize, tracking_summary
 from ls.runs.mirror import Mirror, start_mirror
 from ls.runs.plan import Plan, RunSpec, kfold_plan, seeds_plan
+from ls.runs.record import SyncInterrupted
 from ls.runs.run import member_name, run_tags, stored_config
 from ls.utils.cli import (
     EXIT_INTERRUPTED,
@@ -160,6 +161,8 @@ def _main(variant: str, args: argparse.Namespace) -> int:
 
 
 def _interrupted_text(exc: BaseException, args: argparse.Namespace) -> str:
+    if isinstance(exc, SyncInterrupted):
+        return str(exc)
     if not isinstance(exc, TrainingInterrupted):
         return "interrupted before training started; nothing to resume"
     if not isinstance(exc, PlanInterrupted) or not (args.seeds or args.kfold):

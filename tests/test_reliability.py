@@ -460,6 +460,43 @@ def test_ctrl_c_after_training_says_how_to_resume_and_marks_the_run_killed(synth
 
 
 @pytest.mark.slow
+def test_ctrl_c_during_the_last_sync_of_a_finished_run_says_how_to_sync_not_to_resume(
+        synthetic_icbhi_dir, tmp_path, local_store, monkeypatch, capsys):
+    """The record ended FINISHED before the last sync: Ctrl-C there loses nothing and leaves nothing to resume;
+    the command that syncs the run later is printed, and running it completes the MLflow run."""
+    from ls.runs.mirror import Mirror
+    from ls.tracking import main as tracking_main
+
+    real_poke = Mirror.poke
+
+    def ctrl_c_in_the_last_sync(self, folder, final=False):
+        if final and Path(folder).parent.name == "ck":
+            raise KeyboardInterrupt
+        return real_poke(self, folder, final)
+
+    monkeypatch.setattr(Mirror, "poke", ctrl_c_in_the_last_sync)
+    rc = runner.main("ast", ["--config", str(tiny_yaml(tmp_path, synthetic_icbhi_dir))])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    [run_dir] = (tmp_path / "ck").iterdir()
+    assert rc == 130 and "nothing to resume" in err and "--resume" not in err, err
+    assert err.endswith(f"-m ls.tracking sync {run_dir.resolve()}"), err
+    assert (run_dir / "run.json").is_file()
+    assert [e["status"] for e in layout_events(run_dir) if e["event"] == "end"] == ["FINISHED"]
+    _, [run] = _runs(local_store)
+    assert run.info.status == "RUNNING"  # the store has not seen the end yet
+    monkeypatch.setattr(Mirror, "poke", real_poke)
+    assert tracking_main(["sync", str(run_dir)]) == 0
+    _, [run] = _runs(local_store)
+    assert run.info.status == "FINISHED" and run.data.metrics
+
+
+def layout_events(run_dir: Path) -> list[dict]:
+    from ls.runs.record import EventLog
+
+    return EventLog(run_dir).events()
+
+
+@pytest.mark.slow
 def test_ctrl_c_in_a_seeds_group_names_the_member_and_resume_finishes_it_alone(synthetic_icbhi_dir, tmp_path,
                                                                               monkeypatch, capsys):
     real = Trainer._begin_epoch

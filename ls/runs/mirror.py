@@ -701,6 +701,12 @@ class Mirror:
                       f"it when the store is back with:\n  {self.unsynced[folder]}", file=sys.stderr, flush=True)
         return report
 
+    def skip_final(self, folder: Path) -> str:
+        """The last sync of ``folder`` was interrupted (Ctrl-C): it counts as unsynced; the command that syncs it."""
+        folder = Path(folder).resolve()
+        self.unsynced[folder] = sync_command(folder)
+        return self.unsynced[folder]
+
     def open_hint(self, folder: Path | None = None) -> str:
         return open_hint(self.settings, run_id=None if folder is None else self.run_id(folder),
                          experiment_id=self.experiment_id)

@@ -104,6 +104,18 @@ def status_of(folder: str | Path) -> str | None:
     return status
 
 
+class SyncInterrupted(KeyboardInterrupt):
+    """Ctrl-C during the last sync of a record that had ended: nothing to resume, only to sync."""
+
+    def __init__(self, folder: Path, command: str) -> None:
+        super().__init__(f"interrupted while syncing the finished run {folder} to MLflow; nothing to resume. "
+                         f"Sync it with: {command}")
+        self.folder, self.command = folder, command
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class RunRecord:
     """The record of one run (or of a group's parent run) in ``folder``; the engine's ``Tracker``.
 
@@ -139,13 +151,13 @@ class RunRecord:
         """The run ended with ``status``; the mirror then makes its last sync attempt of this process."""
         if self.ended is not None:
             return
-        self.ended = status
         self.log.append({"event": "end", "status": status})
+        self.ended = status  # only once the end is written: an interrupted append leaves the record to end again
         if self.mirror is not None:
-            self.mirror.poke(self.folder, final=True)
-
-    # the name the Trainer and older code use
-    end_run = end
+            try:
+                self.mirror.poke(self.folder, final=True)
+            except KeyboardInterrupt:  # Ctrl-C during the last sync: the record is whole, the store waits
+                raise SyncInterrupted(self.folder, self.mirror.skip_final(self.folder)) from None
 
     # -- what a run records ---------------------------------------------------------------------------
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -219,4 +231,4 @@ def _is_finite(v: Any) -> bool:
         return False
 
 
-__all__ = ["ARTIFACTS_FOLDER", "EVENTS_FILE", "EventLog", "RunRecord", "parse_event", "status_of"]
+__all__ = ["ARTIFACTS_FOLDER", "EVENTS_FILE", "EventLog", "RunRecord", "SyncInterrupted", "parse_event", "status_of"]

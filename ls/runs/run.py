@@ -271,7 +271,9 @@ def train_run(
                        "FINISHED" if isinstance(exc, RunStopped) else "FAILED")
         if folder is not None and given_dir is None and (record is None or record.synced):
             layout.remove_if_unused(folder)  # a run that stopped before its first checkpoint leaves no folder
-        if fitted and isinstance(exc, KeyboardInterrupt) and not isinstance(exc, TrainingInterrupted):
+        finished = record is not None and record.ended == "FINISHED" and not isinstance(exc, RunStopped)
+        if fitted and not finished and isinstance(exc, KeyboardInterrupt) and \
+                not isinstance(exc, TrainingInterrupted):
             # Ctrl-C after training (test splits, figures, artifacts): last.pt holds the final epoch, and
             # --resume from it only finishes these steps.
             last = trainer.run_dir / layout.LAST
