@@ -33,6 +33,7 @@ from ls.runs.protocol import protocol_card
 from ls.runs.record import EventLog, RunRecord
 from ls.runs.secrets import without_credentials
 from ls.utils import plugins
+from ls.utils.errors import LsError
 from ls.utils.io import atomic_write_text
 from ls.utils.trees import to_dict
 
@@ -152,6 +153,10 @@ def say(ctx: DistContext, text: str) -> None:
 # =================================================================================================
 # One run
 # =================================================================================================
+class RunFolderTaken(LsError, ValueError):
+    """A new run was given the folder of another."""
+
+
 def train_run(
     cfg: Config,
     variant: str,
@@ -192,6 +197,10 @@ def train_run(
     if resume is not None and run_dir is not None and Path(run_dir).resolve() != Path(resume).resolve().parent:
         raise ValueError(f"run_dir {run_dir} is not the folder of the checkpoint to resume ({resume})")
     given_dir = Path(resume).parent if resume is not None else (Path(run_dir) if run_dir is not None else None)
+    if resume is None and given_dir is not None and layout.folder_state(given_dir) in ("finished", "resumable"):
+        held = "a finished run (run.json)" if layout.folder_state(given_dir) == "finished" else \
+            f"an interrupted run (continue it with resume={given_dir / layout.LAST})"
+        raise RunFolderTaken(f"run folder {given_dir} already holds {held}; a new run needs a folder of its own")
     resume_state = read_checkpoint(resume) if resume is not None else None
     recorded = (resume_state or {}).get("member")
     if recorded:  # a member of a --seeds/--kfold group, resumed alone: its own seed and fold, not the group's
@@ -429,6 +438,7 @@ def write_predictions_csv(path: Path, test: Any, mode: Any, class_names: Sequenc
 
 
 __all__ = [
+    "RunFolderTaken",
     "RunOutcome",
     "RunStopped",
     "check_inputs",

@@ -141,3 +141,19 @@ def test_the_selection_metric_follows_the_dataset_unless_configured(tmp_path):
                          output_kind="binary", thresholds_tuned=True, dataset="sprsound", task="event2",
                          class_names=["normal", "adventitious"], test_patients=3, test_cycles=40)
     assert card["thresholds_tuned_on"] == "test" and "adventitious" in card["sensitivity"]
+
+
+@pytest.mark.parametrize("held", ["run.json", "last.pt"])
+def test_a_new_run_refuses_the_folder_of_another(tmp_path, held):
+    """A plan places runs in given folders: one that holds a finished or an interrupted run is never reused
+    by a new run (its checkpoints and record would be overwritten); before anything is written."""
+    from ls.config import config_from_dict
+    from ls.runs.run import RunFolderTaken
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / held).write_text("theirs")
+    cfg = config_from_dict({"dataset": {"data_folder": str(tmp_path)}, "models": {"ast": {}}})
+    with pytest.raises(RunFolderTaken, match=f"run folder {folder} already holds"):
+        runner.train_run(cfg, "ast", run_dir=folder)
+    assert sorted(p.name for p in folder.iterdir()) == [held] and (folder / held).read_text() == "theirs"
