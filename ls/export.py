@@ -29,6 +29,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -407,14 +408,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ls.evaluate import require_data_folder
 
             require_data_folder(ctx, args.config)
-        export_model(ctx, out, features=args.features, opset=args.opset)
-        diff = check_export(ctx, out, args.features)
+        # Written beside --out and checked there: an unfaithful export never replaces a file at --out.
+        trial = out.with_name(f".{out.name}.{os.getpid()}.checking.onnx")
+        try:
+            export_model(ctx, trial, features=args.features, opset=args.opset)
+            diff = check_export(ctx, trial, args.features)
+            if diff > 1e-3:
+                raise ValueError(f"{out}: onnxruntime and PyTorch differ by {diff:.2g} on random inputs (expected "
+                                 "< 1e-3): the export is not faithful, so it was not written; please report it "
+                                 "with --traceback output")
+            os.replace(trial, out)
+        finally:
+            trial.unlink(missing_ok=True)
         mb = out.stat().st_size / 1e6
         print(f"wrote {out} ({mb:.1f} MB, {ctx.variant}, input {'features' if args.features else 'waveform'}); "
               f"onnxruntime vs PyTorch on random cycles: max |dp| {diff:.2g}")
-        if diff > 1e-3:
-            raise ValueError(f"{out}: onnxruntime and PyTorch differ by {diff:.2g} on random inputs (expected "
-                             "< 1e-3): the export is not faithful; please report it with --traceback output")
         if args.quantize:
             q = quantize_int8(out, int8_path(out))
             report = quantization_report(ctx, out, q, args.split, args.max_drop)

@@ -355,6 +355,24 @@ def test_export_bad_arguments_are_one_error_line(exported, tmp_path, capsys):
         assert len(err) == 1 and err[0].startswith("error: ") and words in err[0], err
 
 
+def test_an_unfaithful_export_replaces_no_file_and_leaves_none(exported, tmp_path, monkeypatch, capsys):
+    """The parity check runs before the file takes its place: a failed check keeps the previous export at
+    --out and leaves no half-made file; a faithful one replaces it."""
+    import ls.export as export
+
+    ckpt, _ = exported("ast")
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"the previous, good export")
+    monkeypatch.setattr(export, "check_export", lambda ctx, path, features: 0.5)
+    assert export.main(["--checkpoint", str(ckpt), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "not faithful, so it was not written" in err[0], err
+    assert out.read_bytes() == b"the previous, good export" and sorted(tmp_path.iterdir()) == [out]
+    monkeypatch.setattr(export, "check_export", lambda ctx, path, features: 1e-7)
+    assert export.main(["--checkpoint", str(ckpt), "--out", str(out)]) == 0
+    assert out.read_bytes()[:4] != b"the " and sorted(tmp_path.iterdir()) == [out]
+
+
 def test_predict_onnx_bad_model_files_are_one_error_line(tmp_path, capsys):
     import onnx
     from onnx import TensorProto, helper
