@@ -37,7 +37,9 @@ ARTIFACTS_FOLDER = "artifacts"
 
 
 class EventLog:
-    """``<folder>/events.jsonl``: appended by the one process that owns the run, read by anyone."""
+    """``<folder>/events.jsonl``: appended by the process that owns the run (or by each command working on a
+    shared parent record, such as a search run from several machines: appends hold a lock on the file, so that
+    events keep whole lines and distinct ``seq``), read by anyone."""
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
@@ -50,6 +52,7 @@ class EventLog:
         """Append one event; returns its ``seq``. A line cut by a crash stays a line of its own."""
         self.folder.mkdir(parents=True, exist_ok=True)
         with self.path.open("a+", encoding="utf-8") as fh:
+            _lock(fh)  # released when the file is closed
             fh.seek(0, os.SEEK_END)
             size = fh.tell()
             if size:
@@ -81,6 +84,14 @@ class EventLog:
             if isinstance(event, dict):
                 out.append(event)
         return out
+
+
+def _lock(fh: Any) -> None:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: one process per record
+        return
+    fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
 
 
 def parse_event(line: str) -> dict[str, Any] | None:

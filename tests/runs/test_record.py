@@ -114,6 +114,24 @@ def test_a_line_cut_by_a_crash_does_not_swallow_later_events(tmp_path):
     assert events[3]["metrics"] == {"loss": 0.5}
 
 
+def test_processes_appending_to_one_record_keep_whole_lines_and_distinct_seq(tmp_path):
+    """A parent record several commands work on (a search with workers on other machines): concurrent appends
+    never share a seq number or cut each other's lines."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from ls.runs.record import EventLog\n"
+            "log = EventLog(sys.argv[1])\n"
+            "for i in range(150): log.append({'event': 'metrics', 'metrics': {'w' + sys.argv[2]: i}, 'pad': 'x' * 300})")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), str(w)]) for w in range(3)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    events = EventLog(tmp_path).events()
+    assert len(events) == len(EventLog(tmp_path).lines()) == 450  # every line whole
+    assert sorted(e["seq"] for e in events) == list(range(450))
+    for w in range(3):  # each process's events in its own order
+        assert [e["metrics"][f"w{w}"] for e in events if f"w{w}" in e["metrics"]] == list(range(150))
+
+
 def test_status_follows_start_resume_and_end(tmp_path):
     run = tmp_path / "run"
     assert status_of(run) is None
