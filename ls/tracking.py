@@ -22,6 +22,7 @@ import os
 import sys
 
 from ls.runs.mirror import configured_values, resolve_settings, sync
+from ls.runs.secrets import split_userinfo
 from ls.utils.cli import add_common_options, run_command
 
 
@@ -50,8 +51,10 @@ def main(argv: list[str] | None = None) -> int:
 def _sync(args: argparse.Namespace) -> int:
     values = configured_values(mlflow_yaml=args.mlflow_config)
     settings = resolve_settings(mlflow_yaml=args.mlflow_config)
-    if args.tracking_uri:
-        settings = settings.replace(tracking_uri=args.tracking_uri)
+    if args.tracking_uri:  # user:password@ in it become the credentials, as everywhere else
+        uri, user, password = split_userinfo(args.tracking_uri)
+        settings = settings.replace(tracking_uri=uri, username=user or settings.username,
+                                    password=password or settings.password)
     if args.experiment:
         settings = settings.replace(experiment_name=args.experiment)
     if args.username:

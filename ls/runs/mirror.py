@@ -443,8 +443,11 @@ def sync(path: str | Path, settings: TrackingSettings, *, explicit_store: bool =
     reports = []
     for folder in folders:
         recorded = stores_of(folder)
+        # A recorded store is named without credentials: the one these settings name is reached with their URI
+        # (a database URI keeps its user:password@, which the record never holds).
         targets = [settings] if explicit_store or not recorded else [
-            settings.replace(tracking_uri=uri, experiment_name=settings.experiment_name if explicit_experiment
+            settings.replace(tracking_uri=settings.tracking_uri if uri == settings.store else uri,
+                             experiment_name=settings.experiment_name if explicit_experiment
                              else read_state(folder)[uri].get("experiment_name") or settings.experiment_name)
             for uri in recorded]
         for target in targets:

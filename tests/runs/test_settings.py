@@ -6,6 +6,7 @@ import os
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -63,6 +64,35 @@ def test_credentials_in_the_uri_become_username_and_password_and_leave_the_uri(m
     assert (resolve_settings(mlflow_yaml=path).username, resolve_settings(mlflow_yaml=path).password) == (
         "carol", "given")
     assert TrackingSettings(f"http://{USER}:{PASSWORD}@h:1", "e").safe_uri == "http://***@h:1"
+
+
+def test_sync_to_a_uri_with_credentials_uses_them_and_records_the_store_without_them(monkeypatch, tmp_path):
+    """``ls.tracking sync --tracking-uri http://user:pw@host`` splits the credentials off as every other entry
+    does; a record whose store these settings name is synced through their URI (a database URI keeps its
+    password there), another through the URI it recorded."""
+    import ls.runs.mirror as mirror
+    from ls.runs.record import RunRecord
+    from ls.tracking import main as tracking_main
+
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    record = RunRecord(tmp_path / "run")
+    record.start("r")
+    record.end()
+    seen = []
+    monkeypatch.setattr(mirror, "sync_folder", lambda folder, settings, **_: seen.append(settings) or
+                        mirror.SyncReport(Path(folder), settings.store, run_id="r1"))
+    assert tracking_main(["sync", str(tmp_path / "run"), "--tracking-uri", f"http://{USER}:{PASSWORD}@h:5000"]) == 0
+    assert (seen[-1].tracking_uri, seen[-1].username, seen[-1].password) == ("http://h:5000", USER, PASSWORD)
+
+    db = f"postgresql://{USER}:{PASSWORD}@db.example:5432/mlflow"
+    settings = resolve_settings({"tracking_uri": db})
+    assert settings.tracking_uri == db and PASSWORD not in settings.store  # a database reads it from its URI
+    mirror._write_state(tmp_path / "run", {settings.store: {"experiment_name": "ls", "run_id": "r1", "synced": 0},
+                                           "sqlite:////elsewhere/mlflow.db": {"experiment_name": "ls"}})
+    seen.clear()
+    mirror.sync(tmp_path / "run", settings)
+    assert sorted(s.tracking_uri for s in seen) == [db, "sqlite:////elsewhere/mlflow.db"]
 
 
 def test_open_hint_is_a_url_for_a_server_and_an_absolute_mlflow_ui_command_for_a_local_store(
