@@ -317,6 +317,10 @@ def describe_plan(study: Study, plan: Sequence[Any]) -> str:
     added = read_state(study.out).get("seeds_added", [])
     if added and not study.seeds_given:
         lines.append(f"  seed(s) {', '.join(map(str, added))} added by an earlier --seeds: kept")
+    left_out = sorted({*_file_seeds(study), *added} - set(s.seeds)) if study.seeds_given else []
+    if left_out:
+        lines.append(f"  --seeds leaves out seed(s) {', '.join(map(str, left_out))} of the study: the report covers "
+                     f"seed(s) {', '.join(map(str, s.seeds))} only (run without --seeds for the whole study)")
     lines += [f"  {r.key:<40} {state}" for r, state in zip(plan, states)]
     return "\n".join(lines)
 

@@ -366,7 +366,10 @@ def test_seeds_added_on_the_command_line_stay_in_the_study(tmp_path, monkeypatch
     again = _fixture_study(tmp_path)
     assert again.settings.seeds == [0, 1, 2, 7]
     assert "seed(s) 7 added by an earlier --seeds: kept" in study_mod.describe_plan(again, plan_runs(again))
-    assert _fixture_study(tmp_path, seeds=[0]).settings.seeds == [0]
+    only = _fixture_study(tmp_path, seeds=[0])
+    assert only.settings.seeds == [0]
+    assert ("--seeds leaves out seed(s) 1, 2, 7 of the study: the report covers seed(s) 0 only"
+            in study_mod.describe_plan(only, plan_runs(only)))  # the report it writes is partial: said up front
 
 
 def test_a_failed_run_leaves_its_traceback_in_its_log_also_when_runs_go_one_at_a_time(tmp_path, monkeypatch,
