@@ -568,7 +568,14 @@ def _plot_paths(plot: str, wavs: Sequence[Path]) -> list[Path]:
         raise PredictionError(f"--plot {plot}: expected a .png or .pdf file name")
     if len(wavs) == 1:
         return [base]
-    return [base.with_name(f"{base.stem}_{w.stem}{base.suffix}") for w in wavs]
+    paths: list[Path] = []
+    for w in wavs:  # recordings of the same name in different folders get _2, _3, ...: no figure overwrites another
+        path, n = base.with_name(f"{base.stem}_{w.stem}{base.suffix}"), 1
+        while path in paths:
+            n += 1
+            path = base.with_name(f"{base.stem}_{w.stem}_{n}{base.suffix}")
+        paths.append(path)
+    return paths
 
 
 def load_model(args: argparse.Namespace) -> Any:
@@ -617,6 +624,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 pred = predict_recording(model, wav, metadata, cycles, args.window, args.hop, args.batch_size,
                                          args.max_windows, keep_audio=True)
             pred.annotation = annotations[i]
+            if not plots:  # the samples are only for the figure: not held for every recording
+                pred.wave = pred.wave[:0]
             notes = [str(w.message) for w in caught if issubclass(w.category, PredictionWarning)]
             for w in caught:  # the notes go into the output too; other libraries' warnings only to stderr
                 print(f"warning: {w.message}", file=sys.stderr)

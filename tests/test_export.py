@@ -556,6 +556,16 @@ def test_several_recordings_of_a_patient_get_a_summary_in_json_and_csv(exported,
                  str(wavs[0].with_suffix(".txt"))]) == 2
 
 
+def test_figures_of_recordings_with_the_same_name_do_not_overwrite_each_other(tmp_path):
+    from ls.predict import _plot_paths
+
+    wavs = [tmp_path / "a" / "101_1b1.wav", tmp_path / "b" / "101_1b1.wav", tmp_path / "a" / "102_1b1.wav",
+            tmp_path / "c" / "101_1b1.wav"]
+    assert [p.name for p in _plot_paths(str(tmp_path / "t.png"), wavs)] == [
+        "t_101_1b1.png", "t_101_1b1_2.png", "t_102_1b1.png", "t_101_1b1_3.png"]
+    assert _plot_paths(str(tmp_path / "t.pdf"), wavs[:1]) == [tmp_path / "t.pdf"]
+
+
 def test_aggregation_rules():
     from ls.aggregate import aggregate_patient, aggregate_recording
     from ls.data.tasks import EVENT_TYPES, RECORD_TYPES
