@@ -432,6 +432,9 @@ def test_the_pruner_stops_trials_that_do_not_learn_after_their_first_epochs(tmp_
         assert status_of(folder) == "FINISHED" and not (folder / "run.json").exists()  # stopped on purpose
         epochs = [e["step"] for e in EventLog(folder).events() if e.get("event") == "metrics" and "epoch" in e["metrics"]]
         assert max(epochs) == t.last_step
+        [value] = [e["metrics"]["tune/value"] for e in EventLog(folder).events()
+                   if e.get("event") == "metrics" and "tune/value" in e["metrics"]]
+        assert value == t.intermediate_values[t.last_step]  # the value it was pruned at
     assert "pruned after epoch" in (search.report_dir / "trials.md").read_text()
 
 

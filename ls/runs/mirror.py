@@ -704,8 +704,9 @@ class Mirror:
                       f"it when the store is back with:\n  {self.unsynced[folder]}", file=sys.stderr, flush=True)
         return report
 
-    def skip_final(self, folder: Path) -> str:
-        """The last sync of ``folder`` was interrupted (Ctrl-C): it counts as unsynced; the command that syncs it."""
+    def mark_unsynced(self, folder: Path) -> str:
+        """``folder`` keeps events the store lacks and this process makes no further attempt (its last sync was
+        interrupted, or events came after it): listed as unsynced; returns the command that syncs it."""
         folder = Path(folder).resolve()
         self.unsynced[folder] = sync_command(folder)
         return self.unsynced[folder]

@@ -168,7 +168,7 @@ class RunRecord:
             try:
                 self.mirror.poke(self.folder, final=True)
             except KeyboardInterrupt:  # Ctrl-C during the last sync: the record is whole, the store waits
-                raise SyncInterrupted(self.folder, self.mirror.skip_final(self.folder)) from None
+                raise SyncInterrupted(self.folder, self.mirror.mark_unsynced(self.folder)) from None
 
     # -- what a run records ---------------------------------------------------------------------------
     def log_params(self, params: Mapping[str, Any]) -> None:

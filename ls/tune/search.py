@@ -355,6 +355,8 @@ def _annotate(folder: Path, mirror: Any, trial_number: int, state: TrialState, v
     record.set_tags({"tune.state": state.name, "tune.trial": str(trial_number)})
     if math.isfinite(value):
         record.log_metrics({"tune/value": value})
+    if mirror is not None and not record.synced:  # after the run's last sync: say how to sync these too
+        mirror.mark_unsynced(folder)
 
 
 def _params_text(values: dict[Any, Any], variant: str, several: bool) -> str:
@@ -441,8 +443,9 @@ def run_trial(setup: WorkerSetup, study: optuna.Study, storage: Any, trial: optu
         study.tell(trial, value)
     else:
         study.tell(trial, state=state)
-    if state == TrialState.PRUNED:
-        value = trial_by_number(study, trial.number).value or math.nan
+    if state == TrialState.PRUNED:  # Optuna keeps no value for it: the last one it reported before pruning
+        reported = trial_by_number(study, trial.number).intermediate_values
+        value = reported[max(reported)] if reported else math.nan
     _annotate(folder, mirror, trial.number, state, value)
     say(f"[tune] trial {trial.number}: {note} ({time.perf_counter() - t0:.0f} s)")
     return state
