@@ -565,8 +565,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, help="runs at once (worker processes on CPU, one per GPU on CUDA)")
     p.add_argument("--threads", type=int, help="intra-op threads of each run on CPU (default 1)")
     p.add_argument("--out", help="replace study.out (the study folder)")
-    p.add_argument("--mlflow-config", default=None, help="flat YAML with tracking_uri, experiment_name, ... "
-                   "(default: MLFLOW_* environment variables, else sqlite:///mlflow.db)")
+    p.add_argument("--mlflow-config", default=None, help="flat YAML with tracking_uri, experiment_name, ...; "
+                   "it wins over the run config's mlflow: section, which wins over the MLFLOW_* environment "
+                   "variables (key by key), else sqlite:///mlflow.db")
     p.add_argument("--no-tracking", action="store_true", help="do not mirror the runs to MLflow")
     p.add_argument("--dry-run", action="store_true", help="print the plan (finished / to resume / to start) and stop")
     p.add_argument("--report-only", action="store_true", help="train nothing: rewrite the report of the finished runs")

@@ -66,8 +66,9 @@ def build_parser(variant: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=f"Train the {shown} variant (ls library).")
     p.add_argument("--config", required=True, help="YAML run config (e.g. configs/ast_film_soft_config.yaml)")
     p.add_argument("--mlflow-config", default=None,
-                   help="flat YAML with tracking_uri, experiment_name, tracking_username, tracking_password "
-                        "(default: MLFLOW_* environment variables, else sqlite:///mlflow.db)")
+                   help="flat YAML with tracking_uri, experiment_name, tracking_username, tracking_password; "
+                        "it wins over the run config's mlflow: section, which wins over the MLFLOW_* environment "
+                        "variables (key by key), else sqlite:///mlflow.db")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set training.epochs=5 (repeatable)")
     p.add_argument("--resume", default=None, metavar="PATH", help="continue an interrupted run from its last.pt")

@@ -206,7 +206,8 @@ class TrainingConfig:
 @dataclass
 class MlflowConfig:
     tracking_uri: str | None = option(
-        None, "tracking URI; null: --mlflow-config, MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
+        None, "tracking URI (a --mlflow-config file's tracking_uri wins over it); null: MLFLOW_TRACKING_URI, else "
+        "sqlite:///mlflow.db")
     experiment_name: str | None = option(None, "experiment; null: MLFLOW_EXPERIMENT_NAME, else `ls`")
     tracking_username: str | None = option(
         None, "HTTP basic-auth user (better in --mlflow-config or MLFLOW_TRACKING_USERNAME)")

@@ -33,8 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="Optuna storage: a database URL (sqlite:///..., postgresql://..., "
                    "mysql://...) or a journal file path (e.g. on a shared filesystem); default: "
                    "<tune folder>/optuna.db")
-    p.add_argument("--mlflow-config", default=None, help="flat YAML with tracking_uri, experiment_name, ... "
-                   "(default: MLFLOW_* environment variables, else sqlite:///mlflow.db)")
+    p.add_argument("--mlflow-config", default=None, help="flat YAML with tracking_uri, experiment_name, ...; "
+                   "it wins over the run config's mlflow: section, which wins over the MLFLOW_* environment "
+                   "variables (key by key), else sqlite:///mlflow.db")
     p.add_argument("--no-tracking", action="store_true", help="do not mirror the records to MLflow (they are kept "
                    "in the tune folder all the same)")
     p.add_argument("--report-only", action="store_true", help="train nothing: rewrite best_config.yaml and the "
