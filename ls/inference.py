@@ -101,12 +101,13 @@ def load_for_inference(checkpoint: str | Path, config: str | Path | Any | None =
     from ls.data.features import FeatureNormalizer
     from ls.data.metadata import MetadataEncoder
     from ls.engine.trainer import resolve_device
-    from ls.models import build_model
     from ls.types import MetadataSpec
 
     path = Path(checkpoint)
     dev = resolve_device(device)
     state = read_checkpoint(path, map_location=dev)
+    from ls.models import build_model  # timm and torchvision: only once the checkpoint is known to be good
+
     cfg, legacy_stats = _config_of(state, path)
     model_cfg = cfg.model(state["variant"])
     model_cfg.weights.source, model_cfg.weights.path = "none", None
