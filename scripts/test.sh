@@ -7,4 +7,11 @@ bash "$root/scripts/setup_env.sh"
 cd "$root"
 py="${LS_VENV:-$root/.venv}/bin/python"
 "$py" -m ls.utils.machine || echo "[test] (could not describe the machine)"
+# One worker process per core, at most 4 (LS_TEST_WORKERS overrides; 1: in this process): most tests use one
+# core, and several start processes of their own. Tests of the installed wheel share one worker (one build).
+workers="${LS_TEST_WORKERS:-$("$py" -c 'import os; print(max(1, min(4, len(os.sched_getaffinity(0)))))')}"
+if [ "$workers" -gt 1 ]; then
+    echo "[test] $workers worker processes (LS_TEST_WORKERS=1: one)"
+    exec "$py" -m pytest -q -n "$workers" --dist loadgroup "$@"
+fi
 exec "$py" -m pytest -q "$@"

@@ -11,6 +11,7 @@ import pytest
 from conftest import REPO, clean_env, run_process
 
 
+@pytest.mark.xdist_group("installed_wheel")
 def test_the_wheel_holds_the_configs_and_the_command_but_no_local_credentials(installed_ls):
     with zipfile.ZipFile(installed_ls.wheel) as wheel:
         names = set(wheel.namelist())
@@ -22,6 +23,7 @@ def test_the_wheel_holds_the_configs_and_the_command_but_no_local_credentials(in
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("installed_wheel")
 def test_installed_the_quickstart_and_a_training_run_from_an_empty_folder(installed_ls, tmp_path):
     env = clean_env(OMP_NUM_THREADS="1")
     ausc = installed_ls.bin / "ausc"
