@@ -358,7 +358,7 @@ def test_export_bad_arguments_are_one_error_line(exported, tmp_path, capsys):
 def test_an_unfaithful_export_replaces_no_file_and_leaves_none(exported, tmp_path, monkeypatch, capsys):
     """The parity check runs before the file takes its place: a failed check keeps the previous export at
     --out and leaves no half-made file; a faithful one replaces it."""
-    import ls.export as export
+    from ls import export
 
     ckpt, _ = exported("ast")
     out = tmp_path / "m.onnx"

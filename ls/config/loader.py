@@ -27,6 +27,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from ls.utils.credentials import is_credential_key
 from ls.utils.fields import field_default
 from ls.utils.trees import flatten, to_dict
 
@@ -65,7 +66,7 @@ class BuildContext:
 
     def error(self, dotted: str, detail: str) -> None:
         shown = f"'{self.alias_of[dotted]}' (= '{dotted}')" if dotted in self.alias_of else f"'{dotted}'"
-        if _SECRET_KEY.search(dotted.rsplit(".", 1)[-1]):  # a credential's value is never repeated
+        if is_credential_key(dotted.rsplit(".", 1)[-1]):  # a credential's value is never repeated
             detail = re.sub(r"got .*$", "got a value of another type (not shown)", detail, flags=re.DOTALL)
         self.problems.append(f"{shown} in {self._origin(self.alias_of.get(dotted, dotted))}: {detail}")
 
@@ -295,14 +296,10 @@ def from_dict(cls: type, data: dict | None, source: str = "<dict>", overrides: d
     return obj
 
 
-#: Keys whose ``--set`` value is never repeated in a message (also when misspelt: ``tracking_pasword``).
-_SECRET_KEY = re.compile(r"pas+w|secret|token|credential|auth|api_?key|private_?key", re.IGNORECASE)
-
-
 def _shown(text: str) -> str:
     """An override as messages show it: the value of a credential-like key masked."""
     key, sep, _ = text.partition("=")
-    return f"{key}=***" if sep and _SECRET_KEY.search(key) else text
+    return f"{key}=***" if sep and is_credential_key(key) else text
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -14,26 +14,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from ls.utils.credentials import is_credential_key
+
 #: Replaces credentials in params, tags and messages.
 REDACTED = "***"
 #: Shorter "secrets" would be scrubbed out of unrelated text.
 MIN_SECRET_CHARS = 4
 
-#: Keys that look like credentials (case-insensitive, anywhere in the key). ``tokens``/``tokenizer`` are model
-#: words, not secrets; ``partial_credit`` is a metric option: neither matches.
-_CREDENTIAL_KEY = re.compile(
-    r"password|passwd|secret|credential|username|api[_-]?key|access[_-]?key|private[_-]?key|token(?!s|iz)",
-    re.IGNORECASE,
-)
 #: Files whose secrets can be cut out (a redacted copy is kept or uploaded); another file holding one is withheld.
 TEXT_SUFFIXES = frozenset({".yaml", ".yml", ".json", ".jsonl", ".txt", ".csv", ".tsv", ".md", ".log", ".cfg", ".ini",
                            ".toml", ".py", ".sh", ".tex"})
 _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
-
-
-def is_credential_key(key: str) -> bool:
-    """True for keys such as ``mlflow.tracking_password``, ``hf_token``, ``aws_secret_access_key``."""
-    return bool(_CREDENTIAL_KEY.search(str(key)))
 
 
 def strip_userinfo(text: str, replacement: str = REDACTED + "@") -> str:

@@ -364,8 +364,8 @@ def test_check_connection_to_a_file_that_is_no_store_is_a_clear_error(tmp_path):
 def test_records_a_worker_could_not_sync_are_reported_by_the_command_that_ran_the_plan(tmp_path, monkeypatch):
     """A pool's worker has its own mirror: when its run's record stays unsynced, the plan's mirror (whose
     summary the command prints) lists the command that syncs it, as for a run of its own."""
-    import ls.runs.executor as executor
     from ls.config import config_from_dict
+    from ls.runs import executor
     from ls.runs.plan import Plan, RunSpec, with_seed
 
     cfg = config_from_dict({"dataset": {"data_folder": str(tmp_path)}, "models": {"ast": {}}})
@@ -400,8 +400,8 @@ def test_records_a_worker_could_not_sync_are_reported_by_the_command_that_ran_th
 def test_a_worker_that_dies_fails_the_runs_of_its_pool_and_the_rest_of_the_plan_goes_on(tmp_path, monkeypatch):
     """One dead worker process (out of memory, killed) breaks the pool, which ends every run it holds; the runs
     not started yet go on in a new pool instead of all being recorded as failed."""
-    import ls.runs.executor as executor
     from ls.config import config_from_dict
+    from ls.runs import executor
     from ls.runs.plan import Plan, RunSpec, with_seed
 
     from .pool_support import die_on_seed_1

@@ -202,6 +202,19 @@ def test_redact_params_masks_credential_keys_and_secrets_in_values():
     assert PASSWORD not in repr(TrackingSettings("u", "e", USER, PASSWORD))
 
 
+def test_records_and_messages_share_one_rule_for_credential_keys():
+    """What a run's record masks and what a config error never repeats are the same keys."""
+    from ls.config.loader import _shown
+    from ls.runs.secrets import is_credential_key
+
+    secret = ["mlflow.tracking_password", "tracking_pasword", "hf_token", "aws_secret_access_key", "auth_header",
+              "mlflow.tracking_username", "api-key", "private_key", "credentials_file"]
+    plain = ["n_tokens", "tokenizer", "author", "partial_credit", "training.optimizer.lr", "dataset.passes"]
+    for key in secret + plain:
+        masked = _shown(f"{key}=v4lue") == f"{key}=***"
+        assert masked == is_credential_key(key) == (key in secret), key
+
+
 def test_without_credentials_and_scrub():
     tree = {"mlflow": {"tracking_uri": f"http://{USER}:{PASSWORD}@h:5000", "tracking_password": PASSWORD,
                        "tracking_username": None},

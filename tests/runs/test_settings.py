@@ -70,7 +70,7 @@ def test_sync_to_a_uri_with_credentials_uses_them_and_records_the_store_without_
     """``ls.tracking sync --tracking-uri http://user:pw@host`` splits the credentials off as every other entry
     does; a record whose store these settings name is synced through their URI (a database URI keeps its
     password there), another through the URI it recorded."""
-    import ls.runs.mirror as mirror
+    from ls.runs import mirror
     from ls.runs.record import RunRecord
     from ls.tracking import main as tracking_main
 
