@@ -240,7 +240,7 @@ def build_loss(
 
     Args:
         training_cfg: ``loss``, ``sensitivity_bias`` and the loss parameters (focal_*, label_smoothing, ...).
-        mode: from ``predict_rules.output_mode``.
+        mode: from ``ls.engine.modes.resolve_output_mode``.
         train_labels: ``LabelStats`` or the training labels array (int ``[N]`` / float ``[N, 2]``); needed by
             bce, hierarchical, composite, weighted_ce and by any loss with ``use_class_weights``.
 

@@ -2,7 +2,8 @@
 
 :func:`train_run` is the one place a model is trained from a config; every command that trains (the root
 scripts, ``--seeds``/``--kfold``, a study, the quickstart, a search) gets there through
-:mod:`ls.runs.executor`. What would fail late (data folder, weights file, a writable folder with room for the
+:mod:`ls.runs.executor` (the quickstart's regression fingerprint, which reads the fitted result itself, calls it
+directly). What would fail late (data folder, weights file, a writable folder with room for the
 checkpoints) is checked before any data is built; the run's record (:mod:`ls.runs.record`) holds everything it
 logs, mirrored to MLflow when a mirror is given.
 """
