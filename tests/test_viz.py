@@ -514,3 +514,20 @@ def test_visualize_takes_its_traceback_option_from_the_shared_helper(monkeypatch
     monkeypatch.setattr(viz_cli, "add_common_options", recording)
     parser = viz_cli.build_parser()
     assert calls == [parser] and parser.parse_args(["--traceback"]).traceback is True
+
+
+def test_figures_are_attached_to_the_mlflow_run_given_with_run_id(tmp_path, mlflow_db, monkeypatch):
+    """``--run-id``: the figures go to that run under figures/, in the store a run's settings resolve."""
+    from mlflow.tracking import MlflowClient
+
+    from ls.viz.cli import attach_to_run
+
+    uri = f"sqlite:///{mlflow_db}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # the store's artifacts under ./mlruns of this test
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("viz", artifact_location=str(tmp_path / "artifacts")))
+    figure = tmp_path / "m_confusion.png"
+    figure.write_bytes(b"\x89PNG\r\n\x1a\n")
+    attach_to_run([figure], run.info.run_id, cfg=None)
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "figures")] == ["figures/m_confusion.png"]

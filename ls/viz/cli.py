@@ -264,13 +264,12 @@ def performance_figures(run: ModelRun, out_dir: Path) -> list[Path]:
 
 
 def attach_to_run(paths: Sequence[Path], run_id: str, cfg: Any) -> None:
-    """Upload ``paths`` to MLflow run ``run_id`` under ``figures/``."""
-    from mlflow.tracking import MlflowClient
-
-    from ls.runs.mirror import resolve_settings
+    """Upload ``paths`` to MLflow run ``run_id`` under ``figures/`` (the store and its credentials as a run
+    resolves them)."""
+    from ls.runs.mirror import client_for, resolve_settings
 
     mlflow = getattr(cfg, "mlflow", None)
-    client = MlflowClient(tracking_uri=resolve_settings(None if mlflow is None else to_dict(mlflow)).tracking_uri)
+    client = client_for(resolve_settings(None if mlflow is None else to_dict(mlflow)))
     for path in paths:
         client.log_artifact(run_id, str(path), artifact_path="figures")
 
