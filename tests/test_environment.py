@@ -139,10 +139,10 @@ def _fake_venv(tmp_path: Path) -> Path:
     return venv
 
 
-def _run_script(script: str, venv: Path, log: Path, on_platform: bool, *args: str):
+def _run_script(script: str, venv: Path, log: Path, on_platform: bool, *args: str, **env_vars: str):
     env = {**os.environ, "LS_VENV": str(venv), "FAKE_LOG": str(log), "REAL_PYTHON": sys.executable,
            "FAKE_ON_LOCK_PLATFORM": "1" if on_platform else "0",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])), **env_vars}
     return subprocess.run(["bash", str(REPO / "scripts" / script), *args], env=env, capture_output=True, text=True,
                           timeout=300, check=False)
 
@@ -168,9 +168,16 @@ def test_setup_installs_from_the_lock_on_its_platform_and_says_when_it_cannot(tm
     assert "pip install" not in log.read_text()
 
 
-def test_the_test_script_says_what_it_runs_on_before_the_tests(tmp_path):
+@pytest.mark.parametrize(("workers", "pytest_call"), [
+    ("3", "-m pytest -q -n 3 --dist loadgroup -k nothing"), ("1", "-m pytest -q -k nothing"),
+    ("", f"-m pytest -q -n {min(4, len(os.sched_getaffinity(0)))} --dist loadgroup -k nothing"
+     if len(os.sched_getaffinity(0)) > 1 else "-m pytest -q -k nothing")], ids=["3", "1", "per-core"])
+def test_the_test_script_says_what_it_runs_on_before_the_tests(tmp_path, monkeypatch, workers, pytest_call):
+    """The machine first, then the suite in one worker per core (at most 4) or as LS_TEST_WORKERS says."""
     venv, log = _fake_venv(tmp_path), tmp_path / "calls.log"
-    proc = _run_script("test.sh", venv, log, True, "-k", "nothing")
+    monkeypatch.delenv("LS_TEST_WORKERS", raising=False)
+    extra = {"LS_TEST_WORKERS": workers} if workers else {}
+    proc = _run_script("test.sh", venv, log, True, "-k", "nothing", **extra)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     import torch
@@ -179,7 +186,7 @@ def test_the_test_script_says_what_it_runs_on_before_the_tests(tmp_path):
     assert "torch threads: " in out and f"torch {torch.__version__}" in out
     for name in ("timm", "mlflow"):
         assert f"{name} {metadata.version(name)}" in out
-    assert out.index("machine: ") < out.index("[fake] -m pytest -q -k nothing")
+    assert out.index("machine: ") < out.index(f"[fake] {pytest_call}\n"), out
 
 
 def test_the_machine_report_names_a_forced_cpu_path():
