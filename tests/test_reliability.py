@@ -490,6 +490,36 @@ def test_ctrl_c_during_the_last_sync_of_a_finished_run_says_how_to_sync_not_to_r
     assert run.info.status == "FINISHED" and run.data.metrics
 
 
+@pytest.mark.slow
+def test_a_second_ctrl_c_during_the_sync_of_an_interrupted_run_keeps_the_resume_advice(
+        synthetic_icbhi_dir, tmp_path, local_store, monkeypatch, capsys):
+    """Ctrl-C in training, then again while its KILLED record makes its last sync: the run is still resumable,
+    and the message still says from where; the sync is postponed with its command."""
+    from ls.runs.mirror import Mirror
+
+    real_begin, real_poke = Trainer._begin_epoch, Mirror.poke
+
+    def ctrl_c_at_epoch_2(self, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real_begin(self, epoch)
+
+    def ctrl_c_in_the_last_sync(self, folder, final=False):
+        if final:
+            raise KeyboardInterrupt
+        return real_poke(self, folder, final)
+
+    monkeypatch.setattr(Trainer, "_begin_epoch", ctrl_c_at_epoch_2)
+    monkeypatch.setattr(Mirror, "poke", ctrl_c_in_the_last_sync)
+    rc = runner.main("ast", ["--config", str(tiny_yaml(tmp_path, synthetic_icbhi_dir, epochs=2))])
+    err = capsys.readouterr().err
+    [run_dir] = (tmp_path / "ck").iterdir()
+    assert rc == 130 and err.strip().splitlines()[-1] == (
+        f"interrupted after epoch 1; continue with --resume {run_dir / 'last.pt'}")
+    assert f"the last sync of {run_dir.resolve()} was interrupted" in err
+    assert [e["status"] for e in layout_events(run_dir) if e["event"] == "end"] == ["KILLED"]
+
+
 def layout_events(run_dir: Path) -> list[dict]:
     from ls.runs.record import EventLog
 

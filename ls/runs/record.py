@@ -22,6 +22,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 import warnings
 from collections.abc import Iterable, Mapping
@@ -168,7 +169,13 @@ class RunRecord:
             try:
                 self.mirror.poke(self.folder, final=True)
             except KeyboardInterrupt:  # Ctrl-C during the last sync: the record is whole, the store waits
-                raise SyncInterrupted(self.folder, self.mirror.mark_unsynced(self.folder)) from None
+                command = self.mirror.mark_unsynced(self.folder)
+                if status == "FINISHED":
+                    raise SyncInterrupted(self.folder, command) from None
+                # A run already ending KILLED or FAILED (a second Ctrl-C): its own error goes on, with its
+                # --resume advice; the sync is only postponed.
+                print(f"MLflow: the last sync of {self.folder.resolve()} was interrupted; sync it with:\n  {command}",
+                      file=sys.stderr, flush=True)
 
     # -- what a run records ---------------------------------------------------------------------------
     def log_params(self, params: Mapping[str, Any]) -> None:

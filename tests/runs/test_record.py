@@ -119,17 +119,46 @@ def test_processes_appending_to_one_record_keep_whole_lines_and_distinct_seq(tmp
     never share a seq number or cut each other's lines."""
     import subprocess
     import sys
+    import time
+    from pathlib import Path
 
-    code = ("import sys; from ls.runs.record import EventLog\n"
-            "log = EventLog(sys.argv[1])\n"
-            "for i in range(150): log.append({'event': 'metrics', 'metrics': {'w' + sys.argv[2]: i}, 'pad': 'x' * 300})")
+    code = ("import sys, time; from pathlib import Path; from ls.runs.record import EventLog\n"
+            "log, me = EventLog(sys.argv[1] + '/log'), sys.argv[2]\n"
+            "(Path(sys.argv[1]) / ('ready' + me)).touch()\n"
+            "while not (Path(sys.argv[1]) / 'go').exists(): time.sleep(0.001)\n"  # all start appending at once
+            "for i in range(300): log.append({'event': 'metrics', 'metrics': {'w' + me: i}, 'pad': 'x' * 300})")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), str(w)]) for w in range(3)]
+    deadline = time.monotonic() + 60
+    while not all((tmp_path / f"ready{w}").exists() for w in range(3)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    Path(tmp_path / "go").touch()
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
-    events = EventLog(tmp_path).events()
-    assert len(events) == len(EventLog(tmp_path).lines()) == 450  # every line whole
-    assert sorted(e["seq"] for e in events) == list(range(450))
+    events = EventLog(tmp_path / "log").events()
+    assert len(events) == len(EventLog(tmp_path / "log").lines()) == 900  # every line whole
+    assert sorted(e["seq"] for e in events) == list(range(900))
     for w in range(3):  # each process's events in its own order
-        assert [e["metrics"][f"w{w}"] for e in events if f"w{w}" in e["metrics"]] == list(range(150))
+        assert [e["metrics"][f"w{w}"] for e in events if f"w{w}" in e["metrics"]] == list(range(300))
+
+
+def test_an_end_whose_event_was_not_written_can_be_ended_again(tmp_path, monkeypatch):
+    """Ctrl-C while the end event is appended: the record is not taken as ended, so the handler's end (KILLED)
+    is written instead of the record staying RUNNING."""
+    record = RunRecord(tmp_path)
+    record.start("r")
+    real = EventLog.append
+
+    def interrupted(self, event):
+        if event.get("event") == "end":
+            raise KeyboardInterrupt
+        return real(self, event)
+
+    monkeypatch.setattr(EventLog, "append", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        record.end()
+    assert record.ended is None and status_of(tmp_path) == "RUNNING"
+    monkeypatch.setattr(EventLog, "append", real)
+    record.end("KILLED")
+    assert record.ended == "KILLED" and status_of(tmp_path) == "KILLED"
 
 
 def test_status_follows_start_resume_and_end(tmp_path):
