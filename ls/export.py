@@ -413,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             export_model(ctx, trial, features=args.features, opset=args.opset)
             diff = check_export(ctx, trial, args.features)
-            if diff > 1e-3:
+            if not diff <= 1e-3:  # also NaN
                 raise ValueError(f"{out}: onnxruntime and PyTorch differ by {diff:.2g} on random inputs (expected "
                                  "< 1e-3): the export is not faithful, so it was not written; please report it "
                                  "with --traceback output")

@@ -363,11 +363,12 @@ def test_an_unfaithful_export_replaces_no_file_and_leaves_none(exported, tmp_pat
     ckpt, _ = exported("ast")
     out = tmp_path / "m.onnx"
     out.write_bytes(b"the previous, good export")
-    monkeypatch.setattr(export, "check_export", lambda ctx, path, features: 0.5)
-    assert export.main(["--checkpoint", str(ckpt), "--out", str(out)]) == 2
-    err = capsys.readouterr().err.splitlines()
-    assert len(err) == 1 and "not faithful, so it was not written" in err[0], err
-    assert out.read_bytes() == b"the previous, good export" and sorted(tmp_path.iterdir()) == [out]
+    for bad in (0.5, float("nan")):  # NaN: outputs that are not numbers are no more faithful
+        monkeypatch.setattr(export, "check_export", lambda ctx, path, features, bad=bad: bad)
+        assert export.main(["--checkpoint", str(ckpt), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and "not faithful, so it was not written" in err[0], err
+        assert out.read_bytes() == b"the previous, good export" and sorted(tmp_path.iterdir()) == [out]
     monkeypatch.setattr(export, "check_export", lambda ctx, path, features: 1e-7)
     assert export.main(["--checkpoint", str(ckpt), "--out", str(out)]) == 0
     assert out.read_bytes()[:4] != b"the " and sorted(tmp_path.iterdir()) == [out]
