@@ -302,10 +302,10 @@ def _run_pool(work: list[_Job], jobs: int, gpus: list[str], record: Callable[[Ru
 
     pool = new_pool()
     queued = iter(enumerate(work, 1))
-    pending: dict[Future, _Job] = {}
+    pending: dict[Future, tuple[_Job, Any]] = {}  # each run with the pool that holds it
 
-    def submit_next() -> None:
-        # One run per worker, none queued: a queued run is already taken by the pool and cannot be cancelled.
+    def submit_next() -> bool:
+        """Start the next queued run; False when none is left."""
         nonlocal pool
         for i, job in queued:
             if on_start is not None:
@@ -316,43 +316,41 @@ def _run_pool(work: list[_Job], jobs: int, gpus: list[str], record: Callable[[Ru
                 pool.shutdown(wait=True)
                 pool = new_pool()
                 future = pool.submit(module._worker_run, job)
-            pending[future] = job
-            return
+            pending[future] = (job, pool)
+            return True
+        return False
+
+    def fill() -> None:
+        # One run per worker, none queued: a queued run is already taken by the pool and cannot be cancelled.
+        while len(pending) < jobs and submit_next():
+            pass
 
     try:
-        for _ in range(jobs):
-            submit_next()
+        fill()
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            broken = False
             for fut in done:
-                job = pending.pop(fut)
+                job, owner = pending.pop(fut)
                 try:
                     result = fut.result()
                 except BrokenExecutor:
-                    # A worker died (out of memory, killed): the pool ends every run it holds. Those runs keep
+                    # A worker died (out of memory, killed): its pool ends every run it holds. Those runs keep
                     # their folders; running the command again continues them.
-                    broken = True
                     result = RunResult(job.spec.key, False, 0.0, job.spec.run_dir,
                                        error="its worker process died (out of memory or killed?); running the "
                                              "command again continues it")
+                    if owner is pool:  # the rest of its runs fail at once; new runs go to a new pool
+                        pool.shutdown(wait=True)
+                        pool = new_pool()
                 except Exception as exc:  # noqa: BLE001 - e.g. a result that could not be sent back
                     result = RunResult(job.spec.key, False, 0.0, job.spec.run_dir, error=f"worker failed: {exc}")
                 record(result)
-            if broken and pending:
-                continue  # the pool's other runs fail at once: collect them before starting a new pool
-            if broken:
-                pool.shutdown(wait=True)
-                pool = new_pool()
-                for _ in range(jobs):
-                    submit_next()
-            else:
-                for _ in done:
-                    submit_next()
+            fill()
     except BaseException:
         if pending:
             print(f"[runs] stopping the {len(pending)} running run(s)", flush=True)
-        _stop_workers(pool)
+        for owner in {id(p): p for p in [pool, *(p for _, p in pending.values())]}.values():
+            _stop_workers(owner)
         raise
     pool.shutdown(wait=True)
 

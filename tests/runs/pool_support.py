@@ -13,5 +13,8 @@ def die_on_seed_1(job) -> RunResult:
     finish (slowly enough that one is still running when it dies)."""
     if job.spec.seed == 1:
         os._exit(137)
-    time.sleep(0.5)
-    return RunResult(job.spec.key, True, 0.5, job.spec.run_dir, test={"icbhi_score": float(job.spec.seed)})
+    start = time.time()
+    time.sleep(1.0)
+    job.spec.run_dir.mkdir(parents=True, exist_ok=True)
+    (job.spec.run_dir / "times").write_text(f"{start} {time.time()}")
+    return RunResult(job.spec.key, True, 1.0, job.spec.run_dir, test={"icbhi_score": float(job.spec.seed)})

@@ -415,3 +415,6 @@ def test_a_worker_that_dies_fails_the_runs_of_its_pool_and_the_rest_of_the_plan_
     assert not results["seed1"].ok and "worker process died" in results["seed1"].error
     assert results["seed3"].ok and results["seed4"].ok  # started after the death, in a new pool
     assert sum(not r.ok for r in results.values()) <= 2  # seed1 and at most the run beside it
+    after = [[float(t) for t in (tmp_path / s / "times").read_text().split()] for s in ("seed2", "seed3", "seed4")
+             if results[s].ok]
+    assert any(max(a[0], b[0]) < min(a[1], b[1]) for i, a in enumerate(after) for b in after[i + 1:])  # 2 at once
