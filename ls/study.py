@@ -438,9 +438,13 @@ def run_study(study: Study, *, mirror: Any = None, say: Callable[[str], None] = 
         except BaseException as exc:
             status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
             for key, entry in state["runs"].items():
-                if entry.get("state") == "running":  # started in this session, ended by the interrupt
-                    last = (study.out / RUNS_FOLDER / key / "last.pt").is_file()
-                    entry.update(state="interrupted", resumable=last)
+                if entry.get("state") != "running":
+                    continue
+                folder = study.out / RUNS_FOLDER / key  # started in this session, ended by the interrupt
+                if (folder / "run.json").is_file():  # it had finished (Ctrl-C came during its last sync)
+                    entry.update(state="finished")
+                else:
+                    entry.update(state="interrupted", resumable=(folder / "last.pt").is_file())
             if isinstance(exc, PlanInterrupted):
                 raise KeyboardInterrupt from None
             raise
@@ -595,6 +599,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             outcome = run_study(study, mirror=mirror, report_only=args.report_only)
         except KeyboardInterrupt:
             print(f"\ninterrupted: run the same command again to continue ({args.study})", file=sys.stderr)
+            if mirror is not None and mirror.unsynced:  # records whose last sync the interrupt cut short
+                print(tracking_summary(mirror), file=sys.stderr)
             return EXIT_INTERRUPTED
         trained = sum(r.ok for r in outcome.results)
         print(f"[study] {study.name}: {trained} run(s) trained in {outcome.seconds:.0f} s this session")

@@ -301,6 +301,7 @@ def _parent_events(study):
 
 
 def test_study_orchestration_state_report_and_parent_record(tmp_path, monkeypatch, mlflow_db):
+    monkeypatch.chdir(tmp_path)  # the store's artifacts under ./mlruns of this test, not of the repository
     study = _fixture_study(tmp_path)
     jobs = []
 
@@ -469,7 +470,7 @@ def test_report_fixtures_were_trained_as_their_study_file_says():
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_a_parallel_study_at_once_and_starts_no_further_run(tmp_path, mlflow_db):
+def test_ctrl_c_stops_a_parallel_study_at_once_and_starts_no_further_run(tmp_path, mlflow_db, monkeypatch):
     """Ctrl-C (here: SIGINT to the study's process only, as when the workers do not get it) while two runs
     train in workers: the study returns within seconds, no queued run starts, the study's record and both
     interrupted runs end as KILLED, and study.json names the two interrupted runs as resumable."""
@@ -480,6 +481,7 @@ def test_ctrl_c_stops_a_parallel_study_at_once_and_starts_no_further_run(tmp_pat
 
     from mlflow.tracking import MlflowClient
 
+    monkeypatch.chdir(tmp_path)  # the store's artifacts under ./mlruns of this test, not of the repository
     data = write_conditional_icbhi(tmp_path / "data", "device", patients=10, cycles=4)
     path = write_study(tmp_path / "s.yaml", {"variants": ["ast", "ast_film_soft"], "seeds": [0, 1], "jobs": 2,
                                              "out": str(tmp_path / "out")},
@@ -596,3 +598,27 @@ def test_study_resumes_in_the_same_mlflow_runs_and_parallel_runs_give_the_same_n
         rel = Path("runs/strict") / variant / "seed0" / "test_predictions.csv"
         assert (tmp_path / "par" / rel).read_bytes() == (tmp_path / "seq" / rel).read_bytes(), variant
         assert (tmp_path / "par" / rel.parent / "train.log").is_file()
+
+
+def test_ctrl_c_during_a_finished_run_s_last_sync_counts_the_run_as_finished(tmp_path, monkeypatch, capsys):
+    """The interrupt came after the run's record had ended (its last MLflow sync): study.json says finished,
+    and the command prints how to sync what was left."""
+    from ls.runs.mirror import Mirror, TrackingSettings
+    from ls.runs.record import SyncInterrupted
+
+    study = _fixture_study(tmp_path, seeds=[0])
+
+    def finished_then_ctrl_c(job, **_):
+        _copy_run(study, job, [])
+        raise SyncInterrupted(job.spec.run_dir, mirror.mark_unsynced(job.spec.run_dir))
+
+    mirror = Mirror(TrackingSettings("sqlite:///" + str(tmp_path / "mlflow.db")))
+    monkeypatch.setattr(executor, "_run", finished_then_ctrl_c)
+    monkeypatch.setattr(study_mod, "check_data", lambda s: None)
+    monkeypatch.setattr(study_mod, "load_study", lambda *a, **k: study)
+    monkeypatch.setattr("ls.runs.mirror.start_mirror", lambda *a, **k: mirror)
+    assert study_mod.main([str(FIXTURES / "study.yaml")]) == 130
+    err = capsys.readouterr().err
+    [key] = [k for k in json.loads((study.out / "study.json").read_text())["runs"]]
+    assert json.loads((study.out / "study.json").read_text())["runs"][key]["state"] == "finished"
+    assert "Sync them when it is back with:" in err and f"sync {(study.runs_dir / key).resolve()}" in err
