@@ -155,6 +155,22 @@ def test_the_best_config_holds_no_credential_of_the_search_s_config():
     assert data.get("mlflow", {}).get("tracking_uri") == "http://host:5000"  # the store stays, its user does not
 
 
+def test_trial_records_the_workers_left_unsynced_are_listed_by_the_command(tmp_path, data):
+    """With --jobs N each worker has its own mirror: the command lists every trial record the store lacks
+    events of, with the command that syncs it."""
+    from ls.runs.mirror import Mirror, TrackingSettings
+    from ls.runs.record import RunRecord
+    from ls.tune.search import _list_unsynced
+
+    search = load_search(write_tune(tmp_path / "t.yaml", data, {}))
+    record = RunRecord(search.trial_dir(0))
+    record.start("trial 0")
+    search.trial_dir(1).mkdir(parents=True)  # a folder without a record yet
+    mirror = Mirror(TrackingSettings(f"sqlite:///{tmp_path / 'mlflow.db'}"))
+    _list_unsynced(search, mirror)
+    assert list(mirror.unsynced) == [search.trial_dir(0).resolve()]
+
+
 def test_space_values_are_typed_like_the_config(tmp_path, data):
     """A choice may be any value the key takes (``all`` of conditioned_layers), ranges keep their kind, and a
     trial's config is the base with its values, built and checked like any config, off the test split."""

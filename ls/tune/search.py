@@ -630,6 +630,8 @@ def run_search(search: Search, storage_spec: StorageSpec, *, jobs: int | None = 
             for i in failures:
                 say(f"warning: worker {i} ended with exit code {ended[i][1]} (its error is above)")
             ran = _run_by(study, {pid for pid, _ in ended})
+            if mirror is not None:  # the workers' mirrors are gone: what they left unsynced is listed here
+                _list_unsynced(search, mirror)
         with quiet_optuna():
             best_config, paths = write_outputs(search, study, storage_spec, say)
         for path in [p for p in (best_config,) if p is not None] + paths:
@@ -642,6 +644,15 @@ def run_search(search: Search, storage_spec: StorageSpec, *, jobs: int | None = 
         parent.end(status)
     return SearchOutcome(study.get_trials(), _best(study), best_config, paths, parent.run_id,
                          time.perf_counter() - t0, ran, failures)
+
+
+def _list_unsynced(search: Search, mirror: Any) -> None:
+    """Trial records the store lacks events of, listed with the command that syncs them."""
+    from ls.runs.record import EventLog
+
+    for folder in sorted(search.trials_dir.glob("*")) if search.trials_dir.is_dir() else []:
+        if EventLog(folder).exists() and mirror.pending(folder):
+            mirror.mark_unsynced(folder)
 
 
 def _run_by(study: optuna.Study, pids: set[int]) -> int:
