@@ -168,10 +168,13 @@ def test_setup_installs_from_the_lock_on_its_platform_and_says_when_it_cannot(tm
     assert "pip install" not in log.read_text()
 
 
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 @pytest.mark.parametrize(("workers", "pytest_call"), [
     ("3", "-m pytest -q -n 3 --dist loadgroup -k nothing"), ("1", "-m pytest -q -k nothing"),
-    ("", f"-m pytest -q -n {min(4, len(os.sched_getaffinity(0)))} --dist loadgroup -k nothing"
-     if len(os.sched_getaffinity(0)) > 1 else "-m pytest -q -k nothing")], ids=["3", "1", "per-core"])
+    ("", f"-m pytest -q -n {min(4, CORES)} --dist loadgroup -k nothing" if CORES > 1 else "-m pytest -q -k nothing")],
+    ids=["3", "1", "per-core"])
 def test_the_test_script_says_what_it_runs_on_before_the_tests(tmp_path, monkeypatch, workers, pytest_call):
     """The machine first, then the suite in one worker per core (at most 4) or as LS_TEST_WORKERS says."""
     venv, log = _fake_venv(tmp_path), tmp_path / "calls.log"

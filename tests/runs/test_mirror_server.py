@@ -38,7 +38,8 @@ from ls.tracking import main as tracking_main
 
 from .mirror_support import PASSWORD, REPO, USER, tiny_training_config
 
-pytestmark = pytest.mark.slow
+# One real MLflow server per session: all these tests go to one pytest-xdist worker (scripts/test.sh).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("mlflow_server")]
 
 #: A store that is away costs little in these tests: short timeouts, frequent and short retries.
 FAST = {"http_timeout_s": 1, "retry_interval_s": 0.2, "max_retry_interval_s": 0.2, "probe_timeout_s": 0.2,
