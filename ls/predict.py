@@ -622,10 +622,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 pred = predict_recording(model, wav, metadata, cycles, args.window, args.hop, args.batch_size,
-                                         args.max_windows, keep_audio=True)
+                                         args.max_windows, keep_audio=bool(plots))
+            if not plots:  # the samples are only for the figure: not kept for every recording
+                pred = RecordingPrediction(str(wav), pred, np.empty(0, dtype=np.float32), 0)
             pred.annotation = annotations[i]
-            if not plots:  # the samples are only for the figure: not held for every recording
-                pred.wave = pred.wave[:0]
             notes = [str(w.message) for w in caught if issubclass(w.category, PredictionWarning)]
             for w in caught:  # the notes go into the output too; other libraries' warnings only to stderr
                 print(f"warning: {w.message}", file=sys.stderr)

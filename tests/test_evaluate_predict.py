@@ -400,3 +400,16 @@ def test_predict_output_states_the_decision_rule_and_the_warnings(tiny_checkpoin
     payload = json.loads((tmp_path / "p.json").read_text())
     assert payload["decision_rule"] == head[0].removeprefix("# decision_rule: ")
     assert any("silent" in w for w in payload["warnings"])
+
+
+def test_a_bad_checkpoint_path_is_reported_before_the_model_code_is_imported(tmp_path):
+    """timm and torchvision take seconds to import: a missing checkpoint is reported without them."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom ls.inference import load_for_inference\ntry:\n    load_for_inference('missing.pt')\n"
+            "except Exception as exc:\n    print(type(exc).__name__, 'timm' in sys.modules, 'torchvision' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=False,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert done.stdout.split() == ["CheckpointError", "False", "False"], done.stdout + done.stderr
