@@ -531,3 +531,24 @@ def test_figures_are_attached_to_the_mlflow_run_given_with_run_id(tmp_path, mlfl
     figure.write_bytes(b"\x89PNG\r\n\x1a\n")
     attach_to_run([figure], run.info.run_id, cfg=None)
     assert [a.path for a in client.list_artifacts(run.info.run_id, "figures")] == ["figures/m_confusion.png"]
+
+    # a server with credentials in the run's config: the client is made with them (they leave the URI)
+    from types import SimpleNamespace
+
+    import ls.runs.mirror as mirror
+    from ls.engine.config import MlflowConfig
+
+    made = []
+
+    class Client:
+        def log_artifact(self, run_id, path, artifact_path):
+            made[-1]["uploads"].append((run_id, path.rsplit("/", 1)[-1], artifact_path))
+
+    monkeypatch.setattr(mirror, "client_for", lambda settings: made.append({"settings": settings, "uploads": []})
+                        or Client())
+    cfg = SimpleNamespace(mlflow=MlflowConfig(tracking_uri="http://bob:pw-123@mlflow.example:5000"))
+    attach_to_run([figure], "r1", cfg)
+    [call] = made
+    assert (call["settings"].tracking_uri, call["settings"].username, call["settings"].password) == (
+        "http://mlflow.example:5000", "bob", "pw-123")
+    assert call["uploads"] == [("r1", "m_confusion.png", "figures")]
