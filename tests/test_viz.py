@@ -535,8 +535,8 @@ def test_figures_are_attached_to_the_mlflow_run_given_with_run_id(tmp_path, mlfl
     # a server with credentials in the run's config: the client is made with them (they leave the URI)
     from types import SimpleNamespace
 
-    import ls.runs.mirror as mirror
     from ls.engine.config import MlflowConfig
+    from ls.runs import mirror
 
     made = []
 

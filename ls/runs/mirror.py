@@ -229,11 +229,6 @@ def client_for(settings: TrackingSettings) -> Any:
         return _CLIENTS[key]
     configure_telemetry()
     _apply_http_env(settings)
-    # MLflow reads credentials for HTTP servers from these variables only.
-    if settings.username is not None:
-        os.environ["MLFLOW_TRACKING_USERNAME"] = settings.username
-    if settings.password is not None:
-        os.environ["MLFLOW_TRACKING_PASSWORD"] = settings.password
     from mlflow.tracking import MlflowClient
 
     db = _sqlite_path(settings.tracking_uri)
@@ -248,6 +243,31 @@ def client_for(settings: TrackingSettings) -> Any:
     return client
 
 
+_CREDENTIAL_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+@contextlib.contextmanager
+def credentials_for(settings: TrackingSettings) -> Iterator[None]:
+    """MLflow reads a server's basic-auth credentials from these variables at each request: while the block
+    runs they hold exactly ``settings``' (none for a store given none), so that one store's credentials never
+    reach another store's host; afterwards they are as they were."""
+    before = {key: os.environ.get(key) for key in _CREDENTIAL_ENV}
+    try:
+        for key, value in zip(_CREDENTIAL_ENV, (settings.username, settings.password)):
+            _set_env(key, value)
+        yield
+    finally:
+        for key, value in before.items():
+            _set_env(key, value)
+
+
+def _set_env(key: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = value
+
+
 def _sqlite_path(uri: str) -> Path | None:
     if not uri.startswith("sqlite:///"):
         return None
@@ -259,7 +279,8 @@ def check_connection(settings: TrackingSettings) -> str:
     """Reach the store and get or create the experiment; its id. Raises :class:`TrackingError` naming the URI
     and what to check, before any training."""
     try:
-        return experiment_id(client_for(settings), settings.experiment_name)
+        with credentials_for(settings):
+            return experiment_id(client_for(settings), settings.experiment_name)
     except Exception as exc:  # noqa: BLE001 - MlflowException, requests, sqlalchemy errors...
         if _is_auth_failure(exc):
             why = ("the server rejected the credentials; check tracking_username/tracking_password in the mlflow "
@@ -444,7 +465,9 @@ def sync(path: str | Path, settings: TrackingSettings, *, explicit_store: bool =
     for folder in folders:
         recorded = stores_of(folder)
         # A recorded store is named without credentials: the one these settings name is reached with their URI
-        # (a database URI keeps its user:password@, which the record never holds).
+        # (a database URI keeps its user:password@, which the record never holds). Without an explicit store
+        # the settings' credentials name no store (the environment's, or a file's without a URI): they go with
+        # the recorded URI, as MLflow itself would send them.
         targets = [settings] if explicit_store or not recorded else [
             settings.replace(tracking_uri=settings.tracking_uri if uri == settings.store else uri,
                              experiment_name=settings.experiment_name if explicit_experiment
@@ -462,7 +485,7 @@ def sync_folder(folder: str | Path, settings: TrackingSettings, *, budget_s: flo
     the next sync) or after ``budget_s`` seconds; an event the store refuses is skipped with a warning."""
     folder = Path(folder).resolve()
     report = SyncReport(folder, settings.store)
-    with file_lock(folder / _LOCK_FILE, wait_s=10) as locked:
+    with file_lock(folder / _LOCK_FILE, wait_s=10) as locked, credentials_for(settings):
         if not locked:
             report.error = "another process is syncing this folder"
             return report
@@ -734,6 +757,7 @@ __all__ = [
     "absolute_store_uri",
     "check_connection",
     "client_for",
+    "credentials_for",
     "find_records",
     "open_hint",
     "reachable",

@@ -266,12 +266,14 @@ def performance_figures(run: ModelRun, out_dir: Path) -> list[Path]:
 def attach_to_run(paths: Sequence[Path], run_id: str, cfg: Any) -> None:
     """Upload ``paths`` to MLflow run ``run_id`` under ``figures/`` (the store and its credentials as a run
     resolves them)."""
-    from ls.runs.mirror import client_for, resolve_settings
+    from ls.runs.mirror import client_for, credentials_for, resolve_settings
 
     mlflow = getattr(cfg, "mlflow", None)
-    client = client_for(resolve_settings(None if mlflow is None else to_dict(mlflow)))
-    for path in paths:
-        client.log_artifact(run_id, str(path), artifact_path="figures")
+    settings = resolve_settings(None if mlflow is None else to_dict(mlflow))
+    with credentials_for(settings):
+        client = client_for(settings)
+        for path in paths:
+            client.log_artifact(run_id, str(path), artifact_path="figures")
 
 
 # -- entry point ------------------------------------------------------------------------------------------

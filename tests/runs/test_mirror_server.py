@@ -195,7 +195,7 @@ def test_a_transient_failure_is_retried_with_back_off(proxy, tmp_path):
     assert proxy.fail_next == 0 and proxy.requests - before == 3
     assert record.synced and not mirror.down
     record.end()
-    assert steps(proxy.uri, record.run_id, "loss") == [1]
+    assert steps(proxy.backend.uri, record.run_id, "loss") == [1]
 
 
 def test_while_the_store_is_away_tries_are_rate_limited_and_the_end_heals(proxy, tmp_path):
@@ -266,7 +266,7 @@ def test_a_hung_server_costs_a_bounded_total_stall(proxy, tmp_path):
     assert [r.complete for r in reports] == [True, True]
     for record in (parent, member):
         assert_mirrored(record.folder, proxy.backend.uri, record.run_id)
-        assert steps(proxy.uri, record.run_id, "loss") == list(range(1, epochs + 1))
+        assert steps(proxy.backend.uri, record.run_id, "loss") == list(range(1, epochs + 1))
 
 
 def test_no_secret_in_the_run_folder_on_the_server_or_in_messages(proxy, tmp_path, capsys, caplog):
@@ -428,7 +428,7 @@ def test_a_run_that_ends_while_the_server_hangs_prints_the_sync_command_that_com
     assert PASSWORD not in res.stdout + res.stderr
     assert client(proxy.backend.uri).get_run(outcome.run_id).info.status == "FINISHED"
     assert_mirrored(run_dir, proxy.backend.uri, outcome.run_id)
-    assert steps(proxy.uri, outcome.run_id, "val/icbhi_score") == [1, 2, 3]
+    assert steps(proxy.backend.uri, outcome.run_id, "val/icbhi_score") == [1, 2, 3]
 
 
 def test_ctrl_c_and_resume_continue_the_same_mlflow_run_and_match_an_uninterrupted_run_exactly(
@@ -473,7 +473,7 @@ def test_ctrl_c_and_resume_continue_the_same_mlflow_run_and_match_an_uninterrupt
     run = c.get_run(run_id)
     assert run.info.status == "FINISHED"
     for key in ("train/loss", "val/icbhi_score", "lr/backbone", "epoch"):
-        assert steps(proxy.uri, run_id, key) == [1, 2], key
+        assert steps(proxy.backend.uri, run_id, key) == [1, 2], key
     assert_mirrored(run_dir, proxy.backend.uri, run_id)
     experiment = c.get_experiment_by_name("test-resume").experiment_id
     assert [r.info.run_id for r in c.search_runs([experiment])] == [run_id]

@@ -95,6 +95,25 @@ def test_sync_to_a_uri_with_credentials_uses_them_and_records_the_store_without_
     assert sorted(s.tracking_uri for s in seen) == [db, "sqlite:////elsewhere/mlflow.db"]
 
 
+def test_mlflow_gets_the_credentials_of_one_store_only_while_it_is_used(monkeypatch):
+    """MLflow reads basic-auth credentials from the environment at each request: they are those of the store
+    in use (none for a store given none), and afterwards what they were."""
+    from ls.runs.mirror import credentials_for
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "the-user-s-own")
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    with credentials_for(TrackingSettings("http://a.example", username=USER, password=PASSWORD)):
+        assert (os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]) == (USER, PASSWORD)
+        with credentials_for(TrackingSettings("http://b.example")):
+            assert "MLFLOW_TRACKING_USERNAME" not in os.environ and "MLFLOW_TRACKING_PASSWORD" not in os.environ
+        assert os.environ["MLFLOW_TRACKING_PASSWORD"] == PASSWORD
+    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "the-user-s-own" and "MLFLOW_TRACKING_PASSWORD" not in os.environ
+    from ls.runs.mirror import client_for
+
+    client_for(TrackingSettings("http://c.example", username=USER, password=PASSWORD))  # as a run's mirror does
+    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "the-user-s-own" and "MLFLOW_TRACKING_PASSWORD" not in os.environ
+
+
 def test_open_hint_is_a_url_for_a_server_and_an_absolute_mlflow_ui_command_for_a_local_store(
     tmp_path, monkeypatch
 ):
