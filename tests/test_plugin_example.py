@@ -161,7 +161,7 @@ def test_without_the_plugin_each_entry_point_names_the_module_and_how_to_load_it
 
 
 # =================================================================================================
-# pip-installed: the entry point, its own script and resume, a command, a 2-worker study, torchrun, the report
+# pip-installed: the entry point, every command, resume, a 2-worker study, torchrun, the report
 # =================================================================================================
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
@@ -206,13 +206,16 @@ def test_installed_it_works_in_every_command_and_every_process(installed_ls, exa
         "distribution": "ls-plugin-example", "version": "0.1.0"}
     best = run_dir / "best.pt"
 
-    # a command of ausc: the entry point loads it in a fresh process (evaluate and figures load it the same way;
-    # the LS_PLUGINS test above runs them)
+    # evaluate, predict, figures: the entry point loads it in each fresh process
     ausc = bin_ / "ausc"
+    out = run_process([ausc, "evaluate", "--checkpoint", best, "--out", work / "eval"], work, env)
+    assert out.returncode == 0, out.stderr[-3000:]
     wav, device, site = a_wav(example_data)
     out = run_process([ausc, "predict", "--checkpoint", best, "--wav", wav, "--meta", f"device={device}", "--meta",
                        f"site={site}", "--format", "csv"], work, env)
     assert out.returncode == 0 and "# decision_rule:" in out.stdout, out.stderr[-3000:]
+    out = run_process([ausc, "figures", "--all", "--checkpoint", best, "--out", work / "figures"], work, env)
+    assert out.returncode == 0 and (work / "figures" / "metalora_ast_confusion.png").is_file(), out.stderr[-3000:]
 
     # a study against the AST baseline in 2 spawned workers, then its report
     study_file = work / "study.yaml"
