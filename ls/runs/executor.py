@@ -180,7 +180,7 @@ def _run(job: _Job, *, mirror: Mirror | None = None, ctx: DistContext | None = N
     log_path = spec.run_dir / layout.LOG_FILE if job.log_to_file and spec.run_dir is not None else None
     t0 = time.perf_counter()
     try:
-        with _output_to(log_path), _threads(job.threads):
+        with output_to(log_path), _threads(job.threads):
             try:
                 outcome = train_run(spec.cfg, spec.variant, run_dir=spec.run_dir if spec.resume is None else None,
                                     resume=spec.resume, parent=job.parent, tags=spec.tags, mirror=mirror, ctx=ctx,
@@ -217,8 +217,8 @@ def _threads(n: int | None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _output_to(path: Path | None) -> Iterator[None]:
-    """Everything the run prints goes to ``path`` (appended: a resumed run continues its log)."""
+def output_to(path: Path | None) -> Iterator[None]:
+    """Everything a run prints goes to ``path`` (appended: a resumed run continues its log); None: the console."""
     if path is None:
         yield
         return
@@ -412,6 +412,7 @@ __all__ = [
     "RunResult",
     "execute",
     "open_parent",
+    "output_to",
     "resolve_jobs",
     "summarize",
     "tracking_summary",

@@ -301,18 +301,6 @@ def _heartbeat(storage: Any, trial: optuna.Trial) -> Iterator[None]:
         thread.join(timeout=10)
 
 
-@contextlib.contextmanager
-def _output_to(path: Path | None) -> Iterator[None]:
-    """What a trial prints goes to ``path`` (appended: a retried trial continues its log)."""
-    if path is None:
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8", buffering=1) as fh, contextlib.redirect_stdout(fh), \
-            contextlib.redirect_stderr(fh):
-        yield
-
-
 def pruning_hook(trial: optuna.Trial, metric: str, reported: set[int]) -> Callable[[int, dict[str, float]], None]:
     """The Trainer's ``epoch_end`` hook of a trial: reports the epoch's validation ``metric`` (from the epoch's
     record) to Optuna and stops the trial when the pruner says so. ``reported``: epochs already reported (a
@@ -389,7 +377,7 @@ def run_trial(setup: WorkerSetup, study: optuna.Study, storage: Any, trial: optu
               retry: RetryHeartbeatStaleTrialCallback, mirror: Any, say: Callable[[str], None]) -> TrialState:
     """Train one trial in this process and tell Optuna how it went."""
     from ls.runs import folder as layout
-    from ls.runs.executor import execute
+    from ls.runs.executor import execute, output_to
     from ls.runs.plan import Plan, RunSpec
     from ls.utils.cli import error_message
 
@@ -419,7 +407,7 @@ def run_trial(setup: WorkerSetup, study: optuna.Study, storage: Any, trial: optu
         spec = RunSpec(variant, cfg, folder, resume=resume, tags={"tune": search.name, "trial": str(home)},
                        evaluate_test=False)
         hook = pruning_hook(trial, search.metric, set(frozen.intermediate_values))
-        with _heartbeat(storage, trial), _output_to(folder / layout.LOG_FILE if setup.log_to_file else None):
+        with _heartbeat(storage, trial), output_to(folder / layout.LOG_FILE if setup.log_to_file else None):
             result = execute(Plan([spec], parent=search.out), mirror=mirror, threads=setup.threads,
                              progress=False if setup.log_to_file else None, epoch_end=[hook])[0]
         value = validation_value(folder, search.metric, result.best_epoch)
